@@ -1,0 +1,31 @@
+"""Error hierarchy shared by every fedlora package.
+
+`FedloraError` is the root: the CLI turns any of its subclasses into a one-line message and exit code 1.
+Decoding and verification failures are deliberately opaque (`DecodeError`) so a peer learns nothing about
+which check failed; the reason goes to the local log only.
+"""
+
+from __future__ import annotations
+
+
+class FedloraError(Exception):
+    """Root of every error fedlora raises on purpose (as opposed to bugs)."""
+
+
+class ConfigError(FedloraError):
+    """A configuration file or argument is invalid; the message says which field and why."""
+
+
+class DecodeError(FedloraError):
+    """A frame, payload or key failed to decode or verify. Intentionally carries no detail."""
+
+    def __init__(self, message: str = "invalid message") -> None:
+        super().__init__(message)
+
+
+class ProtocolError(FedloraError):
+    """A peer (or this node) broke the protocol: wrong stage, wrong round, inconsistent sets."""
+
+
+class PrivacyError(FedloraError):
+    """A privacy rule would be broken (budget exhausted, settings below a tier minimum)."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine and run it.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -m slow` for the benchmarks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v mosquitto >/dev/null 2>&1; then
+    echo "[test] installing mosquitto (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+python -m pytest -q "$@"
