@@ -1,0 +1,64 @@
+"""Put the model's tokenizer into the bundle in a form devices can load without transformers.
+
+Built-in tiny models use the byte-level tokenizer of `fl_protocol.tokenizer`. Local Hugging Face models
+ship their fast tokenizer as `tokenizer/tokenizer.json`, which devices load with the small `tokenizers`
+library. A model directory without a tokenizer can still be exported with `--tokenizer byte` when its
+vocabulary has room for the 260 byte-level ids.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from export.errors import ExportError
+from export.sources import LoadedModel
+from fl_protocol.tokenizer import BYTE_VOCAB_SIZE, ByteTokenizer
+
+TOKENIZER_DIR = "tokenizer"
+_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+
+
+def bundle_tokenizer(loaded: LoadedModel, out_dir: Path, *, choice: str, vocab_size: int) -> dict[str, Any]:
+    """Copy or describe the tokenizer; return the manifest's `tokenizer` section."""
+    if choice not in ("auto", "byte"):
+        raise ExportError(f"--tokenizer must be 'auto' or 'byte', got {choice!r}")
+    if choice == "byte" or loaded.source_dir is None:
+        if vocab_size < BYTE_VOCAB_SIZE:
+            raise ExportError(
+                f"the byte tokenizer needs a vocabulary of at least {BYTE_VOCAB_SIZE}; the model has {vocab_size}"
+            )
+        return ByteTokenizer().to_manifest()
+    return _bundle_hf_tokenizer(loaded.source_dir, out_dir, vocab_size)
+
+
+def _bundle_hf_tokenizer(source_dir: Path, out_dir: Path, vocab_size: int) -> dict[str, Any]:
+    from transformers import AutoTokenizer  # export-only dependency
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ExportError(
+            f"no usable tokenizer in {source_dir} ({exc}); add tokenizer files or pass --tokenizer byte"
+        ) from exc
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"the tokenizer in {source_dir} has no fast (tokenizer.json) form; devices need one")
+    target = out_dir / TOKENIZER_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    tok.backend_tokenizer.save(str(target / "tokenizer.json"))
+    for name in _SIDE_FILES:
+        if (source_dir / name).is_file():
+            shutil.copyfile(source_dir / name, target / name)
+    eos_id = tok.eos_token_id
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id
+    if pad_id is None:
+        raise ExportError(f"the tokenizer in {source_dir} defines neither a pad nor an eos token")
+    return {
+        "kind": "hf",
+        "vocab_size": vocab_size,
+        "files": [f"{TOKENIZER_DIR}/tokenizer.json"],
+        "pad_id": int(pad_id),
+        "bos_id": None if tok.bos_token_id is None else int(tok.bos_token_id),
+        "eos_id": None if eos_id is None else int(eos_id),
+    }
