@@ -1,0 +1,5 @@
+"""MQTT transport shared by devices, gateways and the cloud (paho-mqtt 2.x).
+
+Kept apart from `fl_protocol` (which must not import paho) and from the role packages (which must not
+import each other). See docs/architecture.md.
+"""
