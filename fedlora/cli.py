@@ -20,6 +20,10 @@ from fl_protocol.errors import FedloraError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "export a causal LM with LoRA to an ONNX Runtime training bundle"),
     "adapter": ("export.adapter_cli", "turn a flat federated LoRA vector into a PEFT adapter directory"),
+    "provision": (
+        "fedlora.provision.cli",
+        "fleet CA, TLS certs, Ed25519 identities, mosquitto configs and ACLs, node bundles",
+    ),
 }
 
 

@@ -1,0 +1,278 @@
+"""`fedlora provision` output against the real mosquitto 2.0 broker: delivery, not PUBACK, is checked.
+
+The generated configs are used as they are except for what a test on one machine must change
+(`_localise`): the listener port becomes an ephemeral port bound to 127.0.0.1, persistence goes to the
+test's own directory, and the bridge address points at the test's cloud broker port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fedlora.provision.cli import add_arguments, run
+
+try:
+    from tests.integration.mosquitto_fixture import HOST, MosquittoHandle, free_port, start_mosquitto
+except ModuleNotFoundError:  # plain `pytest`: tests/integration (no __init__.py) itself is on sys.path
+    from mosquitto_fixture import HOST, MosquittoHandle, free_port, start_mosquitto  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.integration
+
+FLEET = "demo"
+P = f"fl/v1/{FLEET}"
+CONNECT_TIMEOUT_S = 5.0
+DELIVERY_TIMEOUT_S = 5.0
+SILENCE_S = 1.0  # how long a message that must NOT arrive is waited for
+
+
+def _provision(out: Path, *extra: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--out", str(out), *extra]
+    if "--revoke" not in extra and "--add-devices" not in extra:
+        argv += ["--fleet", FLEET, "--gateways", "g1,g2", "--devices", "4", "--broker-host", "localhost"]
+    assert run(parser.parse_args(argv)) == 0
+
+
+def _localise(conf: str, *, port: int, data_dir: Path, cloud_port: int | None = None) -> str:
+    conf = re.sub(r"^listener \d+$", f"listener {port} {HOST}", conf, count=1, flags=re.M)
+    conf = re.sub(r"^persistence_location .*$", f"persistence_location {data_dir}/", conf, flags=re.M)
+    if cloud_port is None:
+        return conf.split("\nconnection ")[0] + "\n"  # no bridge
+    return re.sub(r"^address .*$", f"address {HOST}:{cloud_port}", conf, flags=re.M)
+
+
+def _start_broker(fleet_dir: Path, name: str, tmp: Path, *, cloud_port: int | None = None) -> MosquittoHandle:
+    port = free_port()
+    data = tmp / f"data-{name}"
+    data.mkdir(exist_ok=True)
+    conf = (fleet_dir / "brokers" / name / "mosquitto.conf").read_text()
+    return start_mosquitto(
+        _localise(conf, port=port, data_dir=data, cloud_port=cloud_port), port, workdir=tmp
+    )
+
+
+@dataclass
+class Client:
+    """A paho 2.x client with a received-message queue and connection outcome."""
+
+    mqttc: mqtt.Client
+    messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
+    connected: threading.Event = field(default_factory=threading.Event)
+    settled: threading.Event = field(default_factory=threading.Event)  # CONNACK or disconnect seen
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.mqttc.on_subscribe = lambda *args: done.set()
+        self.mqttc.subscribe(topic, qos=1)
+        assert done.wait(CONNECT_TIMEOUT_S), f"no SUBACK for {topic}"
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.mqttc.publish(topic, payload, qos=1, retain=retain).wait_for_publish(CONNECT_TIMEOUT_S)
+
+    def received(self, timeout_s: float) -> list[tuple[str, bytes]]:
+        """Messages that arrive within `timeout_s`."""
+        out, deadline = [], time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            out.append((msg.topic, msg.payload))
+        return out
+
+    def wait_for(
+        self, topic: str, payload: bytes, timeout_s: float = DELIVERY_TIMEOUT_S
+    ) -> list[tuple[str, bytes]]:
+        """Wait until (topic, payload) arrives; return every message seen meanwhile (it included)."""
+        seen, deadline = [], time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            seen.append((msg.topic, msg.payload))
+            if seen[-1] == (topic, payload):
+                return seen
+        raise AssertionError(f"{topic} {payload!r} not delivered within {timeout_s} s; got {seen}")
+
+
+class Clients:
+    """Creates TLS clients from node bundles and disconnects them all at teardown."""
+
+    def __init__(self) -> None:
+        self._all: list[mqtt.Client] = []
+
+    def connect(self, port: int, ca: Path, cert: Path | None, key: Path | None) -> Client | None:
+        """Connect with TLS; the connected Client, or None if the broker refused (TLS or CONNACK)."""
+        mqttc = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        mqttc.tls_set(
+            ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None
+        )
+        client = Client(mqttc)
+
+        def on_connect(c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object) -> None:
+            if not rc.is_failure:
+                client.connected.set()
+            client.settled.set()
+
+        mqttc.on_connect = on_connect
+        mqttc.on_disconnect = lambda *args: client.settled.set()
+        mqttc.on_message = lambda c, u, msg: client.messages.put(msg)
+        self._all.append(mqttc)
+        try:
+            mqttc.connect(HOST, port, keepalive=30)
+        except OSError:  # ssl.SSLError included: handshake refused (TLS 1.2 path)
+            return None
+        mqttc.loop_start()
+        client.settled.wait(CONNECT_TIMEOUT_S)
+        return client if client.connected.is_set() else None
+
+    def node(self, fleet_dir: Path, node_id: str, port: int) -> Client | None:
+        d = fleet_dir / "nodes" / node_id
+        return self.connect(port, d / "ca.crt", d / "node.crt", d / "node.key")
+
+    def close(self) -> None:
+        for mqttc in self._all:
+            mqttc.disconnect()  # wakes the network loop, so loop_stop returns at once
+            mqttc.loop_stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[Clients]:
+    made = Clients()
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fleet") / "out"
+    _provision(out)  # g1: dev-0001, dev-0003; g2: dev-0002, dev-0004
+    return out
+
+
+@pytest.fixture
+def g1_broker(fleet_dir: Path, tmp_path: Path) -> Iterator[MosquittoHandle]:
+    broker = _start_broker(fleet_dir, "g1", tmp_path)
+    yield broker
+    broker.stop()
+
+
+def test_device_publish_on_own_topic_reaches_gateway(fleet_dir, g1_broker, clients) -> None:
+    gw = clients.node(fleet_dir, "g1", g1_broker.port)
+    dev = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+    assert gw and dev, g1_broker.log()
+    gw.subscribe(f"{P}/gw/g1/round/+/+/+")
+    dev.publish(f"{P}/gw/g1/round/1/masked/dev-0001", b"update")
+    gw.wait_for(f"{P}/gw/g1/round/1/masked/dev-0001", b"update")
+
+
+def test_publish_under_another_id_or_gateway_is_not_delivered(fleet_dir, g1_broker, clients) -> None:
+    gw = clients.node(fleet_dir, "g1", g1_broker.port)
+    dev1 = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+    other_site = clients.node(fleet_dir, "dev-0002", g1_broker.port)  # a g2 device on g1's broker
+    assert gw and dev1 and other_site
+    gw.subscribe(f"{P}/#")
+    dev1.publish(f"{P}/gw/g1/round/1/masked/dev-0003", b"spoofed")  # another device's id
+    dev1.publish(f"{P}/status/dev-0003", b"spoofed-status")
+    other_site.publish(f"{P}/gw/g1/round/1/masked/dev-0002", b"foreign")  # own id, wrong gateway
+    dev1.publish(f"{P}/gw/g1/round/1/masked/dev-0001", b"control")
+    got = gw.wait_for(f"{P}/gw/g1/round/1/masked/dev-0001", b"control") + gw.received(SILENCE_S)
+    assert not [m for m in got if m[1] in (b"spoofed", b"spoofed-status", b"foreign")], got
+
+
+def test_device_reads_gateway_stage_topics_but_not_other_devices(fleet_dir, g1_broker, clients) -> None:
+    gw = clients.node(fleet_dir, "g1", g1_broker.port)
+    dev1 = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+    dev3 = clients.node(fleet_dir, "dev-0003", g1_broker.port)
+    assert gw and dev1 and dev3
+    dev3.subscribe(f"{P}/gw/g1/round/+/+")
+    dev3.subscribe(f"{P}/gw/g1/round/+/+/+")  # other devices' uploads: must stay unreadable
+    dev3.subscribe(f"{P}/gw/g1/inbox/+")
+    dev1.publish(f"{P}/gw/g1/round/1/masked/dev-0001", b"private")
+    gw.publish(f"{P}/gw/g1/inbox/dev-0001", b"not-for-dev3")
+    gw.publish(f"{P}/gw/g1/inbox/dev-0003", b"for-dev3")
+    gw.publish(f"{P}/gw/g1/round/1/roster", b"roster")
+    got = dev3.wait_for(f"{P}/gw/g1/round/1/roster", b"roster") + dev3.received(SILENCE_S)
+    assert (f"{P}/gw/g1/inbox/dev-0003", b"for-dev3") in got
+    assert not [m for m in got if m[1] in (b"private", b"not-for-dev3")], got
+
+
+def test_client_without_certificate_is_refused(fleet_dir, g1_broker, clients) -> None:
+    assert clients.connect(g1_broker.port, fleet_dir / "ca.crt", None, None) is None
+
+
+def test_broker_certificate_cannot_log_in_as_client(fleet_dir, g1_broker, clients) -> None:
+    b = fleet_dir / "brokers" / "g1"
+    assert clients.connect(g1_broker.port, b / "ca.crt", b / "server.crt", b / "server.key") is None
+
+
+def test_revoked_device_is_refused_after_restart(tmp_path, clients) -> None:
+    out = tmp_path / "fleet"
+    _provision(out)
+    broker = _start_broker(out, "g1", tmp_path)
+    try:
+        assert clients.node(out, "dev-0001", broker.port) is not None, broker.log()
+        _provision(out, "--revoke", "dev-0001")
+        broker.restart()
+        assert clients.node(out, "dev-0001", broker.port) is None
+        still = clients.node(out, "dev-0003", broker.port)
+        assert still is not None, broker.log()
+    finally:
+        broker.stop()
+
+
+def test_added_device_is_served_after_acl_reload(tmp_path, clients) -> None:
+    out = tmp_path / "fleet"
+    _provision(out)
+    broker = _start_broker(out, "g1", tmp_path)
+    try:
+        _provision(out, "--add-devices", "1", "--gateways", "g1")  # dev-0005, same CA
+        broker.reload()
+        time.sleep(1.0)  # SIGHUP is handled asynchronously, on a later turn of the broker loop
+        gw = clients.node(out, "g1", broker.port)
+        dev = clients.node(out, "dev-0005", broker.port)
+        assert gw and dev, broker.log()
+        gw.subscribe(f"{P}/gw/g1/round/+/+/+")
+        dev.publish(f"{P}/gw/g1/round/2/advertise/dev-0005", b"keys")
+        gw.wait_for(f"{P}/gw/g1/round/2/advertise/dev-0005", b"keys")
+    finally:
+        broker.stop()
+
+
+def test_bridge_carries_task_in_and_partial_and_status_out(fleet_dir, tmp_path, clients) -> None:
+    cloud_broker = _start_broker(fleet_dir, "cloud", tmp_path)
+    g1_broker = _start_broker(fleet_dir, "g1", tmp_path, cloud_port=cloud_broker.port)
+    try:
+        cloud = clients.node(fleet_dir, "cloud", cloud_broker.port)
+        dev1 = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+        gw = clients.node(fleet_dir, "g1", g1_broker.port)
+        assert cloud and dev1 and gw
+        cloud.subscribe(f"{P}/round/+/partial/+")
+        cloud.subscribe(f"{P}/status/+")
+        dev1.subscribe(f"{P}/round/+/task")
+        cloud.publish(f"{P}/round/1/task", b"task-1", retain=True)
+        dev1.wait_for(f"{P}/round/1/task", b"task-1", timeout_s=15.0)  # bridge connected and subscribed
+        late = clients.node(fleet_dir, "dev-0003", g1_broker.port)
+        assert late is not None
+        late.subscribe(f"{P}/round/+/task")  # retained on the gateway broker too
+        late.wait_for(f"{P}/round/1/task", b"task-1")
+        gw.publish(f"{P}/round/1/partial/g1", b"partial-g1")
+        cloud.wait_for(f"{P}/round/1/partial/g1", b"partial-g1")
+        dev1.publish(f"{P}/status/dev-0001", b"online")
+        cloud.wait_for(f"{P}/status/dev-0001", b"online")
+    finally:
+        g1_broker.stop()
+        cloud_broker.stop()
