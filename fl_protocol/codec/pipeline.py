@@ -1,0 +1,157 @@
+"""The update pipeline of DESIGN.md §5: device-side `encode_update`, gateway-side `decode_sum`.
+
+Device: residual add -> L2 clip -> shared random-k sparsify (residual keeps the off-S mass) -> optional
+randomized Hadamard rotation -> scale + stochastic rounding + clamp -> optional integer DP noise -> ring map.
+Masking and packing follow (secure aggregation, fl_protocol.codec.pack).
+Gateway, on the unmasked sum mod 2^b: centre -> de-scale -> inverse rotation -> scatter into S. The result is
+the SUM of the cohort's (noisy) clipped sparse updates; the caller divides by the count or weight sum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from fl_protocol.codec.clip import l2_clip
+from fl_protocol.codec.pack import packed_bytes
+from fl_protocol.codec.quantize import dequantize, from_ring, stochastic_round, to_ring
+from fl_protocol.codec.rotate import rotate, unrotate
+from fl_protocol.codec.settings import CodecSettings, sparse_count
+from fl_protocol.codec.sparsify import gather, index_set, off_support, scatter
+from fl_protocol.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    """Output of `encode_update`.
+
+    ring_values: uint32, length k, entries < 2^ring_bits: the vector to mask and pack.
+    residual: float32 error-feedback residual for the next round (None when error_feedback is off).
+    input_norm: L2 norm of delta + residual before clipping; clipped: whether clipping scaled it down.
+    clamped_count: coordinates that hit the q-bit range (non-zero means a small bias this round).
+    """
+
+    ring_values: np.ndarray
+    residual: np.ndarray | None
+    input_norm: float
+    clipped: bool
+    clamped_count: int
+
+
+class UplinkSize(NamedTuple):
+    """Bytes of one device's packed update versus the same vector sent dense in float32."""
+
+    payload_bytes: int
+    dense_fp32_bytes: int
+
+
+def encode_update(
+    delta: np.ndarray,
+    *,
+    residual: np.ndarray | None,
+    settings: CodecSettings,
+    rng: np.random.Generator,
+    integer_noise: Callable[[int], np.ndarray] | None = None,
+) -> EncodedUpdate:
+    """Run the device-side pipeline on a flat update `delta` (float32, length d).
+
+    `rng` drives stochastic rounding only (inject a CSPRNG-seeded generator in production). `integer_noise(k)`
+    returns the device's int64 DP noise share of length k, added after rounding and before the ring map.
+    Non-finite input raises PrivacyError (from the clip step).
+    """
+    x = np.asarray(delta, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] < 1:
+        raise ValueError("delta must be a non-empty 1-D vector")
+    if residual is not None:
+        if not settings.error_feedback:
+            raise ValueError("a residual was passed but error_feedback is off")
+        if residual.shape != x.shape:
+            raise ValueError("residual shape differs from delta")
+        x = x + residual
+    clipped, input_norm = l2_clip(x, settings.clip_norm)
+    indices = index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.sparsity_fraction))
+    kept = gather(clipped, indices)
+    new_residual = off_support(clipped, indices).astype(np.float32) if settings.error_feedback else None
+    if settings.rotate:
+        kept = rotate(kept, settings.rotation_seed)
+    quantized, clamped_count = stochastic_round(
+        kept, scale=settings.scale, quant_bits=settings.quant_bits, rng=rng
+    )
+    if clamped_count:
+        logger.debug("quantizer clamped %d of %d coordinates", clamped_count, kept.shape[0])
+    if integer_noise is not None:
+        noise = np.asarray(integer_noise(kept.shape[0]))
+        if noise.shape != kept.shape or noise.dtype != np.int64:
+            raise ValueError("integer_noise must return an int64 array of length k")
+        quantized = quantized + noise
+    return EncodedUpdate(
+        ring_values=to_ring(quantized, settings.ring_bits),
+        residual=new_residual,
+        input_norm=input_norm,
+        clipped=input_norm > settings.clip_norm,
+        clamped_count=clamped_count,
+    )
+
+
+def decode_sum(ring_sum: np.ndarray, *, count: int, settings: CodecSettings, dimension: int) -> np.ndarray:
+    """Gateway side: unmasked sum mod 2^b of `count` encoded updates -> float64 sum of length `dimension`.
+
+    Raises ConfigError if `ring_bits` cannot even hold `count` noiseless quantized values (it would wrap).
+    """
+    if count < 1:
+        raise ValueError("count must be >= 1")
+    if count * settings.max_quantized >= 1 << (settings.ring_bits - 1):
+        raise ConfigError("ring_bits too small for this many summands")
+    k = sparse_count(dimension, settings.sparsity_fraction)
+    values = np.asarray(ring_sum)
+    if values.shape != (k,) or values.dtype != np.uint32:
+        raise ValueError("ring_sum must be a uint32 array of length k")
+    kept = dequantize(from_ring(values, settings.ring_bits), scale=settings.scale)
+    if settings.rotate:
+        kept = unrotate(kept, settings.rotation_seed)
+    return scatter(kept, index_set(settings.index_seed, dimension, k), dimension)
+
+
+def encoded_length(dimension: int, settings: CodecSettings) -> int:
+    """k: the number of ring values a device sends for a d-dimensional update."""
+    return sparse_count(dimension, settings.sparsity_fraction)
+
+
+def uplink_payload_bytes(dimension: int, settings: CodecSettings) -> UplinkSize:
+    """Packed uplink size (k values at ring_bits bits) and the dense float32 size of the same update."""
+    return UplinkSize(
+        payload_bytes=packed_bytes(encoded_length(dimension, settings), settings.ring_bits),
+        dense_fp32_bytes=4 * dimension,
+    )
+
+
+def codec_chain(settings: CodecSettings) -> list[dict[str, object]]:
+    """The steps applied to an uplink update, in order, with their public parameters (no seeds)."""
+    steps: list[dict[str, object]] = [
+        {"step": "residual_add", "enabled": settings.error_feedback},
+        {"step": "l2_clip", "clip_norm": settings.clip_norm},
+        {"step": "random_k", "sparsity_fraction": settings.sparsity_fraction},
+    ]
+    if settings.rotate:
+        steps.append({"step": "hadamard_rotation"})
+    steps += [
+        {"step": "stochastic_round", "scale": settings.scale, "quant_bits": settings.quant_bits},
+        {"step": "ring", "ring_bits": settings.ring_bits},
+        {"step": "bit_pack", "bits": settings.ring_bits},
+    ]
+    return steps
+
+
+def codec_chain_text(settings: CodecSettings) -> str:
+    """Compact, canonical one-line form of `codec_chain` for FrameHeader.codec_chain."""
+    parts = []
+    for step in codec_chain(settings):
+        params = ",".join(f"{key}={value!r}" for key, value in sorted(step.items()) if key != "step")
+        parts.append(f"{step['step']}({params})")
+    return ">".join(parts)

@@ -1,0 +1,217 @@
+"""MQTT topics of DESIGN.md §8, built and parsed in one place.
+
+Every topic lives under `fl/v1/{fleet}`. Identifiers (fleet, gateway, device, node) are restricted to
+`[A-Za-z0-9_.-]`, 1..64 characters: no MQTT wildcard (`+`, `#`), no level separator (`/`), no `$` prefix,
+no whitespace or control characters, so a peer cannot smuggle a wildcard or an extra level into a topic that
+an ACL pattern on `%u` is meant to pin down.
+
+Building with an invalid id is a `ConfigError` (ids come from configuration); parsing a topic received from
+the broker that does not match the table is a `DecodeError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from fl_protocol.errors import ConfigError, DecodeError
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_PREFIX = "fl/v1"
+MAX_ID_CHARS = 64
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_INT_RE = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+class Stage(str, Enum):
+    """Secure-aggregation stages that appear as a topic level (DESIGN.md §4 steps 2-7)."""
+
+    # device -> gateway: gw/{gw}/round/{r}/{stage}/{device}
+    ADVERTISE = "advertise"
+    SHARES = "shares"
+    MASKED = "masked"
+    CONSISTENCY = "consistency"
+    UNMASK = "unmask"
+    # gateway -> devices: gw/{gw}/round/{r}/{stage}
+    ROSTER = "roster"
+    SURVIVORS = "survivors"
+    UNMASK_REQUEST = "unmask_request"
+
+
+UPLINK_STAGES = frozenset({Stage.ADVERTISE, Stage.SHARES, Stage.MASKED, Stage.CONSISTENCY, Stage.UNMASK})
+DOWNLINK_STAGES = frozenset({Stage.ROSTER, Stage.SURVIVORS, Stage.UNMASK_REQUEST})
+
+
+class TopicKind(str, Enum):
+    """Which row of the DESIGN.md §8 table a topic belongs to."""
+
+    TASK = "task"
+    MODEL = "model"
+    DEVICE_STAGE = "device_stage"
+    GATEWAY_STAGE = "gateway_stage"
+    INBOX = "inbox"
+    PARTIAL = "partial"
+    STATUS = "status"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A parsed topic; fields that the topic kind does not carry are None."""
+
+    kind: TopicKind
+    fleet: str
+    round_id: int | None = None
+    model_version: int | None = None
+    gateway: str | None = None
+    stage: Stage | None = None
+    device: str | None = None
+    node: str | None = None
+
+
+def is_valid_id(value: object) -> bool:
+    """True if `value` is a str usable as a topic level and node identity (see module docstring)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def validate_id(value: object, what: str = "id") -> str:
+    """Return `value` if it is a valid identifier, else raise ConfigError naming `what`."""
+    if not is_valid_id(value):
+        raise ConfigError(f"{what} must match [A-Za-z0-9_.-]{{1,{MAX_ID_CHARS}}}")
+    return value  # type: ignore[return-value]
+
+
+def _number(value: object, what: str) -> str:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >= 10**19:
+        raise ConfigError(f"{what} must be a non-negative int below 1e19")
+    return str(value)
+
+
+def _stage(stage: Stage | str, allowed: frozenset[Stage]) -> str:
+    try:
+        parsed = Stage(stage)
+    except ValueError:
+        raise ConfigError(f"unknown stage {stage!r}") from None
+    if parsed not in allowed:
+        raise ConfigError(f"stage {parsed.value} is not valid in this direction")
+    return parsed.value
+
+
+def fleet_prefix(fleet: str) -> str:
+    """`fl/v1/{fleet}`: the root of every topic of one fleet."""
+    return f"{PROTOCOL_PREFIX}/{validate_id(fleet, 'fleet')}"
+
+
+def task_topic(fleet: str, round_id: int) -> str:
+    """`round/{r}/task` (retained): the signed round task, cloud -> gateways -> devices."""
+    return f"{fleet_prefix(fleet)}/round/{_number(round_id, 'round_id')}/task"
+
+
+def model_topic(fleet: str, model_version: int) -> str:
+    """`model/{version}` (retained): the zstd-compressed global LoRA vector of one version."""
+    return f"{fleet_prefix(fleet)}/model/{_number(model_version, 'model_version')}"
+
+
+def device_stage_topic(fleet: str, gateway: str, round_id: int, stage: Stage | str, device: str) -> str:
+    """`gw/{gw}/round/{r}/{stage}/{device}`: a device's message of one SecAgg stage to its gateway."""
+    return (
+        f"{fleet_prefix(fleet)}/gw/{validate_id(gateway, 'gateway')}/round/{_number(round_id, 'round_id')}"
+        f"/{_stage(stage, UPLINK_STAGES)}/{validate_id(device, 'device')}"
+    )
+
+
+def gateway_stage_topic(fleet: str, gateway: str, round_id: int, stage: Stage | str) -> str:
+    """`gw/{gw}/round/{r}/{stage}`: gateway broadcast to its cohort (roster, survivors, unmask request)."""
+    return (
+        f"{fleet_prefix(fleet)}/gw/{validate_id(gateway, 'gateway')}/round/{_number(round_id, 'round_id')}"
+        f"/{_stage(stage, DOWNLINK_STAGES)}"
+    )
+
+
+def inbox_topic(fleet: str, gateway: str, device: str) -> str:
+    """`gw/{gw}/inbox/{device}`: messages routed by the gateway to one device (encrypted shares)."""
+    return f"{fleet_prefix(fleet)}/gw/{validate_id(gateway, 'gateway')}/inbox/{validate_id(device, 'device')}"
+
+
+def partial_topic(fleet: str, round_id: int, gateway: str) -> str:
+    """`round/{r}/partial/{gw}`: a gateway's partial aggregate to the cloud."""
+    gw = validate_id(gateway, "gateway")
+    return f"{fleet_prefix(fleet)}/round/{_number(round_id, 'round_id')}/partial/{gw}"
+
+
+def status_topic(fleet: str, node: str) -> str:
+    """`status/{node}` (retained, also the last will): a node's state."""
+    return f"{fleet_prefix(fleet)}/status/{validate_id(node, 'node')}"
+
+
+def gateway_uplink_filter(fleet: str, gateway: str) -> str:
+    """Subscription filter for everything devices send to `gateway` (all rounds, stages, devices)."""
+    return f"{fleet_prefix(fleet)}/gw/{validate_id(gateway, 'gateway')}/round/+/+/+"
+
+
+def device_downlink_filters(fleet: str, gateway: str, device: str) -> list[str]:
+    """Subscription filters of a device: its gateway's broadcasts, its inbox, tasks and models."""
+    prefix = fleet_prefix(fleet)
+    gw = validate_id(gateway, "gateway")
+    return [
+        f"{prefix}/gw/{gw}/round/+/+",
+        inbox_topic(fleet, gateway, device),
+        f"{prefix}/round/+/task",
+        f"{prefix}/model/+",
+    ]
+
+
+def cloud_partial_filter(fleet: str) -> str:
+    """Subscription filter for the partial aggregates of every gateway and round."""
+    return f"{fleet_prefix(fleet)}/round/+/partial/+"
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse a topic of the DESIGN.md §8 table; anything else (or an invalid id) raises DecodeError."""
+    try:
+        return _parse(topic.split("/"))
+    except (ConfigError, ValueError, AttributeError) as exc:
+        logger.debug("unparseable topic: %s", exc)
+        raise DecodeError() from None
+
+
+def _int(level: str) -> int:
+    if _INT_RE.fullmatch(level) is None:
+        raise ValueError("not a canonical non-negative integer")
+    return int(level)
+
+
+def _parse(levels: list[str]) -> Topic:
+    if len(levels) < 4 or "/".join(levels[:2]) != PROTOCOL_PREFIX:
+        raise ValueError("wrong prefix")
+    fleet = validate_id(levels[2], "fleet")
+    rest = levels[3:]
+    match rest:
+        case ["round", r, "task"]:
+            return Topic(TopicKind.TASK, fleet, round_id=_int(r))
+        case ["round", r, "partial", gw]:
+            return Topic(TopicKind.PARTIAL, fleet, round_id=_int(r), gateway=validate_id(gw))
+        case ["model", version]:
+            return Topic(TopicKind.MODEL, fleet, model_version=_int(version))
+        case ["status", node]:
+            return Topic(TopicKind.STATUS, fleet, node=validate_id(node))
+        case ["gw", gw, "inbox", device]:
+            return Topic(TopicKind.INBOX, fleet, gateway=validate_id(gw), device=validate_id(device))
+        case ["gw", gw, "round", r, stage]:
+            _stage(stage, DOWNLINK_STAGES)
+            return Topic(
+                TopicKind.GATEWAY_STAGE, fleet, round_id=_int(r), gateway=validate_id(gw), stage=Stage(stage)
+            )
+        case ["gw", gw, "round", r, stage, device]:
+            _stage(stage, UPLINK_STAGES)
+            return Topic(
+                TopicKind.DEVICE_STAGE,
+                fleet,
+                round_id=_int(r),
+                gateway=validate_id(gw),
+                stage=Stage(stage),
+                device=validate_id(device),
+            )
+    raise ValueError("no matching topic pattern")

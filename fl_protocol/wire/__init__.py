@@ -1,0 +1,30 @@
+"""Wire format: signed frames, the canonical field codec, message dataclasses and their framing."""
+
+from __future__ import annotations
+
+from fl_protocol.wire.envelope import WireMessage, decode_message, encode_message
+from fl_protocol.wire.fields import FieldValue, decode_fields, encode_fields
+from fl_protocol.wire.framing import FrameHeader, decode_frame, encode_frame, peek_header
+from fl_protocol.wire.messages import Abort, GlobalModel, PartialAggregate, RoundTask, Status
+from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
+
+__all__ = [
+    "Abort",
+    "DpSettings",
+    "FieldValue",
+    "FrameHeader",
+    "GlobalModel",
+    "PartialAggregate",
+    "RoundTask",
+    "SecAggSettings",
+    "Status",
+    "TrainingSettings",
+    "WireMessage",
+    "decode_fields",
+    "decode_frame",
+    "decode_message",
+    "encode_fields",
+    "encode_frame",
+    "encode_message",
+    "peek_header",
+]

@@ -1,0 +1,91 @@
+"""Message dataclass <-> signed frame: `encode_message` and `decode_message`.
+
+Any class following the `WireMessage` protocol plugs in without a registry entry: a class attribute
+`MESSAGE_TYPE`, `to_fields()` and a classmethod `from_fields()`. The expected class is named by the caller,
+so a frame of another type, a body that does not decode, or values that fail the class's validation are all
+the same opaque DecodeError. If the message has a `round_id`, it must equal the signed header's round_id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fl_protocol.errors import ConfigError, DecodeError
+from fl_protocol.message_types import MessageType
+from fl_protocol.wire.fields import decode_fields, encode_fields
+from fl_protocol.wire.framing import DEFAULT_MAX_FRAME_BYTES, FrameHeader, decode_frame, encode_frame
+
+logger = logging.getLogger(__name__)
+
+
+class WireMessage(Protocol):
+    """What a message dataclass provides to be framed."""
+
+    MESSAGE_TYPE: ClassVar[MessageType]
+
+    def to_fields(self) -> Mapping[str, Any]:
+        """The message as a field mapping (fl_protocol.wire.fields values only)."""
+        ...
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> Any:
+        """Rebuild (and validate) the message from a decoded field mapping."""
+        ...
+
+
+M = TypeVar("M", bound=WireMessage)
+
+
+def encode_message(
+    message: WireMessage,
+    *,
+    fleet: str,
+    round_id: int,
+    sender: str,
+    created_ms: int,
+    signing_key: Ed25519PrivateKey,
+    codec_chain: str = "",
+) -> bytes:
+    """Encode `message` as a body in a frame of type `message.MESSAGE_TYPE`, signed by `sender`."""
+    message_round = getattr(message, "round_id", None)
+    if message_round is not None and message_round != round_id:
+        raise ConfigError("message round_id differs from the frame's round_id")
+    header = FrameHeader(
+        fleet=fleet,
+        round_id=round_id,
+        sender=sender,
+        message_type=type(message).MESSAGE_TYPE,
+        created_ms=created_ms,
+        codec_chain=codec_chain,
+    )
+    return encode_frame(header, encode_fields(message.to_fields()), signing_key)
+
+
+def decode_message(
+    data: bytes,
+    expected_type: type[M],
+    *,
+    verify_key: Callable[[str], Ed25519PublicKey | None],
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> tuple[FrameHeader, M]:
+    """Verify a frame and decode its body as `expected_type`; every failure is an opaque DecodeError."""
+    header, body = decode_frame(data, verify_key=verify_key, max_frame_bytes=max_frame_bytes)
+    try:
+        if header.message_type != expected_type.MESSAGE_TYPE:
+            raise ConfigError(
+                f"frame type {header.message_type.name} where {expected_type.__name__} expected"
+            )
+        message = expected_type.from_fields(decode_fields(body, max_bytes=max_frame_bytes))
+        if not isinstance(message, expected_type):
+            raise ConfigError("from_fields returned another type")
+        message_round = getattr(message, "round_id", None)
+        if message_round is not None and message_round != header.round_id:
+            raise ConfigError("message round_id differs from the signed header")
+    except (ConfigError, DecodeError, AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        logger.debug("message rejected: %s", exc)
+        raise DecodeError() from None
+    return header, message

@@ -1,0 +1,281 @@
+"""Self-describing, deterministic binary encoding of a mapping of field names to values.
+
+Every message body is a mapping encoded with `encode_fields`. The encoding is canonical: one mapping has
+exactly one byte string (keys sorted, minimal integer lengths, little-endian arrays), and the decoder rejects
+any other spelling. That keeps signatures over re-encoded bodies stable and gives an attacker no second
+encoding of the same message. See docs/wire-format.md for the tag table and limits.
+
+Decoding is strict: every length is checked against the remaining bytes and the limits before anything is
+allocated; any failure is an opaque `DecodeError` (the reason is logged at DEBUG). No pickle, ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import Union
+
+import numpy as np
+
+from fl_protocol.errors import DecodeError
+
+logger = logging.getLogger(__name__)
+
+FieldValue = Union[  # noqa: UP007 - a runtime alias; `X | Y` of a recursive string alias is not valid
+    None, bool, int, float, str, bytes, np.ndarray, list["FieldValue"], dict[str, "FieldValue"]
+]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 16
+MAX_ITEMS = 1_000_000  # list elements + dict entries + array elements are not counted here (arrays are bytes)
+MAX_INT_BYTES = 1024  # 8192-bit integers: ample for Shamir shares over a 256..2048-bit prime
+MAX_KEY_BYTES = 256
+MAX_NDIM = 8
+
+
+class Tag(IntEnum):
+    """Type tag byte in front of every encoded value. Part of the wire format: never renumber."""
+
+    NONE = 0x00
+    FALSE = 0x01
+    TRUE = 0x02
+    INT = 0x03  # u16 length + minimal two's-complement little-endian bytes
+    FLOAT = 0x04  # IEEE 754 binary64, little-endian
+    STR = 0x05  # u32 length + UTF-8
+    BYTES = 0x06  # u32 length + raw bytes
+    ARRAY = 0x07  # dtype code u8, ndim u8, ndim x u64 dims, raw little-endian data
+    LIST = 0x08  # u32 count + values
+    DICT = 0x09  # u32 count + (u16 key length, UTF-8 key, value) sorted by key, no duplicates
+
+
+class DtypeCode(IntEnum):
+    """Allowlisted ndarray dtypes and their wire codes (data always little-endian)."""
+
+    UINT8 = 1
+    UINT16 = 2
+    UINT32 = 3
+    UINT64 = 4
+    INT8 = 5
+    INT16 = 6
+    INT32 = 7
+    INT64 = 8
+    FLOAT16 = 9
+    FLOAT32 = 10
+    FLOAT64 = 11
+
+
+_DTYPES: dict[DtypeCode, np.dtype] = {
+    code: np.dtype(code.name.lower()).newbyteorder("<") for code in DtypeCode
+}
+_CODE_BY_KIND: dict[tuple[str, int], DtypeCode] = {(dt.kind, dt.itemsize): c for c, dt in _DTYPES.items()}
+
+
+def _int_length(value: int) -> int:
+    """Minimal number of bytes of the two's-complement encoding of `value`."""
+    magnitude = value if value >= 0 else ~value
+    return magnitude.bit_length() // 8 + 1
+
+
+def encode_fields(fields: Mapping[str, FieldValue]) -> bytes:
+    """Encode a mapping of field name -> value canonically (see module docstring).
+
+    Raises TypeError for a value outside `FieldValue` (a programming error, not a wire error) and
+    ValueError for a value over the limits.
+    """
+    out = bytearray()
+    _encode_value(dict(fields), out, depth=0)
+    return bytes(out)
+
+
+def _encode_value(value: object, out: bytearray, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError("field nesting too deep")
+    if value is None:
+        out.append(Tag.NONE)
+    elif isinstance(value, (bool, np.bool_)):
+        out.append(Tag.TRUE if value else Tag.FALSE)
+    elif isinstance(value, (int, np.integer)):
+        _encode_int(int(value), out)
+    elif isinstance(value, (float, np.floating)):
+        out.append(Tag.FLOAT)
+        out += struct.pack("<d", float(value))
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        out.append(Tag.STR)
+        out += struct.pack("<I", len(raw)) + raw
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        out.append(Tag.BYTES)
+        out += struct.pack("<I", len(raw)) + raw
+    elif isinstance(value, np.ndarray):
+        _encode_array(value, out)
+    elif isinstance(value, (list, tuple)):
+        out.append(Tag.LIST)
+        out += struct.pack("<I", len(value))
+        for item in value:
+            _encode_value(item, out, depth + 1)
+    elif isinstance(value, Mapping):
+        _encode_dict(value, out, depth)
+    else:
+        raise TypeError(f"cannot encode a field of type {type(value).__name__}")
+
+
+def _encode_int(value: int, out: bytearray) -> None:
+    length = _int_length(value)
+    if length > MAX_INT_BYTES:
+        raise ValueError("integer field too large")
+    out.append(Tag.INT)
+    out += struct.pack("<H", length) + value.to_bytes(length, "little", signed=True)
+
+
+def _encode_array(array: np.ndarray, out: bytearray) -> None:
+    code = _CODE_BY_KIND.get((array.dtype.kind, array.dtype.itemsize))
+    if code is None:
+        raise TypeError(f"ndarray dtype {array.dtype} is not in the wire allowlist")
+    if array.ndim > MAX_NDIM:
+        raise ValueError("ndarray has too many dimensions")
+    out.append(Tag.ARRAY)
+    out += struct.pack("<BB", code, array.ndim)
+    out += struct.pack(f"<{array.ndim}Q", *array.shape)
+    out += np.ascontiguousarray(array, dtype=_DTYPES[code]).tobytes()
+
+
+def _encode_dict(mapping: Mapping[object, object], out: bytearray, depth: int) -> None:
+    keys = list(mapping.keys())
+    if not all(isinstance(k, str) for k in keys):
+        raise TypeError("field names must be str")
+    out.append(Tag.DICT)
+    out += struct.pack("<I", len(keys))
+    for key in sorted(keys):  # type: ignore[type-var]
+        raw = key.encode("utf-8")  # type: ignore[attr-defined]
+        if not raw or len(raw) > MAX_KEY_BYTES:
+            raise ValueError("field name empty or too long")
+        out += struct.pack("<H", len(raw)) + raw
+        _encode_value(mapping[key], out, depth + 1)
+
+
+class _Malformed(Exception):
+    """Internal: a decode failure with its reason; turned into an opaque DecodeError at the boundary."""
+
+
+class _Reader:
+    """Cursor over the input that refuses to read past the end or past the item budget."""
+
+    def __init__(self, data: bytes) -> None:
+        self.view = memoryview(data)
+        self.pos = 0
+        self.items = 0
+
+    def take(self, size: int) -> memoryview:
+        """The next `size` bytes, refusing before any copy if fewer remain."""
+        if size < 0 or size > len(self.view) - self.pos:
+            raise _Malformed("length exceeds remaining bytes")
+        chunk = self.view[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple[int, ...]:
+        """Read a fixed-size struct."""
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def count(self, n: int) -> None:
+        """Charge `n` list items / dict entries against the MAX_ITEMS budget."""
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise _Malformed("too many items")
+
+
+def decode_fields(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, FieldValue]:
+    """Decode bytes produced by `encode_fields`; the exact inverse on canonical input.
+
+    Any malformed, non-canonical, truncated or over-limit input and any trailing byte raise `DecodeError`.
+    Arrays come back as writable, native little-endian ndarrays of the encoded dtype and shape.
+    """
+    try:
+        if len(data) > max_bytes:
+            raise _Malformed("body over max_bytes")
+        reader = _Reader(bytes(data))
+        (tag,) = reader.unpack("<B")
+        if tag != Tag.DICT:
+            raise _Malformed("top level is not a mapping")
+        result = _decode_dict(reader, depth=0)
+        if reader.pos != len(reader.view):
+            raise _Malformed("trailing bytes")
+        return result
+    except (_Malformed, struct.error, UnicodeDecodeError, ValueError) as exc:
+        logger.debug("field decode failed: %s", exc)
+        raise DecodeError() from None
+
+
+def _decode_value(reader: _Reader, depth: int) -> FieldValue:
+    if depth > MAX_DEPTH:
+        raise _Malformed("nesting too deep")
+    (tag,) = reader.unpack("<B")
+    if tag == Tag.NONE:
+        return None
+    if tag in (Tag.FALSE, Tag.TRUE):
+        return tag == Tag.TRUE
+    if tag == Tag.INT:
+        return _decode_int(reader)
+    if tag == Tag.FLOAT:
+        return float(reader.unpack("<d")[0])
+    if tag in (Tag.STR, Tag.BYTES):
+        (length,) = reader.unpack("<I")
+        raw = bytes(reader.take(length))
+        return raw.decode("utf-8", errors="strict") if tag == Tag.STR else raw
+    if tag == Tag.ARRAY:
+        return _decode_array(reader)
+    if tag == Tag.LIST:
+        (count,) = reader.unpack("<I")
+        reader.count(count)
+        if count > len(reader.view) - reader.pos:  # every value takes at least one byte
+            raise _Malformed("list count exceeds remaining bytes")
+        return [_decode_value(reader, depth + 1) for _ in range(count)]
+    if tag == Tag.DICT:
+        return _decode_dict(reader, depth)
+    raise _Malformed(f"unknown tag {tag}")
+
+
+def _decode_int(reader: _Reader) -> int:
+    (length,) = reader.unpack("<H")
+    if length == 0 or length > MAX_INT_BYTES:
+        raise _Malformed("integer length out of range")
+    value = int.from_bytes(reader.take(length), "little", signed=True)
+    if _int_length(value) != length:
+        raise _Malformed("non-minimal integer")
+    return value
+
+
+def _decode_array(reader: _Reader) -> np.ndarray:
+    code_raw, ndim = reader.unpack("<BB")
+    if code_raw not in DtypeCode._value2member_map_ or ndim > MAX_NDIM:
+        raise _Malformed("bad array dtype or ndim")
+    dtype = _DTYPES[DtypeCode(code_raw)]
+    shape = reader.unpack(f"<{ndim}Q")
+    # math.prod over Python ints cannot overflow; compare with the remaining bytes before allocating.
+    data_bytes = math.prod(shape) * dtype.itemsize
+    raw = reader.take(data_bytes)
+    array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)
+    return array.reshape(shape)
+
+
+def _decode_dict(reader: _Reader, depth: int) -> dict[str, FieldValue]:
+    (count,) = reader.unpack("<I")
+    reader.count(count)
+    if count > len(reader.view) - reader.pos:
+        raise _Malformed("dict count exceeds remaining bytes")
+    result: dict[str, FieldValue] = {}
+    previous: str | None = None
+    for _ in range(count):
+        (key_length,) = reader.unpack("<H")
+        if key_length == 0 or key_length > MAX_KEY_BYTES:
+            raise _Malformed("bad key length")
+        key = bytes(reader.take(key_length)).decode("utf-8", errors="strict")
+        if previous is not None and key <= previous:
+            raise _Malformed("keys not strictly sorted")
+        previous = key
+        result[key] = _decode_value(reader, depth + 1)
+    return result

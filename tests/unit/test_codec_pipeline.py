@@ -1,0 +1,145 @@
+"""encode_update / decode_sum: order of steps, error feedback, integer noise, sizes and codec chain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fl_protocol.codec import (
+    CodecSettings,
+    codec_chain,
+    codec_chain_text,
+    decode_sum,
+    default_scale,
+    encode_update,
+    uplink_payload_bytes,
+)
+from fl_protocol.codec.clip import l2_clip
+from fl_protocol.codec.quantize import ring_sum
+from fl_protocol.codec.sparsify import index_set
+from fl_protocol.errors import ConfigError, PrivacyError
+from fl_protocol.wire.framing import FrameHeader
+
+D = 2000
+
+
+def settings(**overrides: object) -> CodecSettings:
+    values: dict[str, object] = {
+        "clip_norm": 1.0,
+        "sparsity_fraction": 0.05,
+        "index_seed": b"\x11" * 32,
+        "rotate": False,
+        "rotation_seed": b"\x22" * 32,
+        "quant_bits": 12,
+        "ring_bits": 24,
+        "scale": default_scale(1.0, 12, 100, rotate=False),
+        "error_feedback": True,
+    }
+    return CodecSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def test_error_feedback_residual_holds_exactly_the_off_support_mass() -> None:
+    s = settings()
+    delta = np.random.default_rng(0).normal(size=D).astype(np.float32)
+    out = encode_update(delta, residual=None, settings=s, rng=np.random.default_rng(1))
+    clipped, norm = l2_clip(delta, 1.0)
+    support = index_set(s.index_seed, D, 100)
+    assert out.clipped and out.input_norm == pytest.approx(norm)
+    assert out.residual is not None and out.residual.dtype == np.float32
+    assert not out.residual[support].any()
+    off = np.setdiff1d(np.arange(D), support)
+    assert np.allclose(out.residual[off], clipped[off], atol=1e-7)
+    sent = decode_sum(out.ring_values, count=1, settings=s, dimension=D)
+    assert np.allclose(sent + out.residual, clipped, atol=1 / s.scale)
+    # The next round adds the residual before clipping.
+    second = encode_update(
+        np.zeros(D, np.float32), residual=out.residual, settings=s, rng=np.random.default_rng(2)
+    )
+    assert second.input_norm == pytest.approx(float(np.linalg.norm(out.residual)), rel=1e-6)
+
+
+def test_no_residual_when_error_feedback_is_off() -> None:
+    s = settings(error_feedback=False)
+    out = encode_update(np.ones(D, np.float32), residual=None, settings=s, rng=np.random.default_rng(0))
+    assert out.residual is None
+    with pytest.raises(ValueError):
+        encode_update(np.ones(D, np.float32), residual=np.zeros(D), settings=s, rng=np.random.default_rng(0))
+
+
+def test_integer_noise_is_added_in_the_integer_domain() -> None:
+    s = settings(error_feedback=False)
+    delta = np.zeros(D, np.float32)
+    out = encode_update(
+        delta,
+        residual=None,
+        settings=s,
+        rng=np.random.default_rng(0),
+        integer_noise=lambda k: np.full(k, -3, np.int64),
+    )
+    decoded = decode_sum(out.ring_values, count=1, settings=s, dimension=D)
+    support = index_set(s.index_seed, D, 100)
+    assert np.allclose(decoded[support], -3 / s.scale) and not np.delete(decoded, support).any()
+    with pytest.raises(ValueError):
+        encode_update(
+            delta,
+            residual=None,
+            settings=s,
+            rng=np.random.default_rng(0),
+            integer_noise=lambda k: np.zeros(k),
+        )
+
+
+def test_non_finite_update_is_a_privacy_error() -> None:
+    delta = np.ones(D, np.float32)
+    delta[5] = np.nan
+    with pytest.raises(PrivacyError):
+        encode_update(delta, residual=None, settings=settings(), rng=np.random.default_rng(0))
+
+
+def test_decode_sum_checks_shape_and_ring_capacity() -> None:
+    s = settings(quant_bits=12, ring_bits=16)
+    with pytest.raises(ValueError):
+        decode_sum(np.zeros(99, np.uint32), count=1, settings=s, dimension=D)
+    with pytest.raises(ValueError):
+        decode_sum(np.zeros(100, np.int64), count=1, settings=s, dimension=D)
+    decode_sum(np.zeros(100, np.uint32), count=16, settings=s, dimension=D)  # 16 * 2047 < 2^15 fits
+    with pytest.raises(ConfigError):
+        decode_sum(np.zeros(100, np.uint32), count=17, settings=s, dimension=D)  # 17 * 2047 >= 2^15
+
+
+def test_sum_of_two_updates_with_rotation() -> None:
+    s = settings(rotate=True, scale=default_scale(1.0, 12, 100, rotate=True))
+    rng = np.random.default_rng(3)
+    deltas = [rng.normal(size=D).astype(np.float32) * 0.01 for _ in range(2)]
+    encoded = [encode_update(d, residual=None, settings=s, rng=rng) for d in deltas]
+    total = decode_sum(
+        ring_sum(np.stack([e.ring_values for e in encoded]), 24), count=2, settings=s, dimension=D
+    )
+    support = index_set(s.index_seed, D, 100)
+    expected = sum(l2_clip(d, 1.0)[0] for d in deltas)
+    assert np.linalg.norm(total[support] - expected[support]) <= 2 * np.sqrt(100) / s.scale
+
+
+def test_uplink_bytes_example_of_the_docs() -> None:
+    s = settings(sparsity_fraction=0.01, ring_bits=16, quant_bits=8)
+    size = uplink_payload_bytes(1_000_000, s)
+    assert size.payload_bytes == 10_000 * 16 // 8 == 20_000
+    assert size.dense_fp32_bytes == 4_000_000
+    assert uplink_payload_bytes(1000, settings(ring_bits=13)).payload_bytes == 82  # ceil(50 * 13 / 8)
+
+
+def test_codec_chain_is_carried_in_a_frame_header() -> None:
+    s = settings(rotate=True)
+    steps = [step["step"] for step in codec_chain(s)]
+    assert steps == [
+        "residual_add",
+        "l2_clip",
+        "random_k",
+        "hadamard_rotation",
+        "stochastic_round",
+        "ring",
+        "bit_pack",
+    ]
+    text = codec_chain_text(s)
+    assert "ring_bits=24" in text and (b"\x11" * 32).hex() not in text
+    FrameHeader("f", 1, "d", 14, 0, text)  # type: ignore[arg-type]

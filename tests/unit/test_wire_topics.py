@@ -1,0 +1,97 @@
+"""MQTT topics of DESIGN.md §8: building, parsing, id validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from fl_protocol import topics
+from fl_protocol.errors import ConfigError, DecodeError
+from fl_protocol.topics import Stage, Topic, TopicKind
+
+
+def test_topics_follow_the_design_table() -> None:
+    assert topics.task_topic("f1", 3) == "fl/v1/f1/round/3/task"
+    assert topics.model_topic("f1", 12) == "fl/v1/f1/model/12"
+    assert (
+        topics.device_stage_topic("f1", "gw-1", 3, Stage.MASKED, "dev-7")
+        == "fl/v1/f1/gw/gw-1/round/3/masked/dev-7"
+    )
+    assert topics.gateway_stage_topic("f1", "gw-1", 3, "roster") == "fl/v1/f1/gw/gw-1/round/3/roster"
+    assert topics.inbox_topic("f1", "gw-1", "dev-7") == "fl/v1/f1/gw/gw-1/inbox/dev-7"
+    assert topics.partial_topic("f1", 3, "gw-1") == "fl/v1/f1/round/3/partial/gw-1"
+    assert topics.status_topic("f1", "dev-7") == "fl/v1/f1/status/dev-7"
+    assert topics.gateway_uplink_filter("f1", "gw-1") == "fl/v1/f1/gw/gw-1/round/+/+/+"
+    assert topics.cloud_partial_filter("f1") == "fl/v1/f1/round/+/partial/+"
+    assert "fl/v1/f1/gw/gw-1/inbox/dev-7" in topics.device_downlink_filters("f1", "gw-1", "dev-7")
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("fl/v1/f/round/3/task", Topic(TopicKind.TASK, "f", round_id=3)),
+        ("fl/v1/f/model/0", Topic(TopicKind.MODEL, "f", model_version=0)),
+        (
+            "fl/v1/f/gw/g/round/9/unmask/d",
+            Topic(TopicKind.DEVICE_STAGE, "f", round_id=9, gateway="g", stage=Stage.UNMASK, device="d"),
+        ),
+        (
+            "fl/v1/f/gw/g/round/9/survivors",
+            Topic(TopicKind.GATEWAY_STAGE, "f", round_id=9, gateway="g", stage=Stage.SURVIVORS),
+        ),
+        ("fl/v1/f/gw/g/inbox/d", Topic(TopicKind.INBOX, "f", gateway="g", device="d")),
+        ("fl/v1/f/round/2/partial/g", Topic(TopicKind.PARTIAL, "f", round_id=2, gateway="g")),
+        ("fl/v1/f/status/n.1", Topic(TopicKind.STATUS, "f", node="n.1")),
+    ],
+)
+def test_parse(topic: str, expected: Topic) -> None:
+    assert topics.parse_topic(topic) == expected
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "fl/v2/f/round/1/task",
+        "fl/v1/f/round/01/task",  # non-canonical number
+        "fl/v1/f/round/-1/task",
+        "fl/v1/f/round/1/task/extra",
+        "fl/v1/f/gw/g/round/1/masked",  # uplink stage without a device
+        "fl/v1/f/gw/g/round/1/roster/d",  # downlink stage with a device
+        "fl/v1/f/gw/g/round/1/bogus/d",
+        "fl/v1/+/status/n",
+        "fl/v1/f/status/#",
+        "fl/v1/f/status/",
+        "fl/v1/f/status/" + "n" * 65,
+    ],
+)
+def test_parse_rejects(topic: str) -> None:
+    with pytest.raises(DecodeError):
+        topics.parse_topic(topic)
+
+
+@pytest.mark.parametrize("bad", ["", "a+b", "a#", "a/b", "$SYS", "a b", "x" * 65, "é", "a\x00"])
+def test_invalid_ids_are_refused_when_building(bad: str) -> None:
+    assert not topics.is_valid_id(bad)
+    with pytest.raises(ConfigError):
+        topics.status_topic("fleet", bad)
+    with pytest.raises(ConfigError):
+        topics.task_topic(bad, 1)
+
+
+def test_invalid_numbers_and_stages_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        topics.task_topic("f", -1)
+    with pytest.raises(ConfigError):
+        topics.task_topic("f", True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        topics.device_stage_topic("f", "g", 1, Stage.ROSTER, "d")
+    with pytest.raises(ConfigError):
+        topics.gateway_stage_topic("f", "g", 1, "nope")
+
+
+def test_every_built_topic_parses_back() -> None:
+    for stage in topics.UPLINK_STAGES:
+        parsed = topics.parse_topic(topics.device_stage_topic("f", "g", 4, stage, "d"))
+        assert (parsed.stage, parsed.device, parsed.round_id) == (stage, "d", 4)
+    for stage in topics.DOWNLINK_STAGES:
+        assert topics.parse_topic(topics.gateway_stage_topic("f", "g", 4, stage)).stage == stage
