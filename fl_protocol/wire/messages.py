@@ -216,7 +216,11 @@ class PartialAggregate:
 
 @dataclass(frozen=True)
 class Status:
-    """A node's retained state (also its MQTT last will): state is an id such as 'training' or 'offline'."""
+    """A node's retained state (also its MQTT last will): state is an id such as 'training' or 'offline'.
+
+    details: small, non-private facts for operators (round id, backend, ε spent per tier, local train
+    loss); never keys, seeds, shares or updates. Values are numbers or short strings.
+    """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.STATUS
 
@@ -224,21 +228,31 @@ class Status:
     state: str
     reason: str
     time_ms: int
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_id("node", self.node)
         check_id("state", self.state)
         check_text("reason", self.reason)
         check_int("time_ms", self.time_ms)
+        details = dict(check_mapping("details", self.details))
+        for key, value in details.items():
+            check_id("details key", key)
+            if isinstance(value, str):
+                check_text(f"details {key}", value)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"details {key} must be a number or a short string")
+        object.__setattr__(self, "details", dict(sorted(details.items())))
 
     def to_fields(self) -> dict[str, Any]:
         """Field mapping for the wire."""
-        return {"node": self.node, "state": self.state, "reason": self.reason, "time_ms": self.time_ms}
+        return {"node": self.node, "state": self.state, "reason": self.reason, "time_ms": self.time_ms,
+                "details": dict(self.details)}
 
     @classmethod
     def from_fields(cls, values: Mapping[str, Any]) -> Status:
         """Inverse of `to_fields`."""
-        exact_keys("status", values, {"node", "state", "reason", "time_ms"})
+        exact_keys("status", values, {"node", "state", "reason", "time_ms", "details"})
         return cls(**values)
 
 
