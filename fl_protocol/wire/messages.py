@@ -43,6 +43,8 @@ class RoundTask:
     model_sha256: SHA-256 of the global LoRA vector's float32 little-endian bytes (compress.vector_sha256).
     deadlines_ms: absolute deadline (ms since the epoch, injected clock) per stage name, e.g. "advertise".
     tier: the data sensitivity tier the round trains on (devices train only on records of this tier).
+    model_dimension: length of the flat LoRA vector (the bundle's total_length); gateways need it to
+    scatter the decoded sparse sum back, devices check it against their bundle.
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROUND_TASK
@@ -57,9 +59,11 @@ class RoundTask:
     min_cohort: int
     deadlines_ms: Mapping[str, int]
     tier: str
+    model_dimension: int
 
     def __post_init__(self) -> None:
         check_int("round_id", self.round_id)
+        check_int("model_dimension", self.model_dimension, lo=1, hi=MAX_MODEL_BYTES // 4)
         check_int("model_version", self.model_version)
         check_bytes("model_sha256", self.model_sha256, length=SHA256_BYTES)
         for name, kind in (("training", TrainingSettings), ("codec", CodecSettings), ("dp", DpSettings)):
@@ -92,6 +96,7 @@ class RoundTask:
             "min_cohort": self.min_cohort,
             "deadlines_ms": dict(self.deadlines_ms),
             "tier": self.tier,
+            "model_dimension": self.model_dimension,
         }
 
     @classmethod
@@ -109,6 +114,7 @@ class RoundTask:
             min_cohort=values["min_cohort"],
             deadlines_ms=check_mapping("deadlines_ms", values["deadlines_ms"]),  # type: ignore[arg-type]
             tier=values["tier"],
+            model_dimension=values["model_dimension"],
         )
 
 

@@ -56,6 +56,7 @@ def make_task(**overrides: Any) -> RoundTask:
         "min_cohort": 8,
         "deadlines_ms": {"unmask": 5000, "advertise": 1000, "masked": 4000},
         "tier": "personal",
+        "model_dimension": 100_000,
     }
     return RoundTask(**{**values, **overrides})
 
