@@ -1,0 +1,117 @@
+"""Sensitivity tiers: defaults, TOML loading, device-side refusal with a reason."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fl_protocol.dp.tiers import TierConfig, TierPolicy, check_round_against_tier
+from fl_protocol.errors import ConfigError, PrivacyError
+
+HEALTH = TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6)
+
+
+def test_defaults_cover_three_tiers_and_are_ordered() -> None:
+    cfg = TierConfig()
+    public, personal, health = (cfg.policy(n) for n in ("public", "personal", "health"))
+    assert public.max_clip_norm >= personal.max_clip_norm >= health.max_clip_norm
+    assert public.min_noise_multiplier <= personal.min_noise_multiplier <= health.min_noise_multiplier
+    assert public.epsilon_budget >= personal.epsilon_budget >= health.epsilon_budget
+
+
+def test_acceptable_round_passes() -> None:
+    check_round_against_tier(
+        HEALTH, clip_norm=0.5, noise_multiplier=1.0, round_epsilon=0.5, spent_epsilon=2.5
+    )
+
+
+def test_clip_above_maximum_is_refused_with_reason() -> None:
+    with pytest.raises(PrivacyError, match=r"tier 'health'.*clip_norm 0\.8 exceeds .*max_clip_norm=0\.5"):
+        check_round_against_tier(
+            HEALTH, clip_norm=0.8, noise_multiplier=1.2, round_epsilon=0.1, spent_epsilon=0
+        )
+
+
+def test_noise_below_minimum_is_refused_with_reason() -> None:
+    with pytest.raises(
+        PrivacyError, match=r"tier 'health'.*noise_multiplier 0\.7 is below .*min_noise_multiplier=1"
+    ):
+        check_round_against_tier(
+            HEALTH, clip_norm=0.1, noise_multiplier=0.7, round_epsilon=0.1, spent_epsilon=0
+        )
+
+
+def test_budget_overrun_is_refused_with_reason() -> None:
+    with pytest.raises(PrivacyError, match=r"tier 'health'.*epsilon budget.*epsilon_budget=3"):
+        check_round_against_tier(
+            HEALTH, clip_norm=0.5, noise_multiplier=1.0, round_epsilon=0.6, spent_epsilon=2.5
+        )
+
+
+def test_all_broken_rules_are_named() -> None:
+    with pytest.raises(PrivacyError) as info:
+        check_round_against_tier(
+            HEALTH, clip_norm=1.0, noise_multiplier=0.1, round_epsilon=9.0, spent_epsilon=0
+        )
+    message = str(info.value)
+    assert "max_clip_norm" in message and "min_noise_multiplier" in message and "epsilon_budget" in message
+
+
+@pytest.mark.parametrize("value", [math.nan, -1.0, math.inf])
+def test_non_finite_or_negative_settings_are_refused(value: float) -> None:
+    with pytest.raises(PrivacyError, match="tier 'health'"):
+        check_round_against_tier(
+            HEALTH, clip_norm=0.1, noise_multiplier=1.0, round_epsilon=value, spent_epsilon=0
+        )
+
+
+def test_public_tier_has_no_budget() -> None:
+    public = TierConfig().policy("public")
+    check_round_against_tier(
+        public, clip_norm=1.0, noise_multiplier=0.0, round_epsilon=1e6, spent_epsilon=1e9
+    )
+
+
+def test_load_from_toml_overrides_and_adds() -> None:
+    tomllib = pytest.importorskip("tomllib")  # stdlib from Python 3.11
+    text = """
+    [tiers.health]
+    epsilon_budget = 1.5
+
+    [tiers.finance]
+    max_clip_norm = 0.3
+    min_noise_multiplier = 1.5
+    epsilon_budget = 2.0
+    delta = 1e-7
+    """
+    cfg = TierConfig.from_toml_dict(tomllib.loads(text)["tiers"])
+    assert cfg.policy("health").epsilon_budget == 1.5
+    assert cfg.policy("health").max_clip_norm == TierConfig().policy("health").max_clip_norm
+    assert cfg.policy("finance") == TierPolicy("finance", 0.3, 1.5, 2.0, 1e-7)
+    assert cfg.policy("public") == TierConfig().policy("public")
+
+
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        {"health": {"max_clip": 1.0}},  # unknown key
+        {"health": {"epsilon_budget": 1.0, "name": "x"}},
+        {"finance": {"max_clip_norm": 1.0}},  # new tier, missing fields
+        {"health": 3},
+        {"health": {"delta": 2.0}},
+        {"health": {"max_clip_norm": -1.0}},
+        {"health": {"min_noise_multiplier": "1"}},
+        {"health": {"epsilon_budget": True}},
+    ],
+)
+def test_bad_toml_is_config_error(tiers: dict) -> None:
+    with pytest.raises(ConfigError):
+        TierConfig.from_toml_dict(tiers)
+
+
+def test_unknown_tier_and_frozen_policy() -> None:
+    with pytest.raises(ConfigError, match="unknown sensitivity tier"):
+        TierConfig().policy("secret")
+    with pytest.raises(AttributeError):
+        HEALTH.max_clip_norm = 9.0  # type: ignore[misc]
