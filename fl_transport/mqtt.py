@@ -67,6 +67,7 @@ class MqttConnection:
         self._pending_acks: dict[int, str | None] = {}  # mid -> outbox key (None: not durable)
         self._early_acks: set[int] = set()
         self._connected = threading.Event()
+        self._stopping = False
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                                    clean_session=settings.clean_session, protocol=paho.MQTTv311)
         self._client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min_s)),
@@ -106,6 +107,7 @@ class MqttConnection:
 
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -166,6 +168,8 @@ class MqttConnection:
     def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
                            reason_code: paho.ReasonCode, properties: object) -> None:
         self._connected.clear()
+        if self._stopping:
+            return
         logger.warning("mqtt disconnected from %s:%d (%s); reconnecting with backoff", self._settings.host,
                        self._settings.port, reason_code)
 
