@@ -1,0 +1,411 @@
+"""SecAgg+ messages (DESIGN.md §4 steps 2-7) as frozen dataclasses.
+
+Each class names its wire type (`MESSAGE_TYPE`) and converts to and from a mapping of plain field values
+(`to_fields` / `from_fields`, exact inverses) that the generic wire encoder serialises and the framing
+layer signs. `from_fields` is strict: unknown or missing keys, wrong types or sizes raise an opaque
+`DecodeError` (the reason goes to the debug log only).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fl_protocol.errors import DecodeError
+from fl_protocol.message_types import MessageType
+
+logger = logging.getLogger(__name__)
+
+# FieldValue: None, bool, int, float, str, bytes, np.ndarray, or lists / str-keyed dicts of these
+FieldValue = Any
+Fields = dict[str, FieldValue]
+
+MAX_NODE_ID_CHARS = 128
+MAX_REASON_CHARS = 512
+
+
+def _fail(reason: str) -> DecodeError:
+    logger.debug("secagg message rejected: %s", reason)
+    return DecodeError()
+
+
+def _expect_keys(fields: Fields, names: tuple[str, ...]) -> None:
+    if not isinstance(fields, dict) or set(fields) != set(names):
+        raise _fail(f"expected keys {names}")
+
+
+def _int(fields: Fields, name: str, low: int = 0, high: int = 2**64 - 1) -> int:
+    value = fields[name]
+    if type(value) is not int or not low <= value <= high:
+        raise _fail(f"{name}: not an int in [{low}, {high}]")
+    return value
+
+
+def _str(value: FieldValue, name: str, max_chars: int = MAX_NODE_ID_CHARS) -> str:
+    if type(value) is not str or not 0 < len(value) <= max_chars:
+        raise _fail(f"{name}: not a non-empty string of at most {max_chars} chars")
+    return value
+
+
+def _bytes(value: FieldValue, name: str, size: int | None = None, max_size: int = 4096) -> bytes:
+    if type(value) is not bytes or (size is not None and len(value) != size) or len(value) > max_size:
+        raise _fail(f"{name}: bad bytes")
+    return value
+
+
+def _ids(value: FieldValue, name: str) -> tuple[str, ...]:
+    if type(value) is not list:
+        raise _fail(f"{name}: not a list")
+    ids = tuple(_str(v, name) for v in value)
+    if list(ids) != sorted(set(ids)):
+        raise _fail(f"{name}: ids must be sorted and unique")
+    return ids
+
+
+def _bytes_map(value: FieldValue, name: str, size: int | None = None) -> dict[str, bytes]:
+    if type(value) is not dict:
+        raise _fail(f"{name}: not a dict")
+    return {_str(k, name): _bytes(v, name, size) for k, v in value.items()}
+
+
+def _int_map(value: FieldValue, name: str) -> dict[str, int]:
+    if type(value) is not dict:
+        raise _fail(f"{name}: not a dict")
+    out: dict[str, int] = {}
+    for key, item in value.items():
+        if type(item) is not int or item < 0:
+            raise _fail(f"{name}: not a non-negative int")
+        out[_str(key, name)] = item
+    return out
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys:
+    """Device -> gateway: the two X25519 public keys, signed by the device's Ed25519 identity key."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ADVERTISE_KEYS
+    round_id: int
+    sender: str
+    c_public: bytes
+    s_public: bytes
+    signature: bytes
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "c_public": self.c_public,
+            "s_public": self.s_public,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> AdvertiseKeys:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "c_public", "s_public", "signature"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            c_public=_bytes(fields["c_public"], "c_public", 32),
+            s_public=_bytes(fields["s_public"], "s_public", 32),
+            signature=_bytes(fields["signature"], "signature", 64),
+        )
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Gateway -> devices: the cohort (index = position + 1 = Shamir x), its signed keys, graph and t.
+
+    `members` holds the advertisements themselves so each device can check its neighbours' key
+    signatures: the gateway routes keys but cannot substitute them.
+    """
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROSTER
+    round_id: int
+    sender: str
+    members: tuple[AdvertiseKeys, ...]
+    graph_seed: bytes
+    degree: int
+    threshold: int
+    dimension: int
+    ring_bits: int
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "members": [m.to_fields() for m in self.members],
+            "graph_seed": self.graph_seed,
+            "degree": self.degree,
+            "threshold": self.threshold,
+            "dimension": self.dimension,
+            "ring_bits": self.ring_bits,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Roster:
+        """Strict inverse of `to_fields`."""
+        names = ("round_id", "sender", "members", "graph_seed", "degree", "threshold", "dimension")
+        _expect_keys(fields, (*names, "ring_bits"))
+        if type(fields["members"]) is not list:
+            raise _fail("members: not a list")
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            members=tuple(AdvertiseKeys.from_fields(m) for m in fields["members"]),
+            graph_seed=_bytes(fields["graph_seed"], "graph_seed", 32),
+            degree=_int(fields, "degree", 1, 1 << 20),
+            threshold=_int(fields, "threshold", 1, 1 << 20),
+            dimension=_int(fields, "dimension", 0, 1 << 31),
+            ring_bits=_int(fields, "ring_bits", 8, 32),
+        )
+
+
+@dataclass(frozen=True)
+class ShareKeys:
+    """Device -> gateway: AES-GCM encrypted (b-share, s-share) for each neighbour, keyed by recipient."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
+    round_id: int
+    sender: str
+    ciphertexts: dict[str, bytes]
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {"round_id": self.round_id, "sender": self.sender, "ciphertexts": dict(self.ciphertexts)}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ShareKeys:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "ciphertexts"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            ciphertexts=_bytes_map(fields["ciphertexts"], "ciphertexts"),
+        )
+
+
+@dataclass(frozen=True)
+class RoutedShares:
+    """Gateway -> one device: the ciphertexts addressed to it, keyed by their source."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROUTED_SHARES
+    round_id: int
+    sender: str
+    recipient: str
+    ciphertexts: dict[str, bytes]
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "ciphertexts": dict(self.ciphertexts),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> RoutedShares:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "recipient", "ciphertexts"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            recipient=_str(fields["recipient"], "recipient"),
+            ciphertexts=_bytes_map(fields["ciphertexts"], "ciphertexts"),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedUpdate:
+    """Device -> gateway: the masked update, uint32 values in [0, 2^ring_bits)."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.MASKED_UPDATE
+    round_id: int
+    sender: str
+    ring_bits: int
+    values: np.ndarray
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "ring_bits": self.ring_bits,
+            "values": self.values,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> MaskedUpdate:
+        """Strict inverse of `to_fields` (values must be a 1-D uint32 array)."""
+        _expect_keys(fields, ("round_id", "sender", "ring_bits", "values"))
+        values = fields["values"]
+        if not isinstance(values, np.ndarray) or values.dtype != np.uint32 or values.ndim != 1:
+            raise _fail("values: not a 1-D uint32 array")
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            ring_bits=_int(fields, "ring_bits", 8, 32),
+            values=values,
+        )
+
+
+@dataclass(frozen=True)
+class Survivors:
+    """Gateway -> devices: the sorted set of nodes whose masked update arrived (to be signed)."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.SURVIVORS
+    round_id: int
+    sender: str
+    survivors: tuple[str, ...]
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {"round_id": self.round_id, "sender": self.sender, "survivors": list(self.survivors)}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Survivors:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "survivors"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            survivors=_ids(fields["survivors"], "survivors"),
+        )
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Device -> gateway: Ed25519 signature over (fleet, round, sorted survivors, global model hash)."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_SIGNATURE
+    round_id: int
+    sender: str
+    signature: bytes
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {"round_id": self.round_id, "sender": self.sender, "signature": self.signature}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ConsistencySignature:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "signature"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            signature=_bytes(fields["signature"], "signature", 64),
+        )
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Gateway -> devices: survivors (send their b-shares), dropped (send s_sk-shares), and the
+    consistency signatures proving at least t survivors signed this survivor set."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.UNMASK_REQUEST
+    round_id: int
+    sender: str
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    signatures: dict[str, bytes]
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "survivors": list(self.survivors),
+            "dropped": list(self.dropped),
+            "signatures": dict(self.signatures),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> UnmaskRequest:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "survivors", "dropped", "signatures"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            survivors=_ids(fields["survivors"], "survivors"),
+            dropped=_ids(fields["dropped"], "dropped"),
+            signatures=_bytes_map(fields["signatures"], "signatures", 64),
+        )
+
+
+@dataclass(frozen=True)
+class UnmaskShares:
+    """Device -> gateway: Shamir shares (field elements) it holds: b-shares of survivors, s_sk-shares of
+    dropped peers; never both kinds for one peer."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.UNMASK_SHARES
+    round_id: int
+    sender: str
+    b_shares: dict[str, int]
+    s_shares: dict[str, int]
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "b_shares": dict(self.b_shares),
+            "s_shares": dict(self.s_shares),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> UnmaskShares:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "b_shares", "s_shares"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            b_shares=_int_map(fields["b_shares"], "b_shares"),
+            s_shares=_int_map(fields["s_shares"], "s_shares"),
+        )
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Gateway -> devices: the cohort is aborted for this round; nothing will be released."""
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ABORT
+    round_id: int
+    sender: str
+    reason: str
+
+    def to_fields(self) -> Fields:
+        """Plain field mapping for the wire encoder."""
+        return {"round_id": self.round_id, "sender": self.sender, "reason": self.reason}
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Abort:
+        """Strict inverse of `to_fields`."""
+        _expect_keys(fields, ("round_id", "sender", "reason"))
+        return cls(
+            round_id=_int(fields, "round_id"),
+            sender=_str(fields["sender"], "sender"),
+            reason=_str(fields["reason"], "reason", MAX_REASON_CHARS),
+        )
+
+
+MESSAGE_CLASSES: dict[MessageType, type] = {
+    cls.MESSAGE_TYPE: cls
+    for cls in (
+        AdvertiseKeys,
+        Roster,
+        ShareKeys,
+        RoutedShares,
+        MaskedUpdate,
+        Survivors,
+        ConsistencySignature,
+        UnmaskRequest,
+        UnmaskShares,
+        Abort,
+    )
+}

@@ -1,0 +1,127 @@
+"""Property tests: exact sums under any dropout pattern (or abort below t), and Shamir's guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from fl_protocol.secagg import shamir
+from fl_protocol.secagg.messages import Abort
+from fl_protocol.secagg.server import AggregateResult
+from fl_protocol.secagg.simulate import Simulation, deterministic_rng
+
+
+def _feasible(sim: Simulation, before: set[str], after: set[str]) -> bool:
+    """Whether every needed secret can get t shares: the exact success condition of the protocol."""
+    cohort = sim.server.cohort
+    assert cohort is not None
+    t = cohort.threshold
+    survivors = set(sim.node_ids) - before
+    responders = survivors - after
+    if len(survivors) < t or len(responders) < t:
+        return False
+    if any(len(cohort.holders(u) & responders) < t for u in survivors):
+        return False
+    return all(
+        len(cohort.neighbours[d] & responders) >= t for d in before if cohort.neighbours[d] & survivors
+    )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_unmasked_sum_is_exact_or_the_cohort_aborts(data: st.DataObject) -> None:
+    n = data.draw(st.integers(3, 40), label="n")
+    degree = data.draw(st.sampled_from([k for k in range(1, n) if (n * k) % 2 == 0]), label="k")
+    threshold = data.draw(st.integers((degree + 1) // 2 + 1, degree + 1), label="t")
+    ring_bits = data.draw(st.integers(8, 32), label="ring_bits")
+    dimension = data.draw(st.integers(1, 12), label="d")
+    order = data.draw(st.permutations(range(n)), label="order")
+    few = max(1, n // 4)  # mostly few dropouts (success expected), sometimes many (abort expected)
+    n_before = data.draw(st.one_of(st.integers(0, few), st.integers(0, n)), label="dropped before upload")
+    rest = n - n_before
+    n_after = data.draw(
+        st.one_of(st.integers(0, min(few, rest)), st.integers(0, rest)), label="dropped after"
+    )
+    sim = Simulation(n=n, dimension=dimension, ring_bits=ring_bits, degree=degree, threshold=threshold)
+    before = {sim.node_ids[i] for i in order[:n_before]}
+    after = {sim.node_ids[i] for i in order[n_before : n_before + n_after]}
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="input seed"))
+    inputs = {
+        node: rng.integers(0, 2**ring_bits, dimension, dtype=np.uint64).astype(np.uint32)
+        for node in sim.node_ids
+    }
+
+    result = sim.run(inputs.__getitem__, drop_before_upload=before, drop_after_upload=after)
+
+    feasible = _feasible(sim, before, after)
+    event(f"feasible={feasible}")
+    if feasible:
+        assert isinstance(result, AggregateResult)
+        assert set(result.survivors) == set(sim.node_ids) - before
+        total = np.zeros(dimension, dtype=object)
+        for node in result.survivors:
+            total += inputs[node].astype(object)
+        np.testing.assert_array_equal(result.values, (total % (1 << ring_bits)).astype(np.uint32))
+    else:
+        assert isinstance(result, Abort)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    threshold=st.integers(1, 8),
+    extra=st.integers(0, 5),
+    seed=st.binary(min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_any_t_shares_reconstruct(
+    secret: bytes, threshold: int, extra: int, seed: bytes, data: st.DataObject
+) -> None:
+    xs = data.draw(
+        st.lists(st.integers(1, 10**6), min_size=threshold + extra, max_size=threshold + extra, unique=True)
+    )
+    shares = shamir.split(secret, threshold=threshold, xs=xs, rng_bytes=deterministic_rng(seed))
+    subset = data.draw(st.lists(st.sampled_from(xs), min_size=threshold, max_size=threshold, unique=True))
+    assert shamir.reconstruct({x: shares[x] for x in subset}, threshold=threshold) == secret
+
+
+def _poly_through(points: list[tuple[int, int]]) -> list[int]:
+    """Coefficients (low to high) of the unique polynomial of degree < len(points) through `points`."""
+    p = shamir.PRIME
+    coefficients = [0] * len(points)
+    for i, (x_i, y_i) in enumerate(points):
+        basis, denominator = [1], 1
+        for j, (x_j, _) in enumerate(points):
+            if j != i:
+                basis = [(a - x_j * b) % p for a, b in zip([0, *basis], [*basis, 0], strict=True)]
+                denominator = denominator * (x_i - x_j) % p
+        scale = y_i * pow(denominator, -1, p) % p
+        coefficients = [(c + scale * b) % p for c, b in zip(coefficients, basis, strict=True)]
+    return coefficients
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    other=st.binary(min_size=32, max_size=32),
+    threshold=st.integers(2, 7),
+    seed=st.binary(min_size=1, max_size=8),
+)
+def test_t_minus_one_shares_are_consistent_with_every_secret(
+    secret: bytes, other: bytes, threshold: int, seed: bytes
+) -> None:
+    """Perfect secrecy, checked through `split` itself: for the t-1 shares of `secret`, there is exactly
+    one coefficient draw under which `split(other)` yields the very same t-1 shares. Since `split`'s
+    coefficients are uniform and the map draw -> shares is a bijection for each secret, every secret makes
+    every view of t-1 shares equally likely."""
+    xs = list(range(1, threshold + 1))  # t holders; the adversary sees the first t - 1
+    shares = shamir.split(secret, threshold=threshold, xs=xs, rng_bytes=deterministic_rng(seed))
+    view = {x: shares[x] for x in xs[:-1]}
+    points = [(0, int.from_bytes(other, "big")), *view.items()]
+    coefficients = _poly_through(points)
+    draws = b"".join(c.to_bytes(shamir.SHARE_BYTES, "big") for c in coefficients[1:])
+    scripted = iter([draws[i : i + shamir.SHARE_BYTES] for i in range(0, len(draws), shamir.SHARE_BYTES)])
+    alternative = shamir.split(other, threshold=threshold, xs=xs, rng_bytes=lambda n: next(scripted))
+    assert {x: alternative[x] for x in xs[:-1]} == view
+    assert shamir.reconstruct(alternative, threshold=threshold) == other
