@@ -1,0 +1,168 @@
+"""One cohort (or one group of a cohort) of a round: a SecAggServer plus who is still owed an answer.
+
+`SecAggServer` is the pure protocol state machine; this wrapper adds what the gateway needs around it:
+the set of nodes it waits for in each stage (so a stage can close early once all have answered), and a
+uniform `close(stage)` that returns the messages to publish or an `Abort`. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fl_protocol.errors import ProtocolError
+from fl_protocol.secagg import (
+    Abort,
+    AdvertiseKeys,
+    AggregateResult,
+    ConsistencySignature,
+    MaskedUpdate,
+    Roster,
+    RoutedShares,
+    SecAggServer,
+    ShareKeys,
+    Survivors,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from fl_protocol.topics import Stage
+
+logger = logging.getLogger(__name__)
+
+StageMessage = AdvertiseKeys | ShareKeys | MaskedUpdate | ConsistencySignature | UnmaskShares
+CloseOutput = Roster | dict[str, RoutedShares] | Survivors | UnmaskRequest | AggregateResult | Abort
+
+# The uplink stages in protocol order; the message class each carries.
+STAGE_ORDER: tuple[Stage, ...] = (
+    Stage.ADVERTISE,
+    Stage.SHARES,
+    Stage.MASKED,
+    Stage.CONSISTENCY,
+    Stage.UNMASK,
+)
+STAGE_MESSAGES: dict[Stage, type] = {
+    Stage.ADVERTISE: AdvertiseKeys,
+    Stage.SHARES: ShareKeys,
+    Stage.MASKED: MaskedUpdate,
+    Stage.CONSISTENCY: ConsistencySignature,
+    Stage.UNMASK: UnmaskShares,
+}
+
+
+@dataclass(frozen=True)
+class CohortParams:
+    """Public parameters of one cohort's SecAgg+ round (from the task and the gateway config)."""
+
+    gateway_id: str
+    fleet: str
+    round_id: int
+    dimension: int  # k: length of the encoded (sparse) update
+    ring_bits: int
+    model_hash: bytes
+    min_cohort: int
+    degree: int | None
+    threshold_fraction: float
+
+
+class CohortDriver:
+    """Drives one SecAggServer through the stages; `waiting` tells which nodes have not answered yet."""
+
+    def __init__(
+        self,
+        params: CohortParams,
+        *,
+        graph_seed: bytes,
+        verify_key: Callable[[str], Ed25519PublicKey | None],
+    ) -> None:
+        self.params = params
+        self.server = SecAggServer(
+            params.gateway_id,
+            fleet=params.fleet,
+            round_id=params.round_id,
+            dimension=params.dimension,
+            ring_bits=params.ring_bits,
+            graph_seed=graph_seed,
+            verify_key=verify_key,
+            model_hash=params.model_hash,
+            min_cohort=max(2, params.min_cohort),
+            degree=params.degree,
+            threshold_fraction=params.threshold_fraction,
+        )
+        self.stage = Stage.ADVERTISE
+        self.aborted = False
+        self._expected: frozenset[str] = frozenset()  # who may answer in the current stage
+        self._answered: set[str] = set()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The roster's members (empty before the advertise stage closed)."""
+        cohort = self.server.cohort
+        return cohort.members if cohort is not None else ()
+
+    def accept(self, stage: Stage, message: StageMessage) -> bool:
+        """Hand a verified device message to the server; True if it was accepted (first of its kind)."""
+        if self.aborted or stage is not self.stage:
+            logger.info(
+                "round %d: ignored %s from %s: cohort is in stage %s",
+                self.params.round_id,
+                stage.value,
+                getattr(message, "sender", "?"),
+                self.stage.value,
+            )
+            return False
+        handler: dict[Stage, Callable[[StageMessage], bool]] = {
+            Stage.ADVERTISE: self.server.on_advertise,  # type: ignore[dict-item]
+            Stage.SHARES: self.server.on_share_keys,  # type: ignore[dict-item]
+            Stage.MASKED: self.server.on_masked_update,  # type: ignore[dict-item]
+            Stage.CONSISTENCY: self.server.on_consistency_signature,  # type: ignore[dict-item]
+            Stage.UNMASK: self.server.on_unmask_shares,  # type: ignore[dict-item]
+        }
+        accepted = handler[stage](message)
+        if accepted:
+            self._answered.add(message.sender)
+        return accepted
+
+    def complete(self) -> bool:
+        """True when every node this stage waits for has answered (the advertise stage never is: the
+        round decides it against the expected devices)."""
+        return bool(self._expected) and self._expected <= self._answered
+
+    def close(self) -> CloseOutput:
+        """Close the current stage; the result is what to publish (or an Abort / the final sum)."""
+        if self.aborted:
+            raise ProtocolError("cohort already aborted")
+        result = self._advance()
+        if isinstance(result, Abort):
+            self.aborted = True
+            return result
+        index = STAGE_ORDER.index(self.stage)
+        self._expected = self._next_expected(result)
+        self._answered = set()
+        self.stage = STAGE_ORDER[index + 1] if index + 1 < len(STAGE_ORDER) else self.stage
+        return result
+
+    def _advance(self) -> CloseOutput:
+        if self.stage is Stage.ADVERTISE:
+            return self.server.close_advertise()
+        if self.stage is Stage.SHARES:
+            return self.server.close_share_keys()
+        if self.stage is Stage.MASKED:
+            return self.server.close_masked_collection()
+        if self.stage is Stage.CONSISTENCY:
+            return self.server.unmask_request()
+        return self.server.finalize()
+
+    @staticmethod
+    def _next_expected(result: CloseOutput) -> frozenset[str]:
+        if isinstance(result, Roster):
+            return frozenset(m.sender for m in result.members)
+        if isinstance(result, dict):
+            return frozenset(result)
+        if isinstance(result, Survivors):
+            return frozenset(result.survivors)
+        if isinstance(result, UnmaskRequest):
+            return frozenset(result.signatures)
+        return frozenset()

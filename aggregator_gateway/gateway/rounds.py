@@ -1,0 +1,246 @@
+"""One round at the gateway: advertise lobby, cohort split into groups, stage closing, robust combine.
+
+`RoundDriver` is pure (no I/O, no clock): the gateway feeds it verified device messages (`accept`) and
+asks it to close the current stage (`close`) when the stage's deadline passed or `ready()` says every
+device it waits for answered. `close` returns the `Outgoing` messages to publish. The same calls replayed
+in the same order rebuild the same state, which is how a restarted gateway resumes (see store.py).
+
+Groups (DESIGN.md §7): the advertised cohort is split into G groups, each its own SecAgg+ instance, so the
+gateway sees G group sums instead of one. With rule "none" the partial is the exact sum of the group sums;
+with a robust rule it is robust_mean(group means) × total count, so the cloud's weighted mean stays a mean.
+A group that aborts is left out; the round aborts only when no group is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from aggregator_gateway.gateway import robust
+from aggregator_gateway.gateway.cohort import STAGE_ORDER, CohortDriver, CohortParams, StageMessage
+from fl_protocol.codec.pipeline import decode_sum, encoded_length
+from fl_protocol.secagg import Abort, AggregateResult, Roster, RoutedShares, Survivors, UnmaskRequest
+from fl_protocol.topics import Stage
+from fl_protocol.wire.messages import RoundTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupPolicy:
+    """How a cohort is split and recombined (from `[gateway]`)."""
+
+    group_count: int = 1
+    min_group_size: int = 3
+    rule: str = "none"
+    trim_fraction: float = 0.2
+    max_norm_ratio: float = 3.0
+
+
+@dataclass(frozen=True, eq=False)
+class RoundResult:
+    """What the partial aggregate is made of. `ring_sum`: the groups' unmasked sums added mod 2^b."""
+
+    vector_sum: np.ndarray
+    count: int
+    survivors: tuple[str, ...]
+    ring_sum: np.ndarray
+    group_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish: on the gateway's stage topic (`recipient` None) or a device's inbox."""
+
+    stage: Stage | None  # the downlink stage topic (ROSTER also carries Abort); None for inbox
+    message: Roster | RoutedShares | Survivors | UnmaskRequest | Abort
+    recipient: str | None = None
+
+
+def group_seed(graph_seed: bytes, index: int) -> bytes:
+    """Public graph seed of group `index`, derived from the round's public seed."""
+    return hashlib.sha256(b"fedlora/gateway/group/" + graph_seed + index.to_bytes(4, "big")).digest()
+
+
+def split_groups(members: list[str], *, graph_seed: bytes, policy: GroupPolicy) -> list[list[str]]:
+    """Deterministic split (public seed) into G = min(group_count, n // min_group_size) ≥ 1 groups of
+    near-equal size (each ≥ min_group_size when G > 1)."""
+    count = max(1, min(policy.group_count, len(members) // max(1, policy.min_group_size)))
+    order = sorted(members, key=lambda node: hashlib.sha256(graph_seed + node.encode()).digest())
+    return [sorted(order[g::count]) for g in range(count)]
+
+
+@dataclass
+class RoundDriver:
+    """The gateway's state for one round; see the module docstring."""
+
+    gateway_id: str
+    fleet: str
+    task: RoundTask
+    graph_seed: bytes = field(repr=False)
+    expected_devices: frozenset[str]
+    verify_key: Callable[[str], Ed25519PublicKey | None] = field(repr=False)
+    min_cohort: int
+    policy: GroupPolicy = field(default_factory=GroupPolicy)
+
+    def __post_init__(self) -> None:
+        task = self.task
+        self.dimension_k = encoded_length(task.model_dimension, task.codec)
+        fraction = min(max(task.secagg.threshold_fraction, 0.5), 0.99)
+        self.params = CohortParams(
+            gateway_id=self.gateway_id,
+            fleet=self.fleet,
+            round_id=task.round_id,
+            dimension=self.dimension_k,
+            ring_bits=task.codec.ring_bits,
+            model_hash=task.model_sha256,
+            min_cohort=max(2, self.policy.min_group_size if self.policy.group_count > 1 else 2),
+            degree=task.secagg.neighbour_degree or None,
+            threshold_fraction=fraction,
+        )
+        self._lobby = CohortDriver(self.params, graph_seed=self.graph_seed, verify_key=self.verify_key)
+        self._adverts: dict[str, StageMessage] = {}
+        self.groups: list[CohortDriver] = []
+        self._owner: dict[str, CohortDriver] = {}
+        self.stage = Stage.ADVERTISE
+        self.finished = False
+        self.aborted: Abort | None = None
+        self.result: RoundResult | None = None
+
+    @property
+    def round_id(self) -> int:
+        """The task's round id."""
+        return self.task.round_id
+
+    def accept(self, stage: Stage, message: StageMessage) -> bool:
+        """A verified device message (sender checked against the frame by the caller)."""
+        sender = message.sender
+        if self.finished or sender not in self.expected_devices:
+            logger.info(
+                "round %d: ignored %s from %s: %s",
+                self.round_id,
+                stage.value,
+                sender,
+                "round finished" if self.finished else "not an expected device",
+            )
+            return False
+        if stage is Stage.ADVERTISE and self.stage is Stage.ADVERTISE:
+            accepted = self._lobby.accept(stage, message)
+            if accepted:
+                self._adverts[sender] = message
+            return accepted
+        group = self._owner.get(sender)
+        if group is None or stage is not self.stage:
+            logger.info(
+                "round %d: ignored %s from %s in stage %s",
+                self.round_id,
+                stage.value,
+                sender,
+                self.stage.value,
+            )
+            return False
+        return group.accept(stage, message)
+
+    def ready(self) -> bool:
+        """True when the current stage may close before its deadline: everyone awaited has answered."""
+        if self.finished:
+            return False
+        if self.stage is Stage.ADVERTISE:
+            return bool(self.expected_devices) and set(self._adverts) >= self.expected_devices
+        live = [g for g in self.groups if not g.aborted]
+        return bool(live) and all(g.complete() for g in live)
+
+    def deadline_ms(self) -> int:
+        """Absolute deadline of the current stage (from the task)."""
+        return int(self.task.deadlines_ms[self.stage.value])
+
+    def close(self) -> list[Outgoing]:
+        """Close the current stage for every live group; return what to publish."""
+        if self.finished:
+            return []
+        if self.stage is Stage.ADVERTISE:
+            out = self._close_advertise()
+        else:
+            out = self._close_groups()
+        if not self.finished:
+            self.stage = STAGE_ORDER[STAGE_ORDER.index(self.stage) + 1]
+        return out
+
+    def _close_advertise(self) -> list[Outgoing]:
+        members = sorted(self._adverts)
+        if len(members) < self.min_cohort:
+            return self.abort(f"cohort of {len(members)} below the minimum of {self.min_cohort}")
+        for index, names in enumerate(split_groups(members, graph_seed=self.graph_seed, policy=self.policy)):
+            group = CohortDriver(
+                self.params, graph_seed=group_seed(self.graph_seed, index), verify_key=self.verify_key
+            )
+            for name in names:
+                group.accept(Stage.ADVERTISE, self._adverts[name])
+                self._owner[name] = group
+            self.groups.append(group)
+        return self._close_groups()
+
+    def _close_groups(self) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        results: list[AggregateResult] = []
+        for index, group in enumerate(self.groups):
+            if group.aborted:
+                continue
+            closed = group.close()
+            if isinstance(closed, Abort):
+                logger.warning("round %d: group %d aborted: %s", self.round_id, index, closed.reason)
+            elif isinstance(closed, dict):
+                out += [Outgoing(None, routed, recipient=node) for node, routed in closed.items()]
+            elif isinstance(closed, AggregateResult):
+                results.append(closed)
+            else:
+                stage = {
+                    Roster: Stage.ROSTER,
+                    Survivors: Stage.SURVIVORS,
+                    UnmaskRequest: Stage.UNMASK_REQUEST,
+                }
+                out.append(Outgoing(stage[type(closed)], closed))
+        if all(g.aborted for g in self.groups):
+            return self.abort("every group of the cohort aborted")
+        if self.stage is Stage.UNMASK:
+            self.result = combine_groups(results, task=self.task, policy=self.policy)
+            self.finished = True
+        return out
+
+    def abort(self, reason: str) -> list[Outgoing]:
+        """Abandon the round: nothing is released; the Abort goes out on the roster topic."""
+        logger.warning("round %d: aborting: %s", self.round_id, reason)
+        self.finished = True
+        self.aborted = Abort(round_id=self.round_id, sender=self.gateway_id, reason=reason)
+        return [Outgoing(Stage.ROSTER, self.aborted)]
+
+
+def combine_groups(results: list[AggregateResult], *, task: RoundTask, policy: GroupPolicy) -> RoundResult:
+    """Decode each group's ring sum and combine: exact sum for rule "none", else robust mean × count."""
+    codec, dimension = task.codec, task.model_dimension
+    sums = [
+        decode_sum(r.values, count=len(r.survivors), settings=codec, dimension=dimension) for r in results
+    ]
+    sizes = tuple(len(r.survivors) for r in results)
+    total = sum(sizes)
+    if policy.rule == "none" or len(results) == 1:
+        vector_sum = np.sum(sums, axis=0)
+    else:
+        means = np.stack([s / n for s, n in zip(sums, sizes, strict=True)])  # [G, d]
+        mean = robust.robust_mean(
+            means, rule=policy.rule, trim_fraction=policy.trim_fraction, max_norm_ratio=policy.max_norm_ratio
+        )
+        vector_sum = mean * total
+    ring_sum = np.zeros(results[0].values.shape, dtype=np.uint64)
+    for r in results:
+        ring_sum += r.values
+    ring_sum &= np.uint64((1 << codec.ring_bits) - 1)
+    survivors = tuple(sorted(s for r in results for s in r.survivors))
+    return RoundResult(
+        np.asarray(vector_sum, dtype=np.float64), total, survivors, ring_sum.astype(np.uint32), sizes
+    )

@@ -1,0 +1,136 @@
+"""Round state on disk: SQLite in WAL mode, an append-only log replayed into fresh state on restart.
+
+Per round the gateway records the signed task frame and the public graph seed, then in processing order:
+every device frame it accepted (`frame` events, unique per (round, stage, sender), so a redelivered frame
+is never logged or counted twice) and every stage close (`close` events). Replaying the log through a new
+`RoundDriver` rebuilds the exact state, because the driver is deterministic given its inputs.
+
+A finished round keeps only its outcome (the signed partial or abort frame) and its events are deleted:
+they hold the devices' unmask shares, which have no use once the sum is out. The file is created 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id INTEGER PRIMARY KEY,
+    task_frame BLOB NOT NULL,
+    graph_seed BLOB NOT NULL,
+    state TEXT NOT NULL,            -- active | done | aborted
+    outcome_frame BLOB,
+    started_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    round_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,             -- frame | close
+    stage TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    frame BLOB,
+    UNIQUE (round_id, kind, stage, sender)
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredRound:
+    """A round's row: the signed task, its public graph seed, state and outcome frame."""
+
+    round_id: int
+    task_frame: bytes
+    graph_seed: bytes
+    state: str
+    outcome_frame: bytes | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One log entry: an accepted device frame or a stage close."""
+
+    kind: str
+    stage: str
+    sender: str
+    frame: bytes | None
+
+
+class RoundStore:
+    """The gateway's SQLite log. Single-threaded use (the event loop's thread)."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def begin_round(self, round_id: int, *, task_frame: bytes, graph_seed: bytes, now_ms: int) -> None:
+        """Record a new active round (its task frame and public graph seed)."""
+        self._db.execute(
+            "INSERT INTO rounds (round_id, task_frame, graph_seed, state, started_ms) "
+            "VALUES (?, ?, ?, 'active', ?)",
+            (round_id, task_frame, graph_seed, now_ms),
+        )
+
+    def latest_round(self) -> StoredRound | None:
+        """The round with the highest id, or None on a fresh store."""
+        row = self._db.execute(
+            "SELECT round_id, task_frame, graph_seed, state, outcome_frame FROM rounds "
+            "ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
+        return (
+            None
+            if row is None
+            else StoredRound(
+                row[0], bytes(row[1]), bytes(row[2]), row[3], None if row[4] is None else bytes(row[4])
+            )
+        )
+
+    def append_frame(self, round_id: int, stage: str, sender: str, frame: bytes) -> bool:
+        """Log an accepted device frame; False if one of (round, stage, sender) is already logged."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO events (round_id, kind, stage, sender, frame) "
+            "VALUES (?, 'frame', ?, ?, ?)",
+            (round_id, stage, sender, frame),
+        )
+        return cursor.rowcount == 1
+
+    def append_close(self, round_id: int, stage: str) -> None:
+        """Log that `stage` closed (idempotent)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO events (round_id, kind, stage, sender) VALUES (?, 'close', ?, '')",
+            (round_id, stage),
+        )
+
+    def events(self, round_id: int) -> list[Event]:
+        """The round's log in processing order."""
+        rows = self._db.execute(
+            "SELECT kind, stage, sender, frame FROM events WHERE round_id = ? ORDER BY seq", (round_id,)
+        ).fetchall()
+        return [
+            Event(kind, stage, sender, None if frame is None else bytes(frame))
+            for kind, stage, sender, frame in rows
+        ]
+
+    def finish_round(self, round_id: int, *, state: str, outcome_frame: bytes | None) -> None:
+        """Mark the round done or aborted, keep its outcome frame, drop its event log (one transaction)."""
+        if state not in ("done", "aborted"):
+            raise ValueError(f"state must be done or aborted, got {state!r}")
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE rounds SET state = ?, outcome_frame = ? WHERE round_id = ?",
+                (state, outcome_frame, round_id),
+            )
+            self._db.execute("DELETE FROM events WHERE round_id = ?", (round_id,))

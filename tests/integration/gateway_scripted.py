@@ -1,0 +1,163 @@
+"""Scripted fleet pieces for the gateway tests: keys, a round task, device updates, and an in-memory
+round runner that plays real SecAggClient objects against a RoundDriver (no broker).
+
+The integration test wraps the same clients in MQTT connections (test_gateway.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from aggregator_gateway.gateway.rounds import Outgoing, RoundDriver
+from fl_protocol.codec.pipeline import decode_sum, encode_update
+from fl_protocol.codec.settings import CodecSettings, default_scale, sparse_count
+from fl_protocol.secagg import (
+    Roster,
+    RoutedShares,
+    SecAggClient,
+    Survivors,
+    UnmaskRequest,
+)
+from fl_protocol.secagg.simulate import deterministic_rng
+from fl_protocol.topics import Stage
+from fl_protocol.wire.messages import RoundTask
+from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
+
+FLEET = "testfleet"
+GATEWAY = "gw-1"
+CLOUD = "cloud"
+MODEL_DIMENSION = 64
+STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
+
+
+def signing_key(name: str) -> Ed25519PrivateKey:
+    """A deterministic test identity key per node name."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test-key/" + name.encode()).digest())
+
+
+def public_keys(names: Iterable[str]) -> dict[str, Ed25519PublicKey]:
+    """Verification keys of `names`."""
+    return {name: signing_key(name).public_key() for name in names}
+
+
+def codec(dimension: int = MODEL_DIMENSION) -> CodecSettings:
+    """Rotated, half-sparse, 8-bit codec in a 20-bit ring."""
+    k = sparse_count(dimension, 0.5)
+    return CodecSettings(
+        clip_norm=1.0,
+        sparsity_fraction=0.5,
+        index_seed=b"\x02" * 32,
+        rotate=True,
+        rotation_seed=b"\x03" * 32,
+        quant_bits=8,
+        ring_bits=20,
+        scale=default_scale(1.0, 8, k, rotate=True),
+        error_feedback=False,
+    )
+
+
+def make_task(
+    round_id: int,
+    *,
+    deadlines_ms: dict[str, int] | None = None,
+    min_cohort: int = 3,
+    dimension: int = MODEL_DIMENSION,
+) -> RoundTask:
+    """A valid round task; deadlines default to far in the future (the driver closes stages itself)."""
+    return RoundTask(
+        round_id=round_id,
+        model_version=round_id - 1,
+        model_sha256=hashlib.sha256(b"model").digest(),
+        training=TrainingSettings(1, 1, 1e-3),
+        codec=codec(dimension),
+        dp=DpSettings("none", 0.0, 1.0, 2, 1e-5),
+        secagg=SecAggSettings(0.5, 0, 20),
+        min_cohort=min_cohort,
+        deadlines_ms=deadlines_ms or {s: 2**40 for s in STAGES},
+        tier="public",
+        model_dimension=dimension,
+    )
+
+
+def device_update(node: str, task: RoundTask, *, scale: float = 1.0) -> np.ndarray:
+    """A device's encoded (ring) update for `task`: a random delta of norm 0.8 × `scale`, clipped at 1."""
+    seed = int.from_bytes(hashlib.sha256(f"{node}/{task.round_id}".encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    delta = rng.standard_normal(task.model_dimension)
+    delta *= 0.8 * scale / np.linalg.norm(delta)
+    return encode_update(delta, residual=None, settings=task.codec, rng=rng).ring_values
+
+
+def plain_sum(task: RoundTask, updates: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(ring sum mod 2^b, decoded float64 sum) of the devices' plain encoded updates."""
+    stack = list(updates)
+    ring = np.sum(np.stack(stack).astype(np.uint64), axis=0) & np.uint64((1 << task.codec.ring_bits) - 1)
+    ring32 = ring.astype(np.uint32)
+    return ring32, decode_sum(ring32, count=len(stack), settings=task.codec, dimension=task.model_dimension)
+
+
+def make_client(node: str, task: RoundTask, keys: dict[str, Ed25519PublicKey]) -> SecAggClient:
+    """A real SecAgg+ client of `node` for `task`'s round with the gateway GATEWAY."""
+    return SecAggClient(
+        node,
+        gateway_id=GATEWAY,
+        fleet=FLEET,
+        round_id=task.round_id,
+        identity_key=signing_key(node),
+        verify_key=keys.get,
+        model_hash=task.model_sha256,
+        rng_bytes=deterministic_rng(f"{node}/{task.round_id}".encode()),
+    )
+
+
+def deliver(
+    driver: RoundDriver,
+    outgoing: list[Outgoing],
+    clients: dict[str, SecAggClient],
+    updates: dict[str, np.ndarray],
+    *,
+    drop_before: set[str],
+    drop_after: set[str],
+) -> None:
+    """Hand each outgoing message to the clients it concerns and their answers back to the driver.
+
+    A client only sees stage broadcasts that name it (the rule devices follow when a gateway runs groups)."""
+    for item in outgoing:
+        message = item.message
+        if isinstance(message, RoutedShares):
+            client = clients[message.recipient]
+            client.on_routed_shares(message)
+            if message.recipient not in drop_before:
+                driver.accept(Stage.MASKED, client.mask(updates[message.recipient]))
+        elif isinstance(message, Roster):
+            for member in message.members:
+                answer = clients[member.sender].on_roster(message)
+                driver.accept(Stage.SHARES, answer)  # type: ignore[arg-type]
+        elif isinstance(message, Survivors):
+            for node in message.survivors:
+                if node not in drop_after:
+                    driver.accept(Stage.CONSISTENCY, clients[node].on_survivors(message))  # type: ignore[arg-type]
+        elif isinstance(message, UnmaskRequest):
+            for node in message.signatures:
+                driver.accept(Stage.UNMASK, clients[node].on_unmask_request(message))  # type: ignore[arg-type]
+
+
+def run_in_memory(
+    driver: RoundDriver,
+    clients: dict[str, SecAggClient],
+    updates: dict[str, np.ndarray],
+    *,
+    drop_before: Iterable[str] = (),
+    drop_after: Iterable[str] = (),
+) -> None:
+    """Advertise every client, then close stage after stage until the driver finishes."""
+    for client in clients.values():
+        driver.accept(Stage.ADVERTISE, client.advertise())
+    while not driver.finished:
+        deliver(
+            driver, driver.close(), clients, updates, drop_before=set(drop_before), drop_after=set(drop_after)
+        )
