@@ -1,0 +1,277 @@
+"""cloud.toml: the provisioned [node]/[broker]/[identity] sections plus the cloud's own sections.
+
+Every section is a frozen dataclass read with `fl_protocol.config.section_from_table` (unknown keys and
+wrong types are a ConfigError naming the key). Cross-section rules (e.g. ring width versus fleet size)
+are checked in `CloudConfig.__post_init__`. See docs/cloud.md for the reference and an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fl_protocol.config import (
+    BrokerSection,
+    IdentitySection,
+    NodeSection,
+    read_toml,
+    resolve,
+    section_from_table,
+)
+from fl_protocol.errors import ConfigError
+from fl_protocol.topics import validate_id
+from fl_protocol.wire.task_settings import DP_MECHANISMS
+
+STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
+OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
+ROBUST_RULES = ("none", "trimmed_mean", "median", "norm_filter", "krum")
+WEIGHTINGS = ("count", "fair")
+
+
+@dataclass(frozen=True)
+class StageTimeouts:
+    """[cloud.stage_timeouts_s]: how long each stage may last, in seconds.
+
+    Deadlines are cumulative: advertise closes at start + advertise, shares at that + shares, and so on;
+    the cloud closes the round at the `partial` deadline (or earlier, once every gateway reported).
+    """
+
+    advertise: float = 30.0
+    shares: float = 30.0
+    masked: float = 300.0
+    consistency: float = 30.0
+    unmask: float = 30.0
+    partial: float = 60.0
+
+    def __post_init__(self) -> None:
+        for stage in STAGES:
+            value = getattr(self, stage)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"stage timeout {stage} must be > 0 seconds, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CloudSection:
+    """[cloud]: the federation's shape and where the cloud keeps its state.
+
+    total_devices: fleet size, for the accountant's sample rate (0: sample rate 1, the safe choice).
+    http_port: status page port (0: no status page). max_retries: failed attempts allowed per round.
+    """
+
+    bundle_dir: Path
+    rounds: int
+    gateways: tuple[str, ...]
+    store_dir: Path
+    total_devices: int = 0
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    max_retries: int = 3
+    min_cohort: int = 0  # 0: equal to privacy.min_survivors
+    stage_timeouts_s: StageTimeouts = field(default_factory=StageTimeouts)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be >= 1")
+        if not self.gateways:
+            raise ValueError("gateways must name at least one gateway")
+        if len(set(self.gateways)) != len(self.gateways):
+            raise ValueError("gateways must be unique")
+        for gateway in self.gateways:
+            validate_id(gateway, "gateway")
+        if self.total_devices < 0 or self.max_retries < 0 or self.min_cohort < 0:
+            raise ValueError("total_devices, max_retries and min_cohort must be >= 0")
+        if not 0 <= self.http_port < 65536:
+            raise ValueError("http_port must be in 0..65535")
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """[training]: local training settings sent to devices in every task."""
+
+    local_steps: int = 10
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+
+
+@dataclass(frozen=True)
+class CodecSection:
+    """[codec]: update pipeline settings (DESIGN.md §5); seeds and scale are chosen per round."""
+
+    sparsity_fraction: float = 1.0
+    quant_bits: int = 8
+    ring_bits: int = 32
+    rotate: bool = True
+    error_feedback: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacySection:
+    """[privacy] (required): DP settings. Give noise_multiplier or target_epsilon (calibrated over
+    `rounds`), unless mechanism is 'none'. clip_norm is the devices' L2 clip C."""
+
+    mechanism: str = "skellam"
+    clip_norm: float = 1.0
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    min_survivors: int = 2
+    delta: float = 1e-5
+    tier: str = "public"
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in DP_MECHANISMS:
+            raise ValueError(f"mechanism must be one of {sorted(DP_MECHANISMS)}")
+        given = (self.noise_multiplier is not None) + (self.target_epsilon is not None)
+        if self.mechanism == "none" and given:
+            raise ValueError("mechanism 'none' takes neither noise_multiplier nor target_epsilon")
+        if self.mechanism != "none" and given != 1:
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ValueError("noise_multiplier must be > 0")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ValueError("target_epsilon must be > 0")
+        if not self.clip_norm > 0 or self.min_survivors < 1 or not 0 < self.delta < 1:
+            raise ValueError("clip_norm > 0, min_survivors >= 1 and delta in (0, 1) are required")
+        validate_id(self.tier, "tier")
+
+
+@dataclass(frozen=True)
+class SecAggSection:
+    """[secagg]: Shamir threshold fraction and neighbour degree (0: the gateway picks ~2 log2 n)."""
+
+    threshold_fraction: float = 0.5
+    neighbour_degree: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    """[optimizer]: server optimizer (Reddi et al. 2021). beta1/beta2/tau apply to fedadam/fedyogi."""
+
+    name: str = "fedavg"
+    server_lr: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer name must be one of {OPTIMIZERS}")
+        if not self.server_lr > 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1 or not self.tau > 0:
+            raise ValueError("server_lr > 0, beta1 and beta2 in [0, 1) and tau > 0 are required")
+
+
+@dataclass(frozen=True)
+class AggregationSection:
+    """[aggregation]: robust rule across gateways and how partials are weighted.
+
+    weighting 'count': mean = sum of vectors / number of survivors; 'fair': divide by the weight sum the
+    devices carried inside the secure sum (q-FFL weights, DESIGN.md §5).
+    """
+
+    robust: str = "none"
+    weighting: str = "count"
+    trim_fraction: float = 0.2
+    max_norm_ratio: float = 3.0
+    num_byzantine: int = 1
+
+    def __post_init__(self) -> None:
+        if self.robust not in ROBUST_RULES:
+            raise ValueError(f"robust must be one of {ROBUST_RULES}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError("trim_fraction must be in [0, 0.5)")
+        if not self.max_norm_ratio >= 1 or self.num_byzantine < 0:
+            raise ValueError("max_norm_ratio must be >= 1 and num_byzantine >= 0")
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "broker": BrokerSection,
+    "identity": IdentitySection,
+    "cloud": CloudSection,
+    "training": TrainingSection,
+    "codec": CodecSection,
+    "privacy": PrivacySection,
+    "secagg": SecAggSection,
+    "optimizer": OptimizerSection,
+    "aggregation": AggregationSection,
+}
+_OPTIONAL = {"training", "codec", "secagg", "optimizer", "aggregation"}
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Everything `fedlora cloud` reads from cloud.toml; paths already resolved against its directory."""
+
+    node: NodeSection
+    broker: BrokerSection
+    identity: IdentitySection
+    cloud: CloudSection
+    privacy: PrivacySection
+    training: TrainingSection = field(default_factory=TrainingSection)
+    codec: CodecSection = field(default_factory=CodecSection)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    aggregation: AggregationSection = field(default_factory=AggregationSection)
+
+    def __post_init__(self) -> None:
+        if self.node.role != "cloud":
+            raise ConfigError(f"[node].role must be 'cloud' for `fedlora cloud`, got {self.node.role!r}")
+        if self.node.id in self.cloud.gateways:
+            raise ConfigError("the cloud's own id cannot be one of [cloud].gateways")
+        if 0 < self.cloud.min_cohort < self.privacy.min_survivors:
+            raise ConfigError("[cloud].min_cohort must be >= [privacy].min_survivors")
+        codec = self.codec
+        if not codec.quant_bits <= codec.ring_bits:
+            raise ConfigError("[codec].quant_bits must be <= ring_bits")
+        if self.cloud.total_devices > 0:
+            needed = codec.quant_bits + math.ceil(math.log2(max(self.cloud.total_devices, 1)))
+            if codec.ring_bits < needed:
+                raise ConfigError(
+                    f"[codec].ring_bits={codec.ring_bits} cannot hold the sum of {self.cloud.total_devices} "
+                    f"{codec.quant_bits}-bit values: at least {needed} bits (plus noise headroom) needed"
+                )
+
+    @property
+    def min_cohort(self) -> int:
+        """Smallest cohort a gateway may aggregate (never below privacy.min_survivors)."""
+        return self.cloud.min_cohort or self.privacy.min_survivors
+
+    @classmethod
+    def load(cls, path: Path) -> CloudConfig:
+        """Read and validate cloud.toml; relative paths are resolved against the file's directory."""
+        path = Path(path)
+        raw = read_toml(path)
+        unknown = sorted(set(raw) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
+        sections: dict[str, Any] = {
+            name: section_from_table(kind, raw.get(name), name)
+            for name, kind in _SECTIONS.items()
+            if name in raw or name not in _OPTIONAL
+        }
+        return _resolve_paths(cls(**sections), path.parent)
+
+
+def _resolve_paths(config: CloudConfig, base: Path) -> CloudConfig:
+    def fix(value: Path | None) -> Path | None:
+        return None if value is None else resolve(base, value)
+
+    broker = dataclasses.replace(
+        config.broker,
+        ca_file=fix(config.broker.ca_file),
+        cert_file=fix(config.broker.cert_file),
+        key_file=fix(config.broker.key_file),
+    )
+    identity = IdentitySection(
+        resolve(base, config.identity.signing_key_file), resolve(base, config.identity.fleet_keys_file)
+    )
+    cloud = dataclasses.replace(
+        config.cloud,
+        bundle_dir=resolve(base, config.cloud.bundle_dir),
+        store_dir=resolve(base, config.cloud.store_dir),
+    )
+    return dataclasses.replace(config, broker=broker, identity=identity, cloud=cloud)

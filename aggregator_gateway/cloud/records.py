@@ -1,0 +1,111 @@
+"""Per-round records: what `rounds.json`, `/api/rounds` and the status page show.
+
+One record per round attempt (a retried round gets a new round id and its own record). Device reports
+(Status details with `round`, `train_loss`, `eval_loss`) usually arrive after the round closed, so the
+log keeps per-device reports and recomputes the round's selected/dropped counts and mean losses whenever
+one arrives. `selected` is the larger of the survivor count and the number of devices that reported the
+round in a Status (state other than `skipped`): the cloud never sees the cohorts themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+
+@dataclass
+class RoundRecord:
+    """One round attempt. Stable keys of report.json (DESIGN.md §3) plus bookkeeping fields."""
+
+    round: int
+    model_version: int
+    state: str = RUNNING
+    new_version: int | None = None
+    selected: int = 0
+    survivors: int = 0
+    dropped: int = 0
+    gateways: list[str] = field(default_factory=list)
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    uplink_bytes_per_device: int = 0
+    dense_fp32_bytes: int = 0
+    epsilon: float | None = None
+    delta: float = 0.0
+    seconds: float = 0.0
+    started_ms: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (floats that are not finite become None)."""
+        out = dataclasses.asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RoundRecord:
+        """Inverse of `to_dict` (unknown keys are dropped: records written by a newer cloud still load)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+class RoundLog:
+    """Round records by round id, plus the device reports that fill in losses and selection counts."""
+
+    def __init__(self, records: list[RoundRecord] | None = None) -> None:
+        self._records: dict[int, RoundRecord] = {r.round: r for r in records or []}
+        self._reports: dict[int, dict[str, dict[str, Any]]] = {}  # round -> device -> details
+
+    def add(self, record: RoundRecord) -> None:
+        """Start tracking a round attempt."""
+        self._records[record.round] = record
+        self._refresh(record)
+
+    def get(self, round_id: int) -> RoundRecord | None:
+        """The record of `round_id`, if any."""
+        return self._records.get(round_id)
+
+    def records(self) -> list[RoundRecord]:
+        """Every record by round id."""
+        return [self._records[r] for r in sorted(self._records)]
+
+    def completed(self) -> list[RoundRecord]:
+        """Records of completed rounds."""
+        return [r for r in self.records() if r.state == COMPLETED]
+
+    def device_report(self, device: str, state: str, details: dict[str, Any]) -> RoundRecord | None:
+        """Take a device Status; returns the record it changed (None if it names no known round)."""
+        round_id = details.get("round")
+        if not isinstance(round_id, int) or isinstance(round_id, bool) or state == "skipped":
+            return None
+        self._reports.setdefault(round_id, {})[device] = dict(details)
+        record = self._records.get(round_id)
+        if record is not None:
+            self._refresh(record)
+        return record
+
+    def _refresh(self, record: RoundRecord) -> None:
+        reports = self._reports.get(record.round, {})
+        record.selected = max(record.selected, record.survivors, len(reports))
+        record.dropped = max(0, record.selected - record.survivors) if record.state != RUNNING else 0
+        for key in ("train_loss", "eval_loss"):
+            values = [
+                float(d[key])
+                for d in reports.values()
+                if isinstance(d.get(key), (int, float)) and not isinstance(d.get(key), bool)
+            ]
+            if values:
+                setattr(record, key, _mean(values))
+
+    def close(self, record: RoundRecord) -> None:
+        """Recompute derived fields after the coordinator filled in the outcome."""
+        self._refresh(record)

@@ -1,0 +1,148 @@
+"""The cloud's model store: every global version as a hash-addressed flat vector file, indexed in SQLite.
+
+Layout under `store_dir`:
+    store.sqlite                       versions(version, parent, sha256, created_ms, round, path),
+                                       rounds(round, record JSON), meta(key, value)
+    vectors/{sha256}.safetensors       fl_protocol.flatvec files (bundle id + version in the metadata)
+
+The sha256 is `fl_protocol.codec.compress.vector_sha256` (float32 little-endian bytes), the same hash a
+RoundTask and GlobalModel carry, so a stored version can be matched to what went over the wire. Files are
+written atomically before the row is committed, so a crash leaves at most an unreferenced file. A restart
+reopens the same history; `load` re-checks the hash, so a corrupted file is refused, never served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fl_protocol.codec.compress import vector_sha256
+from fl_protocol.errors import ConfigError, DecodeError
+from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    version INTEGER PRIMARY KEY, parent INTEGER, sha256 TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    round INTEGER, path TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(ConfigError):
+    """The model store is inconsistent (a file is missing or its hash differs from the index)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One row of the version index. round is the round that produced it (None for the initial version)."""
+
+    version: int
+    parent: int | None
+    sha256: str
+    created_ms: int
+    round: int | None
+    path: Path
+
+
+class ModelStore:
+    """Versioned, hash-addressed store of global LoRA vectors bound to one bundle."""
+
+    def __init__(self, store_dir: Path, *, bundle_id: str) -> None:
+        self._dir = Path(store_dir)
+        (self._dir / "vectors").mkdir(parents=True, exist_ok=True)
+        self._bundle_id = bundle_id
+        self._db = sqlite3.connect(self._dir / "store.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        stored_bundle = self.get_meta("bundle_id")
+        if stored_bundle is None:
+            self.set_meta("bundle_id", bundle_id)
+        elif stored_bundle != bundle_id:
+            raise StoreError(
+                f"store {self._dir} belongs to bundle {stored_bundle[:16]}…, not {bundle_id[:16]}…"
+            )
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def add(
+        self, values: np.ndarray, *, parent: int | None, round_id: int | None, created_ms: int
+    ) -> VersionInfo:
+        """Store `values` as the next version (latest + 1, or 0 for the first) and return its row."""
+        latest = self.latest()
+        version = 0 if latest is None else latest.version + 1
+        vector = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        digest = vector_sha256(vector).hex()
+        path = self._dir / "vectors" / f"{digest}.safetensors"
+        if not path.exists():
+            save_flat_vector(path, FlatVector(vector, self._bundle_id, version))
+        self._db.execute(
+            "INSERT INTO versions(version, parent, sha256, created_ms, round, path)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (version, parent, digest, int(created_ms), round_id, path.name),
+        )
+        logger.info("stored model version %d (sha256 %s…)", version, digest[:12])
+        return VersionInfo(version, parent, digest, int(created_ms), round_id, path)
+
+    def _row(self, row: tuple[Any, ...]) -> VersionInfo:
+        version, parent, digest, created_ms, round_id, name = row
+        return VersionInfo(version, parent, digest, created_ms, round_id, self._dir / "vectors" / name)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every stored version, oldest first."""
+        rows = self._db.execute("SELECT * FROM versions ORDER BY version").fetchall()
+        return [self._row(r) for r in rows]
+
+    def latest(self) -> VersionInfo | None:
+        """The newest version, or None for an empty store."""
+        row = self._db.execute("SELECT * FROM versions ORDER BY version DESC LIMIT 1").fetchone()
+        return None if row is None else self._row(row)
+
+    def info(self, version: int) -> VersionInfo:
+        """The row of `version`; StoreError if unknown."""
+        row = self._db.execute("SELECT * FROM versions WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise StoreError(f"model version {version} is not in the store")
+        return self._row(row)
+
+    def load(self, version: int) -> np.ndarray:
+        """The float32 vector of `version`, checked against its recorded hash and bundle."""
+        info = self.info(version)
+        try:
+            flat = load_flat_vector(info.path, expected_bundle_id=self._bundle_id)
+        except (OSError, ValueError, DecodeError) as exc:
+            raise StoreError(f"model version {version}: cannot read {info.path}: {exc}") from exc
+        if vector_sha256(flat.values).hex() != info.sha256:
+            raise StoreError(f"model version {version}: {info.path} does not match its recorded sha256")
+        return flat.values
+
+    def save_round(self, round_id: int, record: dict[str, Any]) -> None:
+        """Insert or replace the JSON record of one round attempt."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO rounds(round, record) VALUES (?, ?)",
+            (round_id, json.dumps(record, sort_keys=True)),
+        )
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every round record, by round id."""
+        rows = self._db.execute("SELECT record FROM rounds ORDER BY round").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        """A small piece of persistent state (accountant, optimizer), or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Insert or replace a piece of persistent state."""
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

@@ -1,0 +1,246 @@
+"""`fedlora cloud` against a real mosquitto with scripted gateways (tests/integration/mosquitto_fixture.py).
+
+The cloud runs through `aggregator_gateway.cloud_cli.run` (config file, bundle, store, MQTT) on a thread.
+Scripted gateways are fresh subscribers: they receive the retained task, decode and verify it, and answer
+with signed PartialAggregates built from known vectors. Round 1 gets no answer (failed, retried as round 2);
+in round 2 a device key forges g1's partial first (ignored); rounds 2 and 3 complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aggregator_gateway import cloud_cli
+from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
+from fl_protocol.identity import NodeIdentity
+from fl_protocol.manifest import bundle_id, sha256_file, write_manifest
+from fl_protocol.topics import Topic, TopicKind, parse_topic, partial_topic, status_topic
+from fl_protocol.wire.messages import GlobalModel, PartialAggregate, RoundTask, Status
+from fl_transport.mqtt import MqttConnection, MqttSettings
+from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+
+pytestmark = pytest.mark.integration
+FLEET, DIM = "f1", 8
+NODES = ("cloud", "g1", "g2", "dev1")
+SERVER_LR, BETA1, BETA2, TAU = 0.5, 0.9, 0.99, 0.01
+
+
+def _write_fleet(root: Path) -> dict[str, Ed25519PrivateKey]:
+    keys = {name: Ed25519PrivateKey.generate() for name in NODES}
+    nodes = {}
+    for name, key in keys.items():
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        nodes[name] = {
+            "role": "device" if name.startswith("dev") else "x",
+            "gateway": None,
+            "ed25519_public_key": raw.hex(),
+        }
+    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
+    pem = keys["cloud"].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (root / "signing.key").write_bytes(pem)
+    return keys
+
+
+def _write_bundle(bundle: Path, initial: np.ndarray) -> None:
+    bundle.mkdir()
+    raw = {
+        "format_version": 1,
+        "trainable": {"total_length": DIM, "tensors": []},
+        "training": {"seq_len": 16},
+        "artifacts": {"initial_vector": "initial_vector.safetensors"},
+    }
+    save_flat_vector(bundle / "initial_vector.safetensors", FlatVector(initial, bundle_id(raw), 0))
+    raw["files"] = {"initial_vector.safetensors": sha256_file(bundle / "initial_vector.safetensors")}
+    write_manifest(bundle, raw)
+
+
+def _write_config(root: Path, port: int) -> Path:
+    text = f"""
+[node]
+id = "cloud"
+role = "cloud"
+fleet = "{FLEET}"
+[broker]
+host = "{HOST}"
+port = {port}
+[identity]
+signing_key_file = "signing.key"
+fleet_keys_file = "fleet_keys.json"
+[cloud]
+bundle_dir = "bundle"
+rounds = 2
+gateways = ["g1", "g2"]
+store_dir = "store"
+total_devices = 10
+max_retries = 2
+[cloud.stage_timeouts_s]
+advertise = 0.2
+shares = 0.2
+masked = 0.5
+consistency = 0.2
+unmask = 0.2
+partial = 0.5
+[privacy]
+mechanism = "gaussian"
+noise_multiplier = 1.0
+[optimizer]
+name = "fedadam"
+server_lr = {SERVER_LR}
+beta1 = {BETA1}
+beta2 = {BETA2}
+tau = {TAU}
+"""
+    (root / "cloud.toml").write_text(text)
+    return root / "cloud.toml"
+
+
+def _identity(name: str, keys: dict[str, Ed25519PrivateKey]) -> NodeIdentity:
+    public = {n: k.public_key() for n, k in keys.items()}
+    return NodeIdentity(name, FLEET, keys[name], public, clock_ms=lambda: int(time.time() * 1000))
+
+
+def _connect(port: int, name: str, filters: list[str]) -> tuple[MqttConnection, queue.Queue]:
+    inbox: queue.Queue = queue.Queue()
+    conn = MqttConnection(
+        MqttSettings(HOST, port, name, clean_session=True), lambda topic, payload: inbox.put((topic, payload))
+    )
+    for topic_filter in filters:
+        conn.subscribe(topic_filter)
+    conn.start()
+    conn.wait_connected(10)
+    return conn, inbox
+
+
+def _sums(round_id: int) -> dict[str, tuple[np.ndarray, int]]:
+    rng = np.random.default_rng(round_id)
+    return {"g1": (rng.normal(size=DIM) * 2, 2), "g2": (rng.normal(size=DIM) * 3, 3)}
+
+
+def _scripted_gateways(
+    port: int, keys: dict[str, Ed25519PrivateKey], stop: threading.Event, seen: list[RoundTask]
+) -> None:
+    """Answer every task except round 1; in round 2 a device forges g1's partial before g1 answers."""
+    conn, inbox = _connect(port, "script", [f"fl/v1/{FLEET}/round/+/task"])
+    gateways = {g: _identity(g, keys) for g in ("g1", "g2")}
+    forger = _identity("dev1", keys)
+    try:
+        while not stop.is_set():
+            try:
+                topic_text, payload = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if not payload:
+                continue  # a cleared retained task
+            _header, task = gateways["g1"].decode(payload, RoundTask, senders={"cloud"})
+            seen.append(task)
+            if task.round_id == 1:
+                continue
+            if task.round_id == 2:
+                forged = PartialAggregate("g1", 2, task.model_version, np.full(DIM, 1e6), 1, 1.0, ("dev1",))
+                conn.publish(partial_topic(FLEET, 2, "g1"), forger.encode(forged, round_id=2))
+                time.sleep(0.2)
+            for name, (vector_sum, count) in _sums(task.round_id).items():
+                survivors = tuple(f"{name}-d{i}" for i in range(count))
+                partial = PartialAggregate(
+                    name, task.round_id, task.model_version, vector_sum, count, float(count), survivors
+                )
+                conn.publish(
+                    partial_topic(FLEET, task.round_id, name),
+                    gateways[name].encode(partial, round_id=task.round_id),
+                )
+    finally:
+        conn.stop()
+
+
+def _expected_fedadam(initial: np.ndarray, rounds: list[int]) -> np.ndarray:
+    x = initial.astype(np.float64)
+    m, v = np.zeros(DIM), np.full(DIM, TAU**2)
+    for round_id in rounds:
+        sums = _sums(round_id)
+        delta = (sums["g1"][0] + sums["g2"][0]) / (sums["g1"][1] + sums["g2"][1])
+        m = BETA1 * m + (1 - BETA1) * delta
+        v = BETA2 * v + (1 - BETA2) * delta**2
+        x = (x + SERVER_LR * m / (np.sqrt(v) + TAU)).astype(np.float32).astype(np.float64)
+    return x
+
+
+def test_cloud_runs_rounds_with_scripted_gateways(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
+    keys = _write_fleet(tmp_path)
+    initial = np.linspace(-1, 1, DIM).astype(np.float32)
+    _write_bundle(tmp_path / "bundle", initial)
+    config = _write_config(tmp_path, port)
+    result: dict[str, int] = {}
+    args = argparse.Namespace(config=config)
+    cloud = threading.Thread(target=lambda: result.update(rc=cloud_cli.run(args)))
+    stop, seen = threading.Event(), []
+    try:
+        cloud.start()
+        time.sleep(0.5)  # the scripted gateways join late: they must get the task as a retained message
+        device, _ = _connect(port, "dev1", [])
+        status = Status("dev1", "idle", "", 1, {"round": 2, "train_loss": 2.5, "eval_loss": 2.75})
+        device.publish(
+            status_topic(FLEET, "dev1"), _identity("dev1", keys).encode(status, round_id=2), retain=True
+        )
+        script = threading.Thread(target=_scripted_gateways, args=(port, keys, stop, seen))
+        script.start()
+        cloud.join(timeout=30)
+        assert not cloud.is_alive(), "the cloud did not finish its rounds"
+        assert result["rc"] == 0
+        _check_outputs(tmp_path, initial, seen)
+        _check_retained(port, keys, tmp_path)
+        device.stop()
+    finally:
+        stop.set()
+        broker.stop()
+
+
+def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> None:
+    report = json.loads((root / "store" / "rounds.json").read_text())
+    states = [(r["round"], r["state"], r["model_version"]) for r in report["rounds"]]
+    assert states == [(1, "failed", 0), (2, "completed", 0), (3, "completed", 1)]
+    second = report["rounds"][1]
+    assert second["survivors"] == 5 and second["train_loss"] == 2.5 and second["eval_loss"] == 2.75
+    assert second["epsilon"] > 0 and second["dense_fp32_bytes"] == 4 * DIM
+    assert report["final"]["model_version"] == 2 and report["final"]["succeeded"] is True
+    final = load_flat_vector(root / "store" / "final.safetensors").values
+    assert np.allclose(final, _expected_fedadam(initial, [2, 3]), rtol=1e-5, atol=1e-6)
+    assert [t.round_id for t in seen][:3] == [1, 2, 3]
+    assert seen[1].model_version == 0 and seen[2].model_version == 1  # the retry reused version 0
+    assert seen[0].codec.index_seed != seen[1].codec.index_seed  # fresh seeds per attempt
+    assert all(t.model_dimension == DIM for t in seen)
+
+
+def _check_retained(port: int, keys: dict[str, Ed25519PrivateKey], root: Path) -> None:
+    """A fresh subscriber gets the final model (valid, signed frame) and no stale task."""
+    conn, inbox = _connect(port, "fresh", [f"fl/v1/{FLEET}/model/+", f"fl/v1/{FLEET}/round/+/task"])
+    try:
+        got: list[tuple[Topic, bytes]] = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                topic_text, payload = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            got.append((parse_topic(topic_text), payload))
+        assert [t.kind for t, _ in got] == [TopicKind.MODEL]
+        topic, payload = got[0]
+        _header, model = _identity("g1", keys).decode(payload, GlobalModel, senders={"cloud"})
+        assert topic.model_version == model.model_version == 2
+        final = load_flat_vector(root / "store" / "final.safetensors").values
+        assert np.array_equal(model.vector(max_elements=DIM), final)
+    finally:
+        conn.stop()

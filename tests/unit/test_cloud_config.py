@@ -1,0 +1,102 @@
+"""cloud.toml: a complete file loads with resolved paths; every kind of mistake is a ConfigError naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregator_gateway.cloud.config import CloudConfig
+from fl_protocol.errors import ConfigError
+
+BASE = """
+[node]
+id = "cloud"
+role = "cloud"
+fleet = "f1"
+
+[broker]
+host = "127.0.0.1"
+port = 1883
+
+[identity]
+signing_key_file = "signing.key"
+fleet_keys_file = "fleet_keys.json"
+
+[cloud]
+bundle_dir = "bundle"
+rounds = 3
+gateways = ["g1", "g2"]
+store_dir = "store"
+total_devices = 16
+
+[cloud.stage_timeouts_s]
+masked = 120
+
+[privacy]
+mechanism = "gaussian"
+noise_multiplier = 1.1
+"""
+
+
+def _load(tmp_path: Path, text: str) -> CloudConfig:
+    path = tmp_path / "cloud.toml"
+    path.write_text(text)
+    return CloudConfig.load(path)
+
+
+def test_complete_config_loads(tmp_path: Path) -> None:
+    extra = '\n[optimizer]\nname = "fedadam"\nserver_lr = 0.01\n\n[aggregation]\nrobust = "median"\n'
+    config = _load(tmp_path, BASE + extra)
+    assert config.cloud.gateways == ("g1", "g2")
+    assert config.cloud.store_dir == tmp_path / "store"
+    assert config.identity.signing_key_file == tmp_path / "signing.key"
+    assert config.cloud.stage_timeouts_s.masked == 120.0
+    assert config.cloud.stage_timeouts_s.advertise == 30.0
+    assert config.optimizer.name == "fedadam" and config.aggregation.robust == "median"
+    assert config.min_cohort == config.privacy.min_survivors == 2
+    assert config.codec.ring_bits == 32
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[cloud]", "[cloud]\ncolour = 1"), "unknown key"),
+        (("[privacy]", "[privacy]\ntarget_epsilon = 2.0"), "exactly one"),
+        (("[privacy]", '[privacy]\ntier = "a/b"'), "tier"),
+        (('role = "cloud"', 'role = "gateway"'), "role must be 'cloud'"),
+        (('gateways = ["g1", "g2"]', 'gateways = ["g1", "g1"]'), "unique"),
+        (('gateways = ["g1", "g2"]', "gateways = []"), "at least one"),
+        (("rounds = 3", 'rounds = "3"'), "expected int"),
+        (("masked = 120", "masked = 0"), "timeout"),
+        (("total_devices = 16", "total_devices = 16\n[codec]\nring_bits = 9"), "ring_bits"),
+        (("total_devices = 16", "total_devices = 16\nmin_cohort = 1"), "min_cohort"),
+    ],
+)
+def test_config_errors(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    old, new = change
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, BASE.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('\n[optimizer]\nname = "sgd"\n', "optimizer name"),
+        ('\n[aggregation]\nweighting = "loss"\n', "weighting"),
+        ("\n[extra]\nx = 1\n", "unknown section"),
+    ],
+)
+def test_section_errors(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, BASE + extra)
+
+
+def test_privacy_section_is_required(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="privacy"):
+        _load(tmp_path, BASE.split("[privacy]")[0])
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        CloudConfig.load(tmp_path / "nope.toml")
