@@ -1,0 +1,419 @@
+"""The device agent: MQTT in, round state machine, training thread, ledger, outbox, status out.
+
+Threads: paho's network thread only queues incoming messages (`EventLoop.submit`); the training runs on
+`TrainingWorker`'s thread; everything else (decoding, the round, the ledger, persistence, publishing)
+runs on the thread that calls `run`, so round state needs no locks. The tick drains training outcomes
+and enforces deadlines with the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.agent.config import DeviceConfig
+from edge_runtime.agent.encode import encode_for_task
+from edge_runtime.agent.participation import Ready, decide
+from edge_runtime.agent.round import (
+    Action,
+    DeviceRound,
+    Finished,
+    Send,
+    StartTraining,
+    UploadDue,
+    task_refusal,
+)
+from edge_runtime.agent.state import LEDGER_FILE, OUTBOX_DIR, DeviceState, Phase, write_plain_update
+from edge_runtime.agent.status import StatusPublisher, epsilon_details
+from edge_runtime.agent.worker import TrainingJob, TrainingOutcome, TrainingWorker
+from edge_runtime.ledger import PrivacyLedger
+from edge_runtime.text_tokenizer import load_tokenizer
+from edge_runtime.trainer import Trainer, create_trainer
+from fl_protocol.codec.pipeline import codec_chain_text
+from fl_protocol.config import load_fleet_keys, load_signing_key
+from fl_protocol.dp.mechanisms import secure_generator
+from fl_protocol.errors import DecodeError, ProtocolError
+from fl_protocol.identity import NodeIdentity
+from fl_protocol.message_types import MessageType
+from fl_protocol.secagg import Abort, Roster, RoutedShares, SecAggClient, Survivors, UnmaskRequest
+from fl_protocol.topics import Stage, Topic, TopicKind, device_downlink_filters, device_stage_topic
+from fl_protocol.wire.framing import peek_header
+from fl_protocol.wire.messages import GlobalModel, RoundTask
+from fl_transport.loop import EventLoop
+from fl_transport.mqtt import MqttConnection, MqttSettings
+from fl_transport.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+_MODEL_CACHE = 2  # global model versions kept in memory while waiting for their task
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch (production clock; tests inject their own)."""
+    return int(time.time() * 1000)
+
+
+class DeviceAgent:
+    """`fedlora device`: takes part in rounds as described in docs/round-protocol.md "The device"."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        trainer: Trainer | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        rng_bytes: Callable[[int], bytes] = os.urandom,
+        generator: Callable[[], np.random.Generator] = secure_generator,
+    ) -> None:
+        self.config = config
+        node = config.node
+        self.node_id, self.fleet, self.gateway = node.id, node.fleet, str(node.gateway)
+        self.cloud_id = config.device.cloud_id
+        self._clock_ms, self._rng_bytes, self._generator = clock_ms, rng_bytes, generator
+        self.identity = NodeIdentity(
+            node.id,
+            node.fleet,
+            load_signing_key(config.identity.signing_key_file),
+            load_fleet_keys(config.identity.fleet_keys_file),
+            clock_ms,
+        )
+        state_dir = config.device.state_dir
+        self.state = DeviceState(state_dir)
+        self.ledger = PrivacyLedger(state_dir / LEDGER_FILE, config.tiers)
+        self.trainer = trainer or create_trainer(
+            config.device.bundle_dir, backend=config.device.backend, device=config.device.compute_device
+        )
+        self.tokenizer = load_tokenizer(self.trainer.manifest.tokenizer_spec, config.device.bundle_dir)
+        self.worker = TrainingWorker(self.trainer)
+        self.loop = EventLoop(self._on_message, tick=self._tick, tick_interval_s=0.1)
+        self.status = StatusPublisher(self.identity, self.fleet, clock_ms, self.trainer.backend_name)
+        broker = config.broker
+        settings = MqttSettings(
+            broker.host,
+            broker.port,
+            node.id,
+            ca_file=broker.ca_file,
+            cert_file=broker.cert_file,
+            key_file=broker.key_file,
+            keepalive_s=broker.keepalive_s,
+            reconnect_min_s=config.device.reconnect_min_s,
+            reconnect_max_s=config.device.reconnect_max_s,
+        )
+        self.connection = MqttConnection(
+            settings, self.loop.submit, will=self.status.will(), outbox=Outbox(state_dir / OUTBOX_DIR)
+        )
+        self.status.bind(self.connection)
+        self.round: DeviceRound | None = None
+        self._pending: tuple[RoundTask, Ready] | None = None  # gates passed, waiting for the model
+        self._models: dict[int, GlobalModel] = {}
+        self._outcome: TrainingOutcome | None = None
+        self._job: TrainingJob | None = None
+        self._last_details: dict[str, Any] = {}
+
+    @property
+    def current_round(self) -> int | None:
+        """The round the device is in (for log lines), or None."""
+        if self.round is not None and not self.round.done:
+            return self.round.round_id
+        return self._pending[0].round_id if self._pending is not None else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Connect, withdraw an interrupted round, then serve rounds until `stop()` (or `until()`)."""
+        interrupted = self.state.withdraw_interrupted()
+        for topic_filter in device_downlink_filters(self.fleet, self.gateway, self.node_id):
+            self.connection.subscribe(topic_filter, qos=1)
+        self.connection.start()
+        if self.config.device.connect_timeout_s > 0:
+            self.connection.wait_connected(self.config.device.connect_timeout_s)
+        if interrupted is not None:
+            self.status.publish(
+                "withdrawn",
+                f"round {interrupted.round_id} interrupted by a restart",
+                round=interrupted.round_id,
+            )
+        else:
+            self.status.publish("idle", "started", **self._epsilon_details())
+        try:
+            self.loop.run(until=until)
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask `run` to return (thread- and signal-safe)."""
+        self.loop.stop()
+
+    def _shutdown(self) -> None:
+        if self.round is not None and not self.round.done:
+            self._execute(self.round.withdraw("device shutting down"))
+        self.worker.close()
+        try:
+            self.status.publish("offline", "stopped")
+        finally:
+            self.connection.stop()
+
+    # -- incoming messages ------------------------------------------------------------------------
+    def _on_message(self, topic: Topic, payload: bytes) -> None:
+        if topic.fleet != self.fleet:
+            logger.warning("ignored message for fleet %s", topic.fleet)
+        elif topic.kind is TopicKind.TASK:
+            self._on_task(topic, payload)
+        elif topic.kind is TopicKind.MODEL:
+            self._on_model(topic, payload)
+        elif topic.kind is TopicKind.GATEWAY_STAGE and topic.gateway == self.gateway:
+            self._on_stage(topic, payload)
+        elif topic.kind is TopicKind.INBOX and topic.gateway == self.gateway and topic.device == self.node_id:
+            self._on_inbox(topic, payload)
+        else:
+            logger.debug("ignored message on a topic not meant for this device")
+
+    def _on_task(self, topic: Topic, payload: bytes) -> None:
+        try:
+            header, task = self.identity.decode(payload, RoundTask, senders={self.cloud_id})
+        except DecodeError:
+            logger.warning(
+                "ignored task for round %s: malformed, unsigned or not signed by %s",
+                topic.round_id,
+                self.cloud_id,
+            )
+            return
+        if not header.round_id == topic.round_id == task.round_id:
+            logger.warning("ignored task: round in topic, frame and task differ")
+            return
+        active = self.current_round
+        if active == task.round_id:
+            logger.debug("round %d: task delivered again (retained); already in it", task.round_id)
+            return
+        refusal = task_refusal(task, now_ms=self._clock_ms(), last_round=self.state.last_round)
+        if refusal is not None:
+            logger.info("ignored task: %s", refusal)
+            return
+        self._abandon_current(f"superseded by round {task.round_id}")
+        self._begin(task)
+
+    def _begin(self, task: RoundTask) -> None:
+        decision = decide(
+            task,
+            config=self.config,
+            ledger=self.ledger,
+            tokenizer=self.tokenizer,
+            seq_len=self.trainer.manifest.seq_len,
+            model_dimension=self.trainer.total_length,
+        )
+        self._last_details = dict(decision.details)
+        if not isinstance(decision, Ready):
+            self.state.set(task.round_id, Phase.SKIPPED, decision.reason)
+            logger.info("round %d: sitting out: %s", task.round_id, decision.reason)
+            self.status.publish("skipped", decision.reason, round=task.round_id, **decision.details)
+            return
+        self._pending = (task, decision)
+        if task.model_version in self._models:
+            self._join()
+        else:
+            logger.info("round %d: waiting for global model %d", task.round_id, task.model_version)
+            self.status.publish("waiting_model", "", round=task.round_id)
+
+    def _on_model(self, topic: Topic, payload: bytes) -> None:
+        try:
+            header, model = self.identity.decode(payload, GlobalModel, senders={self.cloud_id})
+        except DecodeError:
+            logger.warning(
+                "ignored global model %s: malformed or not signed by %s", topic.model_version, self.cloud_id
+            )
+            return
+        if model.model_version != topic.model_version:
+            logger.warning("ignored global model: version in topic and message differ")
+            return
+        self._models[model.model_version] = model
+        for version in sorted(self._models)[:-_MODEL_CACHE]:
+            if self._pending is None or version != self._pending[0].model_version:
+                del self._models[version]
+        if self._pending is not None and self._pending[0].model_version == model.model_version:
+            self._join()
+
+    def _join(self) -> None:
+        assert self._pending is not None
+        task, ready = self._pending
+        self._pending = None
+        model = self._models[task.model_version]
+        try:
+            if model.model_sha256 != task.model_sha256:
+                raise DecodeError()
+            global_vector = model.vector(max_elements=self.trainer.total_length)
+        except DecodeError:
+            self._skip(task, f"global model {task.model_version} does not match the task's sha256")
+            return
+        if global_vector.shape != (self.trainer.total_length,):
+            self._skip(task, "global model length differs from this bundle")
+            return
+        client = SecAggClient(
+            self.node_id,
+            gateway_id=self.gateway,
+            fleet=self.fleet,
+            round_id=task.round_id,
+            identity_key=self.identity.signing_key,
+            verify_key=self.identity.verify_key,
+            model_hash=task.model_sha256,
+            rng_bytes=self._rng_bytes,
+        )
+        self.state.set(task.round_id, Phase.JOINED)  # before the advertise: never re-join after a restart
+        self.round = DeviceRound(task, client)
+        self._outcome = None
+        self._job = TrainingJob(
+            task.round_id,
+            global_vector,
+            ready.dataset,
+            task.training.local_steps,
+            task.training.batch_size,
+            task.training.learning_rate,
+        )
+        self._execute(self.round.start())
+
+    def _skip(self, task: RoundTask, reason: str) -> None:
+        self.state.set(task.round_id, Phase.SKIPPED, reason)
+        logger.warning("round %d: sitting out: %s", task.round_id, reason)
+        self.status.publish("skipped", reason, round=task.round_id)
+
+    def _on_stage(self, topic: Topic, payload: bytes) -> None:
+        current = self.round
+        if current is None or current.done or topic.round_id != current.round_id:
+            logger.info("ignored %s for round %s: not in that round", topic.stage, topic.round_id)
+            return
+        senders = {self.gateway}
+        if topic.stage is Stage.ROSTER and peek_header(payload).message_type is MessageType.ABORT:
+            _, abort = self.identity.decode(payload, Abort, senders=senders)  # type: ignore[type-var]
+            self._check_round(topic, abort.round_id)
+            self._execute(current.on_abort(abort.reason))
+            return
+        handlers: dict[Stage, tuple[type, Callable[[Any], list[Action]]]] = {
+            Stage.ROSTER: (Roster, current.on_roster),
+            Stage.SURVIVORS: (Survivors, current.on_survivors),
+            Stage.UNMASK_REQUEST: (UnmaskRequest, current.on_unmask_request),
+        }
+        assert topic.stage is not None
+        cls, handler = handlers[topic.stage]
+        message: Any
+        _, message = self.identity.decode(payload, cls, senders=senders)  # DecodeError: logged by the loop
+        self._check_round(topic, message.round_id)
+        self._execute(handler(message))
+
+    def _on_inbox(self, topic: Topic, payload: bytes) -> None:
+        _, routed = self.identity.decode(payload, RoutedShares, senders={self.gateway})  # type: ignore[type-var]
+        current = self.round
+        if current is None or current.done or routed.round_id != current.round_id:
+            logger.info("ignored routed shares for round %s: not in that round", routed.round_id)
+            return
+        self._execute(current.on_routed_shares(routed))
+
+    @staticmethod
+    def _check_round(topic: Topic, message_round: int) -> None:
+        if topic.round_id != message_round:
+            raise ProtocolError("round in topic and message differ")
+
+    # -- tick: training outcomes and deadlines ------------------------------------------------------
+    def _tick(self) -> None:
+        now_ms = self._clock_ms()
+        for outcome in self.worker.poll():
+            current = self.round
+            if current is None or current.done or outcome.round_id != current.round_id:
+                logger.info("discarded training outcome of round %d (no longer in it)", outcome.round_id)
+                continue
+            self._outcome = outcome
+            if outcome.error:
+                self._execute(current.on_training_done(ok=False, reason=outcome.error))
+            else:
+                logger.info(
+                    "round %d: trained %d steps, loss %.4f",
+                    outcome.round_id,
+                    outcome.steps,
+                    outcome.train_loss or float("nan"),
+                )
+                self._execute(current.on_training_done(ok=True))
+        if self.round is not None:
+            self._execute(self.round.tick(now_ms))
+        if self._pending is not None:
+            task = self._pending[0]
+            if task_refusal(task, now_ms=now_ms, last_round=self.state.last_round) is not None:
+                self._pending = None
+                self._skip(
+                    task, f"global model {task.model_version} did not arrive before the masked deadline"
+                )
+
+    # -- actions --------------------------------------------------------------------------------
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action)
+            elif isinstance(action, StartTraining):
+                assert self._job is not None
+                self.worker.submit(self._job)
+                self.status.publish("training", "", round=self._job.round_id, **self._last_details)
+            elif isinstance(action, UploadDue):
+                self._upload()
+            elif isinstance(action, Finished):
+                self._finish(action)
+
+    def _send(self, action: Send) -> None:
+        assert self.round is not None
+        round_id = self.round.round_id
+        chain = codec_chain_text(self.round.task.codec) if action.stage is Stage.MASKED else ""
+        payload = self.identity.encode(action.message, round_id=round_id, codec_chain=chain)  # type: ignore[arg-type]
+        topic = device_stage_topic(self.fleet, self.gateway, round_id, action.stage, self.node_id)
+        self.connection.publish(topic, payload, qos=1, durable=action.durable)
+        logger.info("round %d: sent %s", round_id, action.stage.value)
+
+    def _upload(self) -> None:
+        """Charge the ledger (durable), encode with noise, mask, publish through the outbox."""
+        current, outcome = self.round, self._outcome
+        assert current is not None and outcome is not None and outcome.delta is not None
+        task = current.task
+        self.ledger.charge(
+            task.round_id,
+            tier=task.tier,
+            clip_norm=task.dp.clip_norm,
+            noise_multiplier=task.dp.noise_multiplier,
+        )
+        encoded = encode_for_task(
+            outcome.delta,
+            residual=self.state.load_residual(outcome.delta.shape[0]),
+            task=task,
+            rounding_rng=self._generator(),
+            noise_rng=self._generator(),
+        )
+        if self.config.debug.plain_updates_dir is not None:  # test hook, refused without the env opt-in
+            write_plain_update(
+                self.config.debug.plain_updates_dir, task.round_id, self.node_id, encoded.ring_values
+            )
+        self._execute(current.mask(encoded.ring_values))
+        self.state.save_residual(encoded.residual)
+        self.state.set(task.round_id, Phase.UPLOADED)
+        self.status.publish("uploaded", "", round=task.round_id, clipped=int(encoded.clipped))
+
+    def _finish(self, finished: Finished) -> None:
+        assert self.round is not None
+        round_id = self.round.round_id
+        self.state.set(round_id, finished.phase, finished.reason)
+        details: dict[str, Any] = {"round": round_id, **self._epsilon_details()}
+        outcome = self._outcome
+        if outcome is not None and outcome.round_id == round_id and not outcome.error:
+            details["train_loss"] = outcome.train_loss
+            if outcome.eval_loss is not None:
+                details["eval_loss"] = outcome.eval_loss
+        state = "idle" if finished.phase is Phase.FINISHED else "withdrawn"
+        logger.info("round %d: %s %s", round_id, finished.phase.value, finished.reason)
+        self.status.publish(state, finished.reason, **details)
+
+    def _abandon_current(self, reason: str) -> None:
+        if self.round is not None and not self.round.done:
+            self._execute(self.round.withdraw(reason))
+        if self._pending is not None:
+            self._skip(self._pending[0], reason)
+            self._pending = None
+
+    def _epsilon_details(self) -> dict[str, Any]:
+        return epsilon_details(self.ledger.summary())

@@ -1,0 +1,111 @@
+"""`fedlora device --config device.toml`: run the device agent until SIGTERM/SIGINT.
+
+Also runnable as `python -m edge_runtime.cli --config device.toml`. Logs are JSON lines on stderr with
+the node id and the current round. Exit codes: 0 stopped by a signal; 1 a fedlora error (bad config,
+unreadable ledger or state, no trainer backend, test hooks without FEDLORA_TEST_HOOKS=1); 2 usage error.
+Heavy modules (paho, onnxruntime) are imported inside `run`, so `fedlora --help` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `fedlora device`."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="device.toml (provisioned config.toml "
+        "plus [device], [gates], [privacy.tiers.*]; see docs/device.md)",
+    )
+    parser.add_argument("--log-level", choices=_LEVELS, default="info", help="log level (default: info)")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, node and round (when in one)."""
+
+    def __init__(self, node_id: str, current_round: Callable[[], int | None]) -> None:
+        super().__init__()
+        self._node_id, self._current_round = node_id, current_round
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record`; exceptions go into an `exc` field."""
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "node": self._node_id,
+            "round": self._current_round(),
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(node_id: str, current_round: Callable[[], int | None], level: str) -> None:
+    """Replace the root handlers with one JSON-lines handler on stderr (the CLI entry only)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter(node_id, current_round))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, build the agent and serve rounds until a signal; see the module doc for exit codes."""
+    from edge_runtime.agent.agent import DeviceAgent
+    from edge_runtime.agent.config import load_device_config
+
+    config = load_device_config(args.config)
+    agent_ref: list[Any] = []
+    configure_logging(
+        config.node.id,
+        lambda: agent_ref[0].current_round if agent_ref else None,
+        getattr(args, "log_level", "info"),
+    )
+    agent = DeviceAgent(config)
+    agent_ref.append(agent)
+
+    def on_signal(signum: int, frame: object) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    agent.run()
+    logging.getLogger(__name__).info("device agent stopped after %.0f s", time.monotonic() - started)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (`python -m edge_runtime.cli`), same exit codes as `fedlora device`."""
+    from fl_protocol.errors import FedloraError
+
+    parser = argparse.ArgumentParser(prog="fedlora device", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except FedloraError as exc:
+        print(f"fedlora device: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

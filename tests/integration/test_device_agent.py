@@ -1,0 +1,441 @@
+"""The device agent against a real mosquitto, with a scripted cloud + gateway written here.
+
+The scripted side signs the model and task as the cloud and runs a real `SecAggServer` as the gateway;
+devices are real `DeviceAgent`s (threads) or real `fedlora device` processes where a SIGKILL is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_runtime.agent.agent import DeviceAgent
+from edge_runtime.agent.config import TEST_HOOKS_ENV, load_device_config
+from fl_protocol.codec.pipeline import encoded_length
+from fl_protocol.codec.quantize import ring_sum
+from fl_protocol.codec.settings import CodecSettings, default_scale
+from fl_protocol.flatvec import load_flat_vector
+from fl_protocol.identity import NodeIdentity
+from fl_protocol.secagg import (
+    AdvertiseKeys,
+    ConsistencySignature,
+    MaskedUpdate,
+    SecAggServer,
+    ShareKeys,
+    UnmaskShares,
+)
+from fl_protocol.topics import (
+    Stage,
+    TopicKind,
+    gateway_stage_topic,
+    gateway_uplink_filter,
+    inbox_topic,
+    model_topic,
+    parse_topic,
+    task_topic,
+)
+from fl_protocol.wire.messages import GlobalModel, RoundTask, Status
+from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
+from fl_transport.mqtt import MqttConnection, MqttSettings
+from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+FLEET, GW, CLOUD = "fleet1", "gw1", "cloud"
+DEVICES = ("dev-1", "dev-2", "dev-3")
+STAGE_CLASSES = {
+    Stage.ADVERTISE: AdvertiseKeys,
+    Stage.SHARES: ShareKeys,
+    Stage.MASKED: MaskedUpdate,
+    Stage.CONSISTENCY: ConsistencySignature,
+    Stage.UNMASK: UnmaskShares,
+}
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "federated learning keeps data on the device",
+    "secure aggregation hides each update",
+    "a tiny llama learns a few bytes",
+    "edge devices train lora",
+]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Bundle (exported once), identity keys, fleet_keys.json and one data directory."""
+    from export.pipeline import ExportOptions, run_export
+
+    root = tmp_path_factory.mktemp("fleet")
+    run_export(
+        ExportOptions(model="tiny-llama", out_dir=root / "bundle", seq_len=32), progress=lambda s: None
+    )
+    keys = {node: Ed25519PrivateKey.generate() for node in (CLOUD, GW, *DEVICES)}
+    nodes = {}
+    for node, key in keys.items():
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (root / f"{node}.key").write_bytes(pem)
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        nodes[node] = {"ed25519_public_key": raw.hex()}
+    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
+    data = root / "data"
+    data.mkdir()
+    (data / "notes.jsonl").write_text("".join(json.dumps({"text": t * 3}) + "\n" for t in TEXTS))
+    return {"root": root, "keys": keys}
+
+
+def device_config(fleet: dict[str, object], tmp: Path, node: str, port: int) -> Path:
+    """A device.toml for `node` (plain TCP broker, test hook writing plain updates into tmp/plain)."""
+    root = fleet["root"]
+    text = f"""
+[node]
+id = "{node}"
+role = "device"
+fleet = "{FLEET}"
+gateway = "{GW}"
+[broker]
+host = "{HOST}"
+port = {port}
+[identity]
+signing_key_file = "{root}/{node}.key"
+fleet_keys_file = "{root}/fleet_keys.json"
+[device]
+bundle_dir = "{root}/bundle"
+data_dir = "{root}/data"
+state_dir = "{tmp}/state-{node}"
+default_tier = "public"
+eval_fraction = 0.2
+reconnect_min_s = 0.5
+reconnect_max_s = 1.0
+[gates]
+min_free_memory_mb = 0
+min_battery_percent = 0
+[debug]
+plain_updates_dir = "{tmp}/plain"
+"""
+    path = tmp / f"{node}.toml"
+    path.write_text(text)
+    return path
+
+
+class Scripted:
+    """Cloud + gateway played by the test: one MQTT connection, two identities, a real SecAggServer."""
+
+    def __init__(self, fleet: dict[str, object], port: int) -> None:
+        root = Path(fleet["root"])  # type: ignore[arg-type]
+        from fl_protocol.config import load_fleet_keys
+
+        self.fleet_keys = load_fleet_keys(root / "fleet_keys.json")
+        keys = fleet["keys"]
+        self.cloud = NodeIdentity(CLOUD, FLEET, keys[CLOUD], self.fleet_keys, lambda: int(time.time() * 1000))  # type: ignore[index]
+        self.gw = NodeIdentity(GW, FLEET, keys[GW], self.fleet_keys, lambda: int(time.time() * 1000))  # type: ignore[index]
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.status: dict[str, list[Status]] = defaultdict(list)
+        self.received: dict[tuple[Stage, str], list[bytes]] = defaultdict(list)
+        self.conn = MqttConnection(
+            MqttSettings(HOST, port, "scripted", reconnect_min_s=0.2, reconnect_max_s=1.0),
+            lambda t, p: self.inbox.put((t, p)),
+        )
+        self.conn.subscribe(gateway_uplink_filter(FLEET, GW))
+        self.conn.subscribe(f"fl/v1/{FLEET}/status/+")
+        self.conn.start()
+        self.conn.wait_connected(10)
+        time.sleep(0.2)
+        bundle = root / "bundle"
+        self.vector = load_flat_vector(bundle / "initial_vector.safetensors").values.astype(np.float32)
+
+    def make_task(self, round_id: int, *, tier: str = "public", noise: float = 0.3) -> RoundTask:
+        d = self.vector.shape[0]
+        k = encoded_length(d, CodecSettings(1.0, 0.25, bytes(32), True, bytes(32), 12, 32, 1.0, True))
+        codec = CodecSettings(
+            clip_norm=0.5,
+            sparsity_fraction=0.25,
+            index_seed=os.urandom(32),
+            rotate=True,
+            rotation_seed=os.urandom(32),
+            quant_bits=12,
+            ring_bits=32,
+            scale=default_scale(0.5, 12, k, rotate=True),
+            error_feedback=True,
+        )
+        now = int(time.time() * 1000)
+        model = GlobalModel.from_vector(0, self.vector)
+        return RoundTask(
+            round_id=round_id,
+            model_version=0,
+            model_sha256=model.model_sha256,
+            training=TrainingSettings(local_steps=3, batch_size=2, learning_rate=1e-3),
+            codec=codec,
+            dp=DpSettings("skellam", noise, 0.5, 2, 1e-5),
+            secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32),
+            min_cohort=3,
+            deadlines_ms={"masked": now + 60_000, "unmask": now + 90_000},
+            tier=tier,
+            model_dimension=d,
+        )
+
+    def publish_task(self, task: RoundTask) -> None:
+        model = GlobalModel.from_vector(0, self.vector)
+        self.conn.publish(model_topic(FLEET, 0), self.cloud.encode(model, round_id=0), retain=True)
+        self.conn.publish(
+            task_topic(FLEET, task.round_id), self.cloud.encode(task, round_id=task.round_id), retain=True
+        )
+
+    def collect(self, stage: Stage, senders: set[str], timeout_s: float = 30.0) -> dict[str, object]:
+        """Wait until every node in `senders` sent `stage` (messages of other stages are recorded too)."""
+        deadline = time.monotonic() + timeout_s
+        while not senders <= {d for (s, d) in self.received if s is stage}:
+            self.pump(max(0.01, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{stage.value}: only {sorted(d for s, d in self.received if s is stage)}"
+                )
+        return {
+            d: self.gw.decode(self.received[(stage, d)][0], STAGE_CLASSES[stage], senders={d})[1]
+            for d in senders
+        }
+
+    def wait_status(self, node: str, predicate: Callable[[Status], bool], timeout_s: float = 30.0) -> Status:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for status in self.status[node]:
+                if predicate(status):
+                    return status
+            self.pump(0.2)
+        raise AssertionError(f"no matching status from {node}: {self.status[node]}")
+
+    def pump(self, timeout_s: float) -> None:
+        try:
+            topic_text, payload = self.inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return
+        topic = parse_topic(topic_text)
+        if topic.kind is TopicKind.STATUS:
+            self.status[str(topic.node)].append(self.gw.decode(payload, Status, senders={topic.node})[1])
+        elif topic.kind is TopicKind.DEVICE_STAGE:
+            self.received[(topic.stage, str(topic.device))].append(payload)  # type: ignore[index]
+
+    def run_round(
+        self,
+        task: RoundTask,
+        devices: tuple[str, ...],
+        *,
+        after_advertise: Callable[[], None] = lambda: None,
+        after_masked: Callable[[], None] = lambda: None,
+        signers: tuple[str, ...] | None = None,
+    ) -> np.ndarray:
+        """Play the gateway through every stage; returns the unmasked ring sum."""
+        r = task.round_id
+        server = SecAggServer(
+            GW,
+            fleet=FLEET,
+            round_id=r,
+            dimension=encoded_length(task.model_dimension, task.codec),
+            ring_bits=32,
+            graph_seed=os.urandom(32),
+            verify_key=self.fleet_keys.get,
+            model_hash=task.model_sha256,
+            min_cohort=3,
+            degree=2,
+            threshold=2,
+        )
+        for message in self.collect(Stage.ADVERTISE, set(devices)).values():
+            assert server.on_advertise(message)  # type: ignore[arg-type]
+        after_advertise()
+        self._broadcast(r, Stage.ROSTER, server.close_advertise())
+        for message in self.collect(Stage.SHARES, set(devices)).values():
+            assert server.on_share_keys(message)  # type: ignore[arg-type]
+        for node, routed in server.close_share_keys().items():  # type: ignore[union-attr]
+            self.conn.publish(inbox_topic(FLEET, GW, node), self.gw.encode(routed, round_id=r))
+        for message in self.collect(Stage.MASKED, set(devices), timeout_s=60).values():
+            assert server.on_masked_update(message)  # type: ignore[arg-type]
+        after_masked()
+        self._broadcast(r, Stage.SURVIVORS, server.close_masked_collection())
+        for message in self.collect(Stage.CONSISTENCY, set(signers or devices)).values():
+            assert server.on_consistency_signature(message)  # type: ignore[arg-type]
+        self._broadcast(r, Stage.UNMASK_REQUEST, server.unmask_request())
+        for message in self.collect(Stage.UNMASK, set(signers or devices)).values():
+            assert server.on_unmask_shares(message)  # type: ignore[arg-type]
+        result = server.finalize()
+        return result.values  # type: ignore[union-attr]
+
+    def _broadcast(self, round_id: int, stage: Stage, message: object) -> None:
+        assert type(message).__name__ != "Abort", message
+        self.conn.publish(
+            gateway_stage_topic(FLEET, GW, round_id, stage), self.gw.encode(message, round_id=round_id)
+        )  # type: ignore[arg-type]
+
+
+class AgentThread:
+    """A DeviceAgent running in a thread of the test process."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.agent = DeviceAgent(load_device_config(config_path, environ={TEST_HOOKS_ENV: "1"}))
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.thread.join(timeout=10)
+
+
+def plain_sum(tmp: Path, round_id: int, devices: tuple[str, ...]) -> np.ndarray:
+    values = [np.load(tmp / "plain" / f"round-{round_id}-{d}.npy") for d in devices]
+    assert all(v.dtype == np.uint32 for v in values)
+    return ring_sum(np.stack(values), 32)
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    port = free_port()
+    (tmp_path / "mq").mkdir()
+    conf = f"listener {port} {HOST}\nallow_anonymous true\n"
+    conf += f"persistence true\npersistence_location {tmp_path}/mq/\n"
+    handle = start_mosquitto(conf, port, workdir=tmp_path)
+    yield handle
+    handle.stop()
+
+
+def _ledger_charges(tmp: Path, node: str) -> list[dict[str, object]]:
+    return json.loads((tmp / f"state-{node}" / "ledger.json").read_text())["charges"]
+
+
+def test_three_agents_complete_a_round_and_the_sum_unmasks(fleet, broker, tmp_path: Path) -> None:
+    agents = [AgentThread(device_config(fleet, tmp_path, d, broker.port)) for d in DEVICES]
+    scripted = Scripted(fleet, broker.port)
+    try:
+        task = scripted.make_task(1)
+        scripted.publish_task(task)
+        total = scripted.run_round(task, DEVICES)
+        assert np.array_equal(total, plain_sum(tmp_path, 1, DEVICES))
+        for node in DEVICES:
+            done = scripted.wait_status(node, lambda s: s.state == "idle" and s.details.get("round") == 1)
+            assert done.details["backend"] == "ort" and done.details["train_loss"] > 0
+            assert "epsilon_public" in done.details
+            assert len(_ledger_charges(tmp_path, node)) == 1
+    finally:
+        for agent in agents:
+            agent.stop()
+        scripted.conn.stop()
+
+
+def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, TEST_HOOKS_ENV: "1", "PYTHONPATH": str(ROOT)}
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime.cli", "--config", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_killed_after_upload_and_restarted_neither_recharges_nor_resends_another_update(
+    fleet, broker, tmp_path: Path
+) -> None:
+    config = device_config(fleet, tmp_path, "dev-1", broker.port)
+    log = tmp_path / "dev-1.log"
+    proc = _spawn(config, log)
+    agents = [AgentThread(device_config(fleet, tmp_path, d, broker.port)) for d in DEVICES[1:]]
+    scripted = Scripted(fleet, broker.port)
+    restarted: list[subprocess.Popen[bytes]] = []
+
+    def kill_and_restart() -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        restarted.append(_spawn(config, log))
+        scripted.wait_status("dev-1", lambda s: s.state == "withdrawn")
+
+    try:
+        task = scripted.make_task(1)
+        scripted.publish_task(task)
+        total = scripted.run_round(task, DEVICES, after_masked=kill_and_restart, signers=DEVICES[1:])
+        assert np.array_equal(total, plain_sum(tmp_path, 1, DEVICES))  # dev-1 dropped after upload: recovered
+        charges = _ledger_charges(tmp_path, "dev-1")
+        assert [c["round_id"] for c in charges] == [1]
+        time.sleep(1.0)
+        scripted.pump(0.5)
+        masked = scripted.received[(Stage.MASKED, "dev-1")]
+        assert len(set(masked)) == 1, "a restarted device must never send a different masked update"
+        assert len(scripted.received[(Stage.ADVERTISE, "dev-1")]) == 1, "no re-advertise after restart"
+        assert restarted[0].poll() is None, log.read_text()[-3000:]
+    finally:
+        for p in (proc, *restarted):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for agent in agents:
+            agent.stop()
+        scripted.conn.stop()
+
+
+def test_broker_restart_mid_round_agents_reconnect_and_finish(fleet, broker, tmp_path: Path) -> None:
+    agents = [AgentThread(device_config(fleet, tmp_path, d, broker.port)) for d in DEVICES]
+    scripted = Scripted(fleet, broker.port)
+    try:
+        task = scripted.make_task(1)
+        scripted.publish_task(task)
+        total = scripted.run_round(task, DEVICES, after_advertise=broker.restart)
+        assert np.array_equal(total, plain_sum(tmp_path, 1, DEVICES))
+    finally:
+        for agent in agents:
+            agent.stop()
+        scripted.conn.stop()
+
+
+def test_malformed_or_wrongly_signed_task_is_ignored(fleet, broker, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port))
+    scripted = Scripted(fleet, broker.port)
+    try:
+        scripted.wait_status("dev-1", lambda s: s.state == "idle")
+        task = scripted.make_task(1)
+        scripted.publish_task(task)  # model + a valid task, then the bad ones replace the retained task
+        forged = scripted.gw.encode(scripted.make_task(2), round_id=2)  # valid frame, signed by the gateway
+        scripted.conn.publish(task_topic(FLEET, 2), forged, retain=True)
+        scripted.conn.publish(task_topic(FLEET, 3), b"\x00garbage", retain=True)
+        scripted.collect(Stage.ADVERTISE, {"dev-1"})  # the genuine task of round 1 is taken
+        time.sleep(1.5)
+        scripted.pump(0.2)
+        assert len(scripted.received[(Stage.ADVERTISE, "dev-1")]) == 1
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("ignored task for round 2" in m and f"not signed by {CLOUD}" in m for m in messages)
+        assert any("ignored task for round 3" in m for m in messages)
+    finally:
+        agent.stop()
+        scripted.conn.stop()
+
+
+def test_ledger_refusal_publishes_skipped_with_the_reason(fleet, broker, tmp_path: Path) -> None:
+    agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port))
+    scripted = Scripted(fleet, broker.port)
+    try:
+        scripted.publish_task(scripted.make_task(1, tier="health", noise=0.5))  # health needs z >= 1.0
+        skipped = scripted.wait_status("dev-1", lambda s: s.state == "skipped")
+        assert "privacy ledger" in skipped.reason and "min_noise_multiplier=1" in skipped.reason
+        assert skipped.details["round"] == 1 and "temp_c" in skipped.details
+        time.sleep(0.5)
+        scripted.pump(0.2)
+        assert not scripted.received.get((Stage.ADVERTISE, "dev-1"))
+    finally:
+        agent.stop()
+        scripted.conn.stop()
