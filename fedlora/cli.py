@@ -20,6 +20,15 @@ from fl_protocol.errors import FedloraError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "export a causal LM with LoRA to an ONNX Runtime training bundle"),
     "adapter": ("export.adapter_cli", "turn a flat federated LoRA vector into a PEFT adapter directory"),
+    "cloud": (
+        "aggregator_gateway.cloud_cli",
+        "run the cloud: rounds, root aggregation, server optimizer, model store, status page",
+    ),
+    "device": ("edge_runtime.cli", "run the device agent: take part in federated rounds over MQTT"),
+    "gateway": (
+        "aggregator_gateway.gateway_cli",
+        "secure aggregation of a device cohort; signed partial sums to the cloud",
+    ),
     "provision": (
         "fedlora.provision.cli",
         "fleet CA, TLS certs, Ed25519 identities, mosquitto configs and ACLs, node bundles",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,20 @@ class MqttConnection:
             raise TransportError(
                 f"no connection to mqtt broker {self._settings.host}:{self._settings.port} after {timeout_s:g} s"
             )
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every QoS>0 message published so far was acknowledged; False on timeout.
+
+        paho drops unacknowledged messages on disconnect, so a role that publishes its last (retained)
+        state right before exiting calls this first.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending_acks:
+                    return True
+            time.sleep(0.02)
+        return False
 
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""

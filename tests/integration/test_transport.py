@@ -158,3 +158,23 @@ def test_unreachable_broker_is_a_clear_error() -> None:
     with pytest.raises(TransportError, match="no connection to mqtt broker 127.0.0.1"):
         conn.wait_connected(0.5)
     conn.stop()
+
+
+def test_flush_waits_for_acknowledgements(tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_mosquitto(_conf(port), port, workdir=tmp_path)
+    try:
+        pub = _client(port, "flusher", queue.Queue())
+        pub.wait_connected(10)
+        for i in range(50):
+            pub.publish(f"t/{i}", b"x" * 10_000, retain=True)
+        assert pub.flush(10)
+        pub.stop()
+        inbox: queue.Queue = queue.Queue()
+        late = _client(port, "late", inbox)
+        late.subscribe("t/#")
+        got = {_receive(inbox)[0] for _ in range(50)}
+        assert got == {f"t/{i}" for i in range(50)}
+        late.stop()
+    finally:
+        broker.stop()
