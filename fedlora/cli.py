@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "aggregator_gateway.cloud_cli",
         "run the cloud: rounds, root aggregation, server optimizer, model store, status page",
     ),
+    "demo": ("fedlora.demo.cli", "run a whole federation (cloud, gateways, devices, broker) on this machine"),
     "device": ("edge_runtime.cli", "run the device agent: take part in federated rounds over MQTT"),
     "gateway": (
         "aggregator_gateway.gateway_cli",

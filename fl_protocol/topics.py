@@ -163,6 +163,16 @@ def device_downlink_filters(fleet: str, gateway: str, device: str) -> list[str]:
     ]
 
 
+def task_filter(fleet: str) -> str:
+    """Subscription filter for the round tasks of every round."""
+    return f"{fleet_prefix(fleet)}/round/+/task"
+
+
+def status_filter(fleet: str) -> str:
+    """Subscription filter for every node's status."""
+    return f"{fleet_prefix(fleet)}/status/+"
+
+
 def cloud_partial_filter(fleet: str) -> str:
     """Subscription filter for the partial aggregates of every gateway and round."""
     return f"{fleet_prefix(fleet)}/round/+/partial/+"

@@ -58,6 +58,11 @@ class EventLoop:
                 self._guard("tick", self._tick)
 
     def _dispatch(self, topic_text: str, payload: bytes) -> None:
+        if not payload:
+            # A zero-length retained message is how MQTT clears a retained topic (the cloud clears
+            # superseded tasks and models); it carries no protocol message.
+            logger.debug("retained message cleared on %s", topic_text)
+            return
         try:
             topic = parse_topic(topic_text)
         except DecodeError:

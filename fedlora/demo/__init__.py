@@ -1,0 +1,1 @@
+"""`fedlora demo`: a whole federation (cloud, gateways, device processes, broker) on one machine."""

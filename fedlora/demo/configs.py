@@ -1,0 +1,120 @@
+"""TOML configuration files for the demo's cloud, gateways and devices.
+
+The demo provisions a real fleet (identities, fleet key directory) with `fedlora provision` and then
+writes one role config per node that points at the demo's broker without TLS: the embedded broker is a
+local convenience, and every application-layer protection (signatures, secure aggregation, DP) still runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Federation settings the demo sends to every role (the cloud puts them into each task)."""
+
+    rounds: int
+    gateways: tuple[str, ...]
+    total_devices: int
+    local_steps: int = 10
+    batch_size: int = 8
+    learning_rate: float = 5e-3
+    clip_norm: float = 2.0
+    mechanism: str = "skellam"
+    noise_multiplier: float = 0.05
+    min_survivors: int = 2
+    delta: float = 1e-5
+    tier: str = "public"
+    sparsity_fraction: float = 0.5
+    quant_bits: int = 12
+    ring_bits: int = 20
+    server_lr: float = 1.0
+    stage_timeouts_s: Mapping[str, float] | None = None
+
+
+# Seconds per stage. A stage closes early once every expected device answered, so these only bound how
+# long a round waits for devices that died; training the tiny model takes a few seconds even with eight
+# device processes sharing two cores.
+DEFAULT_TIMEOUTS_S = {"advertise": 8.0, "shares": 4.0, "masked": 20.0, "consistency": 4.0, "unmask": 4.0,
+                      "partial": 8.0}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def render_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render {"section": {key: value}} (section names may be dotted) as TOML; None values are left out."""
+    lines: list[str] = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_value(value)}" for key, value in table.items() if value is not None)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _common(node_dir: Path, node_id: str, role: str, fleet: str, broker: tuple[str, int],
+            gateway: str | None = None) -> dict[str, dict[str, Any]]:
+    return {
+        "node": {"id": node_id, "role": role, "fleet": fleet, "gateway": gateway},
+        "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 20},
+        "identity": {"signing_key_file": node_dir / "signing.key", "fleet_keys_file": node_dir / "fleet_keys.json"},
+    }
+
+
+def cloud_config(node_dir: Path, *, fleet: str, broker: tuple[str, int], bundle_dir: Path, store_dir: Path,
+                 settings: DemoSettings, http_port: int) -> str:
+    """cloud.toml for the demo."""
+    tables = _common(node_dir, "cloud", "cloud", fleet, broker)
+    tables["cloud"] = {"bundle_dir": bundle_dir, "rounds": settings.rounds, "gateways": list(settings.gateways),
+                       "store_dir": store_dir, "total_devices": settings.total_devices, "http_port": http_port,
+                       "max_retries": 3}
+    tables["cloud.stage_timeouts_s"] = dict(settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S)
+    tables["training"] = {"local_steps": settings.local_steps, "batch_size": settings.batch_size,
+                          "learning_rate": settings.learning_rate}
+    tables["codec"] = {"sparsity_fraction": settings.sparsity_fraction, "quant_bits": settings.quant_bits,
+                       "ring_bits": settings.ring_bits, "rotate": True, "error_feedback": True}
+    privacy: dict[str, Any] = {"mechanism": settings.mechanism, "clip_norm": settings.clip_norm,
+                               "min_survivors": settings.min_survivors, "delta": settings.delta,
+                               "tier": settings.tier}
+    if settings.mechanism != "none":
+        privacy["noise_multiplier"] = settings.noise_multiplier
+    tables["privacy"] = privacy
+    tables["optimizer"] = {"name": "fedavg", "server_lr": settings.server_lr}
+    return render_toml(tables)
+
+
+def gateway_config(node_dir: Path, gateway: str, *, fleet: str, broker: tuple[str, int], state_db: Path,
+                   min_cohort: int) -> str:
+    """gateway.toml for the demo."""
+    tables = _common(node_dir, gateway, "gateway", fleet, broker)
+    tables["gateway"] = {"min_cohort": min_cohort, "state_db": state_db}
+    return render_toml(tables)
+
+
+def device_config(node_dir: Path, device: str, gateway: str, *, fleet: str, broker: tuple[str, int],
+                  bundle_dir: Path, data_dir: Path, state_dir: Path, tier: str, data_seed: int) -> str:
+    """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records."""
+    tables = _common(node_dir, device, "device", fleet, broker, gateway)
+    tables["device"] = {"bundle_dir": bundle_dir, "data_dir": data_dir, "state_dir": state_dir,
+                        "default_tier": tier, "compute_device": "cpu", "data_seed": data_seed,
+                        "reconnect_min_s": 0.5, "reconnect_max_s": 2.0}
+    # The demo box is a shared CI-sized machine, not a hot Jetson: keep the gates but do not let a busy
+    # host's memory reading sit devices out.
+    tables["gates"] = {"min_free_memory_mb": 64}
+    return render_toml(tables)

@@ -1,0 +1,261 @@
+"""`fedlora demo`: provision a fleet, start broker + cloud + gateways + device processes, run the rounds
+with injected dropouts and live progress, then evaluate and write report.json, loss.png and the adapter."""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedlora.demo.configs import DEFAULT_TIMEOUTS_S, DemoSettings, cloud_config, device_config, gateway_config
+from fedlora.demo.monitor import BusEvent, BusObserver
+from fedlora.demo.processes import NodeProcess
+from fedlora.demo.workspace import BundleSpec, default_cache_dir, ensure_bundle, prepare_data
+from fl_protocol.config import load_fleet_keys
+from fl_protocol.errors import ConfigError, FedloraError
+
+Progress = Callable[[str], None]
+FLEET = "demo"
+DOWN_S = (0.3, 6.0)  # a dropped device dies this many seconds after the task: before, during or after upload
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Command-line options of `fedlora demo`."""
+
+    devices: int = 8
+    gateways: int = 2
+    rounds: int = 5
+    dropout: float = 0.25
+    broker: str = "embedded"
+    out_dir: Path = Path("fedlora-out")
+    report: Path | None = None
+    seed: int = 0
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.gateways < 1 or self.devices < 2 * self.gateways:
+            raise ConfigError("need at least one gateway and two devices per gateway")
+        if not 0.0 <= self.dropout < 0.5:
+            raise ConfigError(f"--dropout must be in [0, 0.5), got {self.dropout}")
+        if self.rounds < 1:
+            raise ConfigError("--rounds must be at least 1")
+
+
+def parse_broker(spec: str) -> tuple[str, int] | None:
+    """None for "embedded", else (host, port) from mqtt://HOST:PORT."""
+    if spec == "embedded":
+        return None
+    if not spec.startswith("mqtt://") or ":" not in spec[7:]:
+        raise ConfigError(f"--broker must be 'embedded' or mqtt://HOST:PORT, got {spec!r}")
+    host, _, port = spec[7:].rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--broker port must be 1..65535, got {port!r}")
+    return host, int(port)
+
+
+@dataclass
+class _Federation:
+    cloud: NodeProcess
+    gateways: list[NodeProcess]
+    devices: list[NodeProcess]
+    store_dir: Path
+    fleet_keys_file: Path
+
+    @property
+    def all(self) -> list[NodeProcess]:
+        return [*self.devices, *self.gateways, self.cloud]
+
+
+def _provision(work: Path, options: DemoOptions) -> tuple[list[str], dict[str, str]]:
+    from fedlora.provision.fleet import FleetSettings
+    from fedlora.provision.provisioner import create_fleet
+
+    gateways = [f"g{i + 1}" for i in range(options.gateways)]
+    settings = FleetSettings(fleet=FLEET, cloud_name="cloud", cloud_host="127.0.0.1", cloud_port=8883,
+                             gateway_port=8883, gateway_hosts={}, valid_days=30,
+                             max_packet_bytes=64 * 1024 * 1024, broker_root=str(work / "fleet" / "brokers"))
+    fleet = create_fleet(work / "fleet", settings, gateways, device_count=options.devices, progress=lambda _m: None)
+    device_gateway = {d.id: str(d.gateway) for d in fleet.active("device")}
+    return gateways, device_gateway
+
+
+def _write_configs(work: Path, options: DemoOptions, broker: tuple[str, int], bundle: Path,
+                   data_dirs: list[Path], settings: DemoSettings) -> _Federation:
+    nodes = work / "fleet" / "nodes"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    gateways, device_gateway = list(settings.gateways), _device_gateways(work)
+    store_dir = work / "cloud-store"
+    cloud_file = nodes / "cloud" / "cloud.toml"
+    cloud_file.write_text(cloud_config(nodes / "cloud", fleet=FLEET, broker=broker, bundle_dir=bundle,
+                                       store_dir=store_dir, settings=settings, http_port=0))
+    cloud = NodeProcess("cloud", "cloud", cloud_file, logs / "cloud.log")
+    gw_procs = []
+    for gw in gateways:
+        path = nodes / gw / "gateway.toml"
+        path.write_text(gateway_config(nodes / gw, gw, fleet=FLEET, broker=broker,
+                                       state_db=work / f"{gw}-state.sqlite3", min_cohort=settings.min_survivors))
+        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log"))
+    dev_procs = []
+    for index, (dev, gw) in enumerate(sorted(device_gateway.items())):
+        path = nodes / dev / "device.toml"
+        path.write_text(device_config(nodes / dev, dev, gw, fleet=FLEET, broker=broker, bundle_dir=bundle,
+                                      data_dir=data_dirs[index], state_dir=work / "device-state" / dev,
+                                      tier=settings.tier, data_seed=options.seed + index))
+        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log"))
+    return _Federation(cloud, gw_procs, dev_procs, store_dir, nodes / "cloud" / "fleet_keys.json")
+
+
+def _device_gateways(work: Path) -> dict[str, str]:
+    doc = json.loads((work / "fleet" / "fleet_keys.json").read_text())
+    return {n: e["gateway"] for n, e in doc["nodes"].items() if e["role"] == "device"}
+
+
+def _round_records(store_dir: Path) -> list[dict[str, Any]]:
+    db = store_dir / "store.sqlite"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return [json.loads(r[0]) for r in conn.execute("SELECT record FROM rounds ORDER BY round")]
+
+
+class _Driver:
+    """Runs the federation to the end, killing devices at random points and printing progress."""
+
+    def __init__(self, fed: _Federation, options: DemoOptions, observer: BusObserver, progress: Progress) -> None:
+        self.fed, self.options, self.observer, self.progress = fed, options, observer, progress
+        self.rng = random.Random(options.seed)
+        self.kill_at: dict[str, float] = {}
+        self.to_restart: list[NodeProcess] = []
+        self.seen_rounds: set[int] = set()
+        self.reported: set[int] = set()
+        self.round_started: dict[int, float] = {}
+
+    def run(self, deadline: float) -> int:
+        while self.fed.cloud.running and time.monotonic() < deadline:
+            try:
+                self._on_event(self.observer.events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            self._kill_due()
+        if self.fed.cloud.running:
+            self.progress("demo: time limit reached; stopping the federation")
+            return 1
+        self._report_new_rounds()
+        return self.fed.cloud.returncode or 0
+
+    def _on_event(self, event: BusEvent) -> None:
+        if event.kind == "task" and event.round_id not in self.seen_rounds:
+            self._report_new_rounds()  # the previous round's line first
+            self.seen_rounds.add(event.round_id)
+            self.round_started[event.round_id] = time.monotonic()
+            self._restart_dropped()
+            self._schedule_dropouts(event.round_id)
+        elif event.kind == "status" and event.node == "cloud":
+            self._report_new_rounds()
+        elif event.kind == "status" and event.state == "skipped":
+            self.progress(f"  {event.node} sits round {event.details.get('round', '?') if event.details else '?'} "
+                          f"out: {event.reason}")
+
+    def _schedule_dropouts(self, round_id: int) -> None:
+        count = int(round(self.options.dropout * len(self.fed.devices)))
+        victims = self.rng.sample(self.fed.devices, count) if count else []
+        now = time.monotonic()
+        for proc in victims:
+            self.kill_at[proc.node_id] = now + self.rng.uniform(*DOWN_S)
+        names = ", ".join(sorted(p.node_id for p in victims)) or "none"
+        self.progress(f"round {round_id}: task out; {len(self.fed.devices)} devices, dropping {names}")
+
+    def _kill_due(self) -> None:
+        now = time.monotonic()
+        for proc in self.fed.devices:
+            due = self.kill_at.get(proc.node_id)
+            if due is not None and now >= due:
+                del self.kill_at[proc.node_id]
+                proc.kill()
+                self.to_restart.append(proc)
+
+    def _restart_dropped(self) -> None:
+        for proc in self.to_restart:
+            proc.start()
+        self.to_restart.clear()
+
+    def _report_new_rounds(self) -> None:
+        for record in _round_records(self.fed.store_dir):
+            if record["round"] in self.reported or record.get("state") == "running":
+                continue
+            self.reported.add(record["round"])
+            self.progress(_round_line(record))
+
+
+def _round_line(r: dict[str, Any]) -> str:
+    if r.get("state") != "completed":
+        return f"round {r['round']}: {r.get('state')} (will be retried from model v{r.get('model_version')})"
+    loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.3f}"
+    eps = "inf" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
+    return (f"round {r['round']}: done in {r['seconds']:.1f} s, {r['survivors']}/{r['selected']} devices "
+            f"survived, train loss {loss}, epsilon {eps} (delta {r['delta']:g}), uplink "
+            f"{r['uplink_bytes_per_device']} B/device vs {r['dense_fp32_bytes']} B dense fp32")
+
+
+def run_demo(options: DemoOptions, progress: Progress = print) -> int:
+    """Run the whole demo; returns the exit code (0 only if every round completed)."""
+    from fedlora.demo.finish import finish_demo  # torch-free until evaluation
+
+    out = options.out_dir.expanduser().resolve()
+    work = out / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    progress("[1/6] model bundle")
+    bundle = ensure_bundle(BundleSpec(seed=options.seed), options.cache_dir, progress)
+    progress(f"[2/6] corpus: stdlib docstrings, {options.devices} non-IID shards")
+    data = prepare_data(work / "data", num_devices=options.devices, seed=options.seed)
+    progress(f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)")
+    gateways, _ = _provision(work, options)
+    settings = DemoSettings(rounds=options.rounds, gateways=tuple(gateways), total_devices=options.devices,
+                            **options.settings_overrides)
+    broker_addr = parse_broker(options.broker)
+    embedded = None
+    if broker_addr is None:
+        from fedlora.embedded_broker import EmbeddedBroker
+
+        embedded = EmbeddedBroker()
+        embedded.start()
+        broker_addr = (embedded.host, embedded.port)
+    progress(f"[4/6] starting nodes on broker {broker_addr[0]}:{broker_addr[1]}"
+             f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}")
+    fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings)
+    observer = BusObserver(FLEET, load_fleet_keys(fed.fleet_keys_file), broker_addr)
+    started = time.monotonic()
+    try:
+        observer.start()
+        for proc in [*fed.gateways, *fed.devices, fed.cloud]:
+            proc.start()
+        per_round_s = sum((settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S).values()) + 30
+        code = _Driver(fed, options, observer, progress).run(started + options.rounds * 3 * per_round_s + 120)
+    finally:
+        for proc in fed.all:
+            proc.stop()
+        observer.stop()
+        if embedded is not None:
+            embedded.stop()
+    progress(f"federation finished in {time.monotonic() - started:.1f} s (cloud exit code {code})")
+    if code != 0:
+        progress(f"cloud log tail:\n{fed.cloud.log_tail()}")
+    return finish_demo(options=options, out=out, bundle=bundle, store_dir=fed.store_dir, data=data,
+                       settings=settings, code=code, progress=progress,
+                       config={**asdict(settings), "devices": options.devices, "dropout": options.dropout,
+                               "broker": options.broker, "seed": options.seed})
+
+
+__all__ = ["DemoOptions", "FedloraError", "parse_broker", "run_demo"]
