@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -62,7 +63,7 @@ def measure_limits(dimension: int = 1_000_000, repeats: int = 20) -> dict[str, f
     }
 
 
-def run_case(n: int, dimension: int, dropout: float, seed: int) -> dict[str, object]:
+def run_case(n: int, dimension: int, dropout: float, seed: int) -> dict[str, Any]:
     """One full SecAgg+ round; returns per-client and gateway seconds and the workload counts."""
     # k: the default (≈ 2·log2 n) without dropout; with dropout, the degree that tolerates it (per-round
     # abort probability <= 1e-3 by the union bound) -- a 30%-dropout deployment must be configured so.
@@ -231,7 +232,7 @@ def main() -> None:
             for dropout in (0.0, 0.3):
                 row = run_case(n, dimension, dropout, seed=n + int(10 * dropout))
                 results.append(row)
-                c, g = row["client_s"], row["gateway_s"]  # type: ignore[assignment]
+                c, g = row["client_s"], row["gateway_s"]
                 line = (
                     f"| {n:5d} | {dimension:9,d} | {dropout:.0%} | {row['k']:2d} | {row['t']:2d} "
                     f"| {1e3 * c['keys']:14.2f} | {1e3 * c['shares']:9.2f} | {1e3 * c['mask']:7.1f} "
@@ -239,7 +240,7 @@ def main() -> None:
                     f"| {row['exact']!s:5} |"
                 )
                 if args.flower_python and n <= args.flower_max_n:
-                    flower = run_flower(args.flower_python, row["workload"])  # type: ignore[arg-type]
+                    flower = run_flower(args.flower_python, row["workload"])
                     row["flower_s"] = flower
                     if flower is not None:
                         ours_client = c["keys"] + c["shares"] + c["mask"]

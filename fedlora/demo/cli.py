@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="device learning rate")
     parser.add_argument("--noise-multiplier", type=float, default=None,
                         help="DP noise multiplier of the cohort sum (0 disables DP noise)")
+    parser.add_argument("--verbose-nodes", action="store_true", help="INFO-level logs from every node (OUT/work/logs)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="bundle cache (default ~/.cache/fedlora)")
 
 
@@ -41,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
             overrides["mechanism"] = "none"
     options = DemoOptions(devices=args.devices, gateways=args.gateways, rounds=args.rounds, dropout=args.dropout,
                           broker=args.broker, out_dir=args.out, report=args.report, seed=args.seed,
-                          cache_dir=args.cache_dir or default_cache_dir(), settings_overrides=overrides)
+                          cache_dir=args.cache_dir or default_cache_dir(), settings_overrides=overrides, verbose=args.verbose_nodes)
     return run_demo(options, progress=lambda line: print(line, flush=True))

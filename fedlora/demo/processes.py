@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 class NodeProcess:
     """One node (cloud, gateway or device) as a child process with its own log file."""
 
-    def __init__(self, node_id: str, role: str, config: Path, log_path: Path) -> None:
+    def __init__(self, node_id: str, role: str, config: Path, log_path: Path, *, verbose: bool = False) -> None:
         self.node_id = node_id
+        self.verbose = verbose
         self.role = role
         self.config = config
         self.log_path = log_path
@@ -30,7 +31,8 @@ class NodeProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "fedlora.cli", self.role, "--config", str(self.config)],
+                [sys.executable, "-m", "fedlora.cli", *(["-v"] if self.verbose else []), self.role,
+                 "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # Ctrl-C on the demo must not reach the nodes before we stop them
             )

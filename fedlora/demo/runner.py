@@ -40,6 +40,7 @@ class DemoOptions:
     seed: int = 0
     cache_dir: Path = field(default_factory=default_cache_dir)
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False  # INFO-level logs from every node into work/logs
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.devices < 2 * self.gateways:
@@ -98,20 +99,20 @@ def _write_configs(work: Path, options: DemoOptions, broker: tuple[str, int], bu
     cloud_file = nodes / "cloud" / "cloud.toml"
     cloud_file.write_text(cloud_config(nodes / "cloud", fleet=FLEET, broker=broker, bundle_dir=bundle,
                                        store_dir=store_dir, settings=settings, http_port=0))
-    cloud = NodeProcess("cloud", "cloud", cloud_file, logs / "cloud.log")
+    cloud = NodeProcess("cloud", "cloud", cloud_file, logs / "cloud.log", verbose=options.verbose)
     gw_procs = []
     for gw in gateways:
         path = nodes / gw / "gateway.toml"
         path.write_text(gateway_config(nodes / gw, gw, fleet=FLEET, broker=broker,
                                        state_db=work / f"{gw}-state.sqlite3", min_cohort=settings.min_survivors))
-        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log"))
+        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log", verbose=options.verbose))
     dev_procs = []
     for index, (dev, gw) in enumerate(sorted(device_gateway.items())):
         path = nodes / dev / "device.toml"
         path.write_text(device_config(nodes / dev, dev, gw, fleet=FLEET, broker=broker, bundle_dir=bundle,
                                       data_dir=data_dirs[index], state_dir=work / "device-state" / dev,
                                       tier=settings.tier, data_seed=options.seed + index))
-        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log"))
+        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log", verbose=options.verbose))
     return _Federation(cloud, gw_procs, dev_procs, store_dir, nodes / "cloud" / "fleet_keys.json")
 
 
