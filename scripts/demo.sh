@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-fedlora export --model tiny-llama --out fedlora-out/bundle "$@"
+fedlora demo "$@"

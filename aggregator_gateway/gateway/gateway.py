@@ -9,6 +9,8 @@ The gateway relays nothing: devices read the cloud's retained task and model top
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 import signal
@@ -191,6 +193,8 @@ class Gateway:
         if self._sums_dir is not None:
             self._sums_dir.mkdir(parents=True, exist_ok=True)
             np.save(self._sums_dir / f"round-{round_id}-{self.node_id}.npy", result.ring_sum)
+            hook_meta = {"survivors": sorted(result.survivors), "ring_bits": driver.task.codec.ring_bits}
+            (self._sums_dir / f"round-{round_id}-{self.node_id}.json").write_text(json.dumps(hook_meta))
         partial = PartialAggregate(
             gateway=self.node_id,
             round_id=round_id,

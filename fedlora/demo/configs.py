@@ -40,7 +40,7 @@ class DemoSettings:
 # Seconds per stage. A stage closes early once every expected device answered, so these only bound how
 # long a round waits for devices that died; training the tiny model takes a few seconds even with eight
 # device processes sharing two cores.
-DEFAULT_TIMEOUTS_S = {"advertise": 8.0, "shares": 4.0, "masked": 20.0, "consistency": 4.0, "unmask": 4.0,
+DEFAULT_TIMEOUTS_S = {"advertise": 8.0, "shares": 4.0, "masked": 15.0, "consistency": 4.0, "unmask": 4.0,
                       "partial": 8.0}
 
 
@@ -100,16 +100,22 @@ def cloud_config(node_dir: Path, *, fleet: str, broker: tuple[str, int], bundle_
 
 
 def gateway_config(node_dir: Path, gateway: str, *, fleet: str, broker: tuple[str, int], state_db: Path,
-                   min_cohort: int) -> str:
-    """gateway.toml for the demo."""
+                   min_cohort: int, hooks_dir: Path | None = None) -> str:
+    """gateway.toml for the demo; `hooks_dir` turns on the unmasked-sum test hook (tests only)."""
     tables = _common(node_dir, gateway, "gateway", fleet, broker)
     tables["gateway"] = {"min_cohort": min_cohort, "state_db": state_db}
+    if hooks_dir is not None:
+        tables["debug"] = {"unmasked_sums_dir": hooks_dir / "sums"}
     return render_toml(tables)
 
 
 def device_config(node_dir: Path, device: str, gateway: str, *, fleet: str, broker: tuple[str, int],
-                  bundle_dir: Path, data_dir: Path, state_dir: Path, tier: str, data_seed: int) -> str:
-    """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records."""
+                  bundle_dir: Path, data_dir: Path, state_dir: Path, tier: str, data_seed: int,
+                  hooks_dir: Path | None = None) -> str:
+    """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records.
+
+    `hooks_dir` turns on the plain-update test hook (tests only: it writes pre-mask updates to disk).
+    """
     tables = _common(node_dir, device, "device", fleet, broker, gateway)
     tables["device"] = {"bundle_dir": bundle_dir, "data_dir": data_dir, "state_dir": state_dir,
                         "default_tier": tier, "compute_device": "cpu", "data_seed": data_seed,
@@ -117,4 +123,6 @@ def device_config(node_dir: Path, device: str, gateway: str, *, fleet: str, brok
     # The demo box is a shared CI-sized machine, not a hot Jetson: keep the gates but do not let a busy
     # host's memory reading sit devices out.
     tables["gates"] = {"min_free_memory_mb": 64}
+    if hooks_dir is not None:
+        tables["debug"] = {"plain_updates_dir": hooks_dir / "plain"}
     return render_toml(tables)

@@ -17,7 +17,7 @@ from fl_protocol.manifest import load_manifest
 
 def finish_demo(*, options: Any, out: Path, bundle: Path, store_dir: Path, data: DemoData,
                 settings: DemoSettings, code: int, progress: Callable[[str], None],
-                config: Mapping[str, Any]) -> int:
+                config: Mapping[str, Any], alive_at_task: Mapping[int, int]) -> int:
     """Evaluate, report and export; returns `code`, or 1 if not every round completed."""
     rounds_file = store_dir / "rounds.json"
     records = json.loads(rounds_file.read_text()) if rounds_file.exists() else []
@@ -34,7 +34,10 @@ def finish_demo(*, options: Any, out: Path, bundle: Path, store_dir: Path, data:
     losses = evaluate_versions(bundle, versions, data.eval_records, tier=settings.tier)
     rounds = []
     for index, r in enumerate(completed, start=1):
-        rounds.append({**r, "round": index, "round_id": r["round"], "eval_loss": losses[r["new_version"]]})
+        # The cloud never sees cohorts; the demo knows how many devices were up when the task went out.
+        selected = max(alive_at_task.get(r["round"], r["selected"]), r["survivors"])
+        rounds.append({**r, "round": index, "round_id": r["round"], "eval_loss": losses[r["new_version"]],
+                       "selected": selected, "dropped": selected - r["survivors"]})
     adapter_dir = out / "adapter"
     final: dict[str, Any] = {"eval_loss": rounds[-1]["eval_loss"] if rounds else losses[0],
                              "initial_eval_loss": losses[0],

@@ -15,9 +15,11 @@ logger = logging.getLogger(__name__)
 class NodeProcess:
     """One node (cloud, gateway or device) as a child process with its own log file."""
 
-    def __init__(self, node_id: str, role: str, config: Path, log_path: Path, *, verbose: bool = False) -> None:
+    def __init__(self, node_id: str, role: str, config: Path, log_path: Path, *, verbose: bool = False,
+                 test_hooks: bool = False) -> None:
         self.node_id = node_id
         self.verbose = verbose
+        self.test_hooks = test_hooks
         self.role = role
         self.config = config
         self.log_path = log_path
@@ -29,6 +31,8 @@ class NodeProcess:
         if self.running:
             return
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.test_hooks:
+            env["FEDLORA_TEST_HOOKS"] = "1"  # the nodes refuse their debug hooks without this opt-in
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "fedlora.cli", *(["-v"] if self.verbose else []), self.role,

@@ -41,6 +41,7 @@ class DemoOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     verbose: bool = False  # INFO-level logs from every node into work/logs
+    test_hooks_dir: Path | None = None  # tests only: devices and gateways write plain updates and sums here
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.devices < 2 * self.gateways:
@@ -104,15 +105,19 @@ def _write_configs(work: Path, options: DemoOptions, broker: tuple[str, int], bu
     for gw in gateways:
         path = nodes / gw / "gateway.toml"
         path.write_text(gateway_config(nodes / gw, gw, fleet=FLEET, broker=broker,
-                                       state_db=work / f"{gw}-state.sqlite3", min_cohort=settings.min_survivors))
-        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log", verbose=options.verbose))
+                                       state_db=work / f"{gw}-state.sqlite3", min_cohort=settings.min_survivors,
+                                       hooks_dir=options.test_hooks_dir))
+        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log", verbose=options.verbose,
+                                    test_hooks=options.test_hooks_dir is not None))
     dev_procs = []
     for index, (dev, gw) in enumerate(sorted(device_gateway.items())):
         path = nodes / dev / "device.toml"
         path.write_text(device_config(nodes / dev, dev, gw, fleet=FLEET, broker=broker, bundle_dir=bundle,
                                       data_dir=data_dirs[index], state_dir=work / "device-state" / dev,
-                                      tier=settings.tier, data_seed=options.seed + index))
-        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log", verbose=options.verbose))
+                                      tier=settings.tier, data_seed=options.seed + index,
+                                      hooks_dir=options.test_hooks_dir))
+        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log", verbose=options.verbose,
+                                     test_hooks=options.test_hooks_dir is not None))
     return _Federation(cloud, gw_procs, dev_procs, store_dir, nodes / "cloud" / "fleet_keys.json")
 
 
@@ -140,6 +145,7 @@ class _Driver:
         self.seen_rounds: set[int] = set()
         self.reported: set[int] = set()
         self.round_started: dict[int, float] = {}
+        self.alive_at_task: dict[int, int] = {}  # round id -> device processes running when its task went out
 
     def run(self, deadline: float) -> int:
         while self.fed.cloud.running and time.monotonic() < deadline:
@@ -160,6 +166,7 @@ class _Driver:
             self.seen_rounds.add(event.round_id)
             self.round_started[event.round_id] = time.monotonic()
             self._restart_dropped()
+            self.alive_at_task[event.round_id] = sum(p.running for p in self.fed.devices)
             self._schedule_dropouts(event.round_id)
         elif event.kind == "status" and event.node == "cloud":
             self._report_new_rounds()
@@ -195,15 +202,15 @@ class _Driver:
             if record["round"] in self.reported or record.get("state") == "running":
                 continue
             self.reported.add(record["round"])
-            self.progress(_round_line(record))
+            self.progress(_round_line(record, self.alive_at_task.get(record["round"])))
 
 
-def _round_line(r: dict[str, Any]) -> str:
+def _round_line(r: dict[str, Any], selected: int | None = None) -> str:
     if r.get("state") != "completed":
         return f"round {r['round']}: {r.get('state')} (will be retried from model v{r.get('model_version')})"
     loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.3f}"
     eps = "inf" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
-    return (f"round {r['round']}: done in {r['seconds']:.1f} s, {r['survivors']}/{r['selected']} devices "
+    return (f"round {r['round']}: done in {r['seconds']:.1f} s, {r['survivors']}/{selected or r['selected']} devices "
             f"survived, train loss {loss}, epsilon {eps} (delta {r['delta']:g}), uplink "
             f"{r['uplink_bytes_per_device']} B/device vs {r['dense_fp32_bytes']} B dense fp32")
 
@@ -243,7 +250,8 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         for proc in [*fed.gateways, *fed.devices, fed.cloud]:
             proc.start()
         per_round_s = sum((settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S).values()) + 30
-        code = _Driver(fed, options, observer, progress).run(started + options.rounds * 3 * per_round_s + 120)
+        driver = _Driver(fed, options, observer, progress)
+        code = driver.run(started + options.rounds * 3 * per_round_s + 120)
     finally:
         for proc in fed.all:
             proc.stop()
@@ -254,7 +262,7 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     if code != 0:
         progress(f"cloud log tail:\n{fed.cloud.log_tail()}")
     return finish_demo(options=options, out=out, bundle=bundle, store_dir=fed.store_dir, data=data,
-                       settings=settings, code=code, progress=progress,
+                       settings=settings, code=code, progress=progress, alive_at_task=driver.alive_at_task,
                        config={**asdict(settings), "devices": options.devices, "dropout": options.dropout,
                                "broker": options.broker, "seed": options.seed})
 
