@@ -58,12 +58,16 @@ def encode_update(
     settings: CodecSettings,
     rng: np.random.Generator,
     integer_noise: Callable[[int], np.ndarray] | None = None,
+    float_noise: Callable[[int], np.ndarray] | None = None,
 ) -> EncodedUpdate:
     """Run the device-side pipeline on a flat update `delta` (float32, length d).
 
     `rng` drives stochastic rounding only (inject a CSPRNG-seeded generator in production). `integer_noise(k)`
-    returns the device's int64 DP noise share of length k, added after rounding and before the ring map.
-    Non-finite input raises PrivacyError (from the clip step).
+    returns the device's int64 DP noise share of length k, added after rounding and before the ring map
+    (distributed Skellam). `float_noise(k)` returns float noise of length k added to the kept, rotated
+    coordinates before scaling and rounding (distributed Gaussian; rotation is orthogonal, so isotropic
+    noise added after it is distributed as noise added before it). Non-finite input raises PrivacyError
+    (from the clip step).
     """
     x = np.asarray(delta, dtype=np.float64)
     if x.ndim != 1 or x.shape[0] < 1:
@@ -80,6 +84,11 @@ def encode_update(
     new_residual = off_support(clipped, indices).astype(np.float32) if settings.error_feedback else None
     if settings.rotate:
         kept = rotate(kept, settings.rotation_seed)
+    if float_noise is not None:
+        noise_f = np.asarray(float_noise(kept.shape[0]), dtype=np.float64)
+        if noise_f.shape != kept.shape:
+            raise ValueError("float_noise must return a vector of length k")
+        kept = kept + noise_f
     quantized, clamped_count = stochastic_round(
         kept, scale=settings.scale, quant_bits=settings.quant_bits, rng=rng
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.agent.encode import encode_for_task, encode_with_float_noise
+from edge_runtime.agent.encode import encode_for_task
 from edge_runtime.agent.state import STATE_FILE, DeviceState, Phase
-from fl_protocol.codec.pipeline import encode_update
+from fl_protocol.codec.pipeline import decode_sum, encode_update
 from fl_protocol.errors import ConfigError
 from fl_protocol.wire.task_settings import DpSettings
 from tests.unit.test_device_round import make_task
@@ -55,21 +55,29 @@ def _delta() -> np.ndarray:
     return np.random.default_rng(0).normal(0, 0.1, 16).astype(np.float32)
 
 
-def test_gaussian_path_matches_the_codec_at_zero_noise() -> None:
+def test_codec_float_noise_hook_adds_before_rounding() -> None:
     task = make_task()
-    codec = dataclasses.replace(task.codec, rotate=True, sparsity_fraction=0.5, rotation_seed=b"\x01" * 32)
-    task = dataclasses.replace(task, codec=codec)
-    residual = np.full(16, 0.01, np.float32)
-    ours = encode_with_float_noise(
+    codec = dataclasses.replace(task.codec, rotate=False, sparsity_fraction=1.0)
+    zero = encode_update(
         _delta(),
-        residual=residual,
-        task=task,
+        residual=None,
+        settings=codec,
         rng=np.random.default_rng(5),
         float_noise=lambda k: np.zeros(k),
     )
-    reference = encode_update(_delta(), residual=residual, settings=codec, rng=np.random.default_rng(5))
-    assert np.array_equal(ours.ring_values, reference.ring_values)
-    assert np.array_equal(ours.residual, reference.residual)  # type: ignore[arg-type]
+    plain = encode_update(_delta(), residual=None, settings=codec, rng=np.random.default_rng(5))
+    assert np.array_equal(zero.ring_values, plain.ring_values)
+    shifted = encode_update(
+        _delta(),
+        residual=None,
+        settings=codec,
+        rng=np.random.default_rng(5),
+        float_noise=lambda k: np.full(k, 0.05),
+    )
+    decoded = decode_sum(shifted.ring_values, count=1, settings=codec, dimension=16)
+    baseline = decode_sum(plain.ring_values, count=1, settings=codec, dimension=16)
+    # Each coordinate moves by the noise, up to one quantization step of stochastic rounding.
+    np.testing.assert_allclose(decoded - baseline, 0.05, atol=2.0 / codec.scale)
 
 
 @pytest.mark.parametrize("mechanism", ["none", "skellam", "gaussian"])
