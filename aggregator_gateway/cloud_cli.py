@@ -87,19 +87,7 @@ def run(args: argparse.Namespace) -> int:
         status_topic(node.fleet, node.id),
         identity.encode(Status(node.id, "offline", "connection lost", _clock_ms()), round_id=0),
     )
-    connection = MqttConnection(
-        MqttSettings(
-            b.host,
-            b.port,
-            node.id,
-            ca_file=b.ca_file,
-            cert_file=b.cert_file,
-            key_file=b.key_file,
-            keepalive_s=b.keepalive_s,
-        ),
-        loop.submit,
-        will=will,
-    )
+    connection = MqttConnection(MqttSettings.from_broker(b, node.id), loop.submit, will=will)
     coordinator = CloudCoordinator(
         config,
         identity=identity,

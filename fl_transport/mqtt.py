@@ -18,6 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from fl_protocol.config import BrokerSection
 from fl_protocol.errors import FedloraError
 from fl_transport.outbox import Outbox, OutboxEntry
 
@@ -45,6 +46,20 @@ class MqttSettings:
     reconnect_max_s: float = 30.0
     clean_session: bool = False  # persistent session: the broker keeps our subscriptions and QoS 1 queue
 
+    @classmethod
+    def from_broker(cls, broker: BrokerSection, client_id: str, **overrides: float) -> MqttSettings:
+        """Settings for a node's `[broker]` section (paths already resolved); `overrides` set backoff."""
+        return cls(
+            broker.host,
+            broker.port,
+            client_id,
+            ca_file=broker.ca_file,
+            cert_file=broker.cert_file,
+            key_file=broker.key_file,
+            keepalive_s=broker.keepalive_s,
+            **overrides,
+        )  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Will:
@@ -58,8 +73,14 @@ class Will:
 class MqttConnection:
     """A connected (or reconnecting) MQTT client with an optional on-disk outbox."""
 
-    def __init__(self, settings: MqttSettings, on_message: MessageHandler, *, will: Will | None = None,
-                 outbox: Outbox | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        on_message: MessageHandler,
+        *,
+        will: Will | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
         self._settings = settings
         self._on_message = on_message
         self._outbox = outbox
@@ -69,15 +90,22 @@ class MqttConnection:
         self._early_acks: set[int] = set()
         self._connected = threading.Event()
         self._stopping = False
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                                   clean_session=settings.clean_session, protocol=paho.MQTTv311)
-        self._client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min_s)),
-                                         max_delay=max(1, int(settings.reconnect_max_s)))
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=settings.clean_session,
+            protocol=paho.MQTTv311,
+        )
+        self._client.reconnect_delay_set(
+            min_delay=max(1, int(settings.reconnect_min_s)), max_delay=max(1, int(settings.reconnect_max_s))
+        )
         if settings.ca_file is not None:
-            self._client.tls_set(ca_certs=str(settings.ca_file),
-                                 certfile=None if settings.cert_file is None else str(settings.cert_file),
-                                 keyfile=None if settings.key_file is None else str(settings.key_file),
-                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self._client.tls_set(
+                ca_certs=str(settings.ca_file),
+                certfile=None if settings.cert_file is None else str(settings.cert_file),
+                keyfile=None if settings.key_file is None else str(settings.key_file),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         self._client.on_connect = self._handle_connect
@@ -102,9 +130,8 @@ class MqttConnection:
     def wait_connected(self, timeout_s: float) -> None:
         """Block until connected; TransportError after `timeout_s`."""
         if not self._connected.wait(timeout_s):
-            raise TransportError(
-                f"no connection to mqtt broker {self._settings.host}:{self._settings.port} after {timeout_s:g} s"
-            )
+            where = f"{self._settings.host}:{self._settings.port}"
+            raise TransportError(f"no connection to mqtt broker {where} after {timeout_s:g} s")
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every QoS>0 message published so far was acknowledged; False on timeout.
@@ -133,8 +160,9 @@ class MqttConnection:
         if self.connected:
             self._client.subscribe(topic_filter, qos=qos)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                durable: bool = False) -> None:
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, durable: bool = False
+    ) -> None:
         """Publish; with `durable` the message goes through the outbox and survives a crash before PUBACK."""
         if durable and qos > 0 and self._outbox is not None:
             self._send(self._outbox.add(topic, payload, qos=qos, retain=retain))
@@ -168,25 +196,46 @@ class MqttConnection:
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise TransportError(f"{what} failed: {paho.error_string(rc)}")
 
-    def _handle_connect(self, client: paho.Client, userdata: object, flags: paho.ConnectFlags,
-                        reason_code: paho.ReasonCode, properties: object) -> None:
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason_code: paho.ReasonCode,
+        properties: object,
+    ) -> None:
         if reason_code.is_failure:
-            logger.warning("mqtt connection refused by %s:%d: %s", self._settings.host, self._settings.port,
-                           reason_code)
+            logger.warning(
+                "mqtt connection refused by %s:%d: %s", self._settings.host, self._settings.port, reason_code
+            )
             return
         for topic_filter, qos in self._subscriptions.items():
             client.subscribe(topic_filter, qos=qos)
         self._connected.set()
-        logger.info("mqtt connected to %s:%d (session present: %s)", self._settings.host, self._settings.port,
-                    flags.session_present)
+        logger.info(
+            "mqtt connected to %s:%d (session present: %s)",
+            self._settings.host,
+            self._settings.port,
+            flags.session_present,
+        )
 
-    def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
-                           reason_code: paho.ReasonCode, properties: object) -> None:
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: object,
+        reason_code: paho.ReasonCode,
+        properties: object,
+    ) -> None:
         self._connected.clear()
         if self._stopping:
             return
-        logger.warning("mqtt disconnected from %s:%d (%s); reconnecting with backoff", self._settings.host,
-                       self._settings.port, reason_code)
+        logger.warning(
+            "mqtt disconnected from %s:%d (%s); reconnecting with backoff",
+            self._settings.host,
+            self._settings.port,
+            reason_code,
+        )
 
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         try:
@@ -194,8 +243,9 @@ class MqttConnection:
         except Exception:  # a handler bug must not kill paho's network thread
             logger.exception("message handler failed for %s", message.topic)
 
-    def _handle_publish(self, client: paho.Client, userdata: object, mid: int, reason_code: object,
-                        properties: object) -> None:
+    def _handle_publish(
+        self, client: paho.Client, userdata: object, mid: int, reason_code: object, properties: object
+    ) -> None:
         with self._lock:
             if mid not in self._pending_acks:
                 self._early_acks.add(mid)

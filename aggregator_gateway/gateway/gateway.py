@@ -10,7 +10,6 @@ The gateway relays nothing: devices read the cloud's retained task and model top
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 import signal
@@ -273,17 +272,7 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
     store = RoundStore(config.gateway.state_db)
     offline = Status(node=node.id, state="offline", reason="connection lost", time_ms=clock_ms())
     broker = config.broker
-    settings = MqttSettings(
-        broker.host,
-        broker.port,
-        node.id,
-        broker.ca_file,
-        broker.cert_file,
-        broker.key_file,
-        broker.keepalive_s,
-        reconnect_min_s=0.5,
-        reconnect_max_s=5.0,
-    )
+    settings = MqttSettings.from_broker(broker, node.id, reconnect_min_s=0.5, reconnect_max_s=5.0)
     loop_holder: list[EventLoop] = []
     conn = MqttConnection(
         settings,

@@ -92,15 +92,9 @@ class DeviceAgent:
         self.worker = TrainingWorker(self.trainer)
         self.loop = EventLoop(self._on_message, tick=self._tick, tick_interval_s=0.1)
         self.status = StatusPublisher(self.identity, self.fleet, clock_ms, self.trainer.backend_name)
-        broker = config.broker
-        settings = MqttSettings(
-            broker.host,
-            broker.port,
+        settings = MqttSettings.from_broker(
+            config.broker,
             node.id,
-            ca_file=broker.ca_file,
-            cert_file=broker.cert_file,
-            key_file=broker.key_file,
-            keepalive_s=broker.keepalive_s,
             reconnect_min_s=config.device.reconnect_min_s,
             reconnect_max_s=config.device.reconnect_max_s,
         )
