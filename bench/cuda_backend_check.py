@@ -52,17 +52,21 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
-          f"{', ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}")
+    print(
+        f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
+        f"{', ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''}"
+    )
     cpu_vec, cpu_rate, cpu_loss, cpu_prov = _run(args.bundle, "cpu", args.steps)
     rows = [("cpu", cpu_prov, cpu_rate, cpu_loss, 0.0)]
     if torch.cuda.is_available():
         gpu_vec, gpu_rate, gpu_loss, gpu_prov = _run(args.bundle, "cuda", args.steps)
         rows.append(("cuda", gpu_prov, gpu_rate, gpu_loss, float(np.abs(gpu_vec - cpu_vec).max())))
-    print(f"| device | providers | steps/s | last loss | max abs diff vs cpu | speed vs cpu |")
+    print("| device | providers | steps/s | last loss | max abs diff vs cpu | speed vs cpu |")
     print("|---|---|---|---|---|---|")
     for device, prov, rate, loss, diff in rows:
-        print(f"| {device} | {','.join(prov)} | {rate:.1f} | {loss:.6f} | {diff:.2e} | {rate / cpu_rate:.2f}x |")
+        print(
+            f"| {device} | {','.join(prov)} | {rate:.1f} | {loss:.6f} | {diff:.2e} | {rate / cpu_rate:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -90,8 +90,11 @@ class PrivacyLedger:
                 delta=policy.delta, noise_multiplier=noise_multiplier, sample_rate=DEVICE_SAMPLE_RATE
             )
         check_round_against_tier(
-            policy, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-            round_epsilon=_finite(after - spent if after != spent else 0.0), spent_epsilon=_finite(spent),
+            policy,
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            round_epsilon=_finite(after - spent if after != spent else 0.0),
+            spent_epsilon=_finite(spent),
         )
         return after - spent if after != spent else 0.0, after
 
@@ -100,15 +103,24 @@ class PrivacyLedger:
         existing = self._charges.get(int(round_id))
         if existing is not None:
             if existing.tier != tier:
-                raise PrivacyError(f"round {round_id} was already charged to tier '{existing.tier}', not '{tier}'")
+                raise PrivacyError(
+                    f"round {round_id} was already charged to tier '{existing.tier}', not '{tier}'"
+                )
             return existing
         round_epsilon, after = self.check(tier=tier, clip_norm=clip_norm, noise_multiplier=noise_multiplier)
         if noise_multiplier > 0:
             self._accountant(tier).step(noise_multiplier=noise_multiplier, sample_rate=DEVICE_SAMPLE_RATE)
         else:
             self._unbounded.add(tier)
-        charge = RoundCharge(int(round_id), tier, float(clip_norm), float(noise_multiplier),
-                             float(round_epsilon), float(after), float(self._clock()))
+        charge = RoundCharge(
+            int(round_id),
+            tier,
+            float(clip_norm),
+            float(noise_multiplier),
+            float(round_epsilon),
+            float(after),
+            float(self._clock()),
+        )
         self._charges[charge.round_id] = charge
         self._save()
         logger.info("privacy ledger: round %d charged to tier %s (epsilon now %.4f)", round_id, tier, after)
@@ -119,8 +131,11 @@ class PrivacyLedger:
         out = {}
         for name in sorted(self._accountants):
             policy = self._tiers.policy(name)
-            out[name] = {"epsilon_spent": self.spent_epsilon(name), "epsilon_budget": policy.epsilon_budget,
-                         "delta": policy.delta}
+            out[name] = {
+                "epsilon_spent": self.spent_epsilon(name),
+                "epsilon_budget": policy.epsilon_budget,
+                "delta": policy.delta,
+            }
         return out
 
     def _state(self) -> dict[str, Any]:
@@ -146,7 +161,9 @@ class PrivacyLedger:
             self._unbounded = set(state.get("unbounded_tiers", []))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A ledger we cannot read must stop training: guessing "nothing spent" would under-count.
-            raise ConfigError(f"privacy ledger {self._path} is unreadable ({exc}); refusing to train") from exc
+            raise ConfigError(
+                f"privacy ledger {self._path} is unreadable ({exc}); refusing to train"
+            ) from exc
 
 
 def _finite(value: float) -> float:

@@ -24,9 +24,13 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 def adapter_tensors(manifest: Manifest, flat: np.ndarray) -> dict[str, np.ndarray]:
     """Split `flat` into PEFT-keyed tensors and add the bundle's frozen LoRA tensors."""
     if flat.shape != (manifest.total_length,):
-        raise ExportError(f"vector has {flat.size} values, the bundle's LoRA layout has {manifest.total_length}")
+        raise ExportError(
+            f"vector has {flat.size} values, the bundle's LoRA layout has {manifest.total_length}"
+        )
     tensors = {
-        t.peft_key: np.ascontiguousarray(flat[t.offset : t.offset + t.length].reshape(t.shape), dtype=np.float32)
+        t.peft_key: np.ascontiguousarray(
+            flat[t.offset : t.offset + t.length].reshape(t.shape), dtype=np.float32
+        )
         for t in manifest.trainable_tensors
     }
     frozen = manifest.raw["lora"].get("frozen")
@@ -56,7 +60,11 @@ def write_adapter(bundle_dir: Path, weights: Path, out_dir: Path, *, base_model:
     flat = load_flat_vector(weights, expected_bundle_id=manifest.bundle_id)
     tensors = adapter_tensors(manifest, flat.values)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", "fedlora_model_version": str(flat.model_version), "bundle_id": manifest.bundle_id}
+    metadata = {
+        "format": "pt",
+        "fedlora_model_version": str(flat.model_version),
+        "bundle_id": manifest.bundle_id,
+    }
     save_file(tensors, str(out_dir / ADAPTER_WEIGHTS), metadata=metadata)
     config = _adapter_config(manifest, base_model)
     (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -8,11 +8,16 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the adapter flags (DESIGN.md §3)."""
-    parser.add_argument("--bundle", required=True, type=Path, help="bundle directory written by `fedlora export`")
-    parser.add_argument("--weights", required=True, type=Path, help="flat vector file (fedlora-flat-v1 safetensors)")
+    parser.add_argument(
+        "--bundle", required=True, type=Path, help="bundle directory written by `fedlora export`"
+    )
+    parser.add_argument(
+        "--weights", required=True, type=Path, help="flat vector file (fedlora-flat-v1 safetensors)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="adapter directory to write")
     parser.add_argument(
-        "--base-model", default=None,
+        "--base-model",
+        default=None,
         help="base_model_name_or_path to record (default: the bundle's base_model/ or source path)",
     )
 

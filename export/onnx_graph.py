@@ -31,7 +31,9 @@ class CausalLMWithLoss(torch.nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # [B,S,V]
+        logits = self.lm(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits  # [B,S,V]
         shifted_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])  # [B*(S-1), V]
         shifted_labels = labels[:, 1:].reshape(-1)  # [B*(S-1)]
         loss = torch.nn.functional.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)

@@ -39,7 +39,9 @@ def generate(graph_path: Path, out_dir: Path, *, trainable: list[str]) -> None:
     names = [init.name for init in graph.graph.initializer]
     missing = sorted(set(trainable) - set(names))
     if missing:
-        raise ExportError(f"LoRA tensors missing from the ONNX graph (renamed by the exporter?): {missing[:5]}")
+        raise ExportError(
+            f"LoRA tensors missing from the ONNX graph (renamed by the exporter?): {missing[:5]}"
+        )
     frozen = [n for n in names if n not in set(trainable)]
     out_dir.mkdir(parents=True, exist_ok=True)
     with _native_output_captured():

@@ -19,7 +19,14 @@ from transformers.utils import logging as transformers_logging
 from export import ort_artifacts
 from export.errors import ExportError
 from export.lora import LoraSettings, attach_lora, peft_key, trainable_parameter_names
-from export.onnx_graph import INPUT_NAMES, OPSET, OUTPUT_NAMES, example_batch, export_training_graph, onnx_name
+from export.onnx_graph import (
+    INPUT_NAMES,
+    OPSET,
+    OUTPUT_NAMES,
+    example_batch,
+    export_training_graph,
+    onnx_name,
+)
 from export.sources import DEFAULT_TARGETS, LoadedModel, load_source
 from export.tokenizers import bundle_tokenizer
 from fl_protocol.flatvec import FlatVector, save_flat_vector
@@ -49,7 +56,15 @@ class ExportOptions:
 
 
 def _versions() -> dict[str, str]:
-    names = ("torch", "onnx", "onnxruntime-training-cpu", "onnxruntime-training", "peft", "transformers", "fedlora")
+    names = (
+        "torch",
+        "onnx",
+        "onnxruntime-training-cpu",
+        "onnxruntime-training",
+        "peft",
+        "transformers",
+        "fedlora",
+    )
     found: dict[str, str] = {}
     for name in names:
         try:
@@ -73,7 +88,8 @@ def _check_disk(out_dir: Path, model: torch.nn.Module) -> None:
     free = shutil.disk_usage(out_dir).free
     if free < needed:
         raise ExportError(
-            f"not enough disk at {out_dir}: export needs about {needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free"
+            f"not enough disk at {out_dir}: export needs about {needed / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free"
         )
 
 
@@ -87,8 +103,14 @@ def _lora_layout(peft_model: Any, art_dir: Path) -> tuple[list[dict[str, Any]], 
         torch_name = by_onnx[name]
         length = int(np.prod(shape))
         tensors.append(
-            {"name": name, "peft_key": peft_key(torch_name), "shape": list(shape), "dtype": "float32",
-             "offset": offset, "length": length}
+            {
+                "name": name,
+                "peft_key": peft_key(torch_name),
+                "shape": list(shape),
+                "dtype": "float32",
+                "offset": offset,
+                "length": length,
+            }
         )
         chunks.append(params[torch_name].detach().float().numpy().reshape(-1))
     return tensors, np.concatenate(chunks).astype(np.float32)
@@ -118,8 +140,10 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
         loaded.model.save_pretrained(out_dir / BASE_MODEL_DIR)  # built-ins: ship the base so adapters load
     targets = options.targets or DEFAULT_TARGETS[loaded.family]
     settings = LoraSettings(options.lora_r, options.lora_alpha, tuple(targets), options.ffa, options.seed)
-    progress(f"[2/{_STEPS}] attaching LoRA r={settings.r} alpha={settings.alpha} targets={','.join(targets)}"
-             f"{' (FFA: A frozen)' if settings.ffa else ''}")
+    progress(
+        f"[2/{_STEPS}] attaching LoRA r={settings.r} alpha={settings.alpha} targets={','.join(targets)}"
+        f"{' (FFA: A frozen)' if settings.ffa else ''}"
+    )
     peft_model = attach_lora(loaded.model, settings)
     vocab_size = int(loaded.model.config.vocab_size)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
@@ -134,8 +158,10 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
     frozen_lora = _frozen_lora(peft_model, out_dir)
     progress(f"[6/{_STEPS}] bundling tokenizer")
     tokenizer_spec = bundle_tokenizer(loaded, out_dir, choice=options.tokenizer, vocab_size=vocab_size)
-    ref_batch = {k: v.numpy() for k, v in example_batch(batch_size=2, seq_len=16, vocab_size=vocab_size,
-                                                         seed=1234).items()}
+    ref_batch = {
+        k: v.numpy()
+        for k, v in example_batch(batch_size=2, seq_len=16, vocab_size=vocab_size, seed=1234).items()
+    }
     ref_loss = ort_artifacts.reference_loss(out_dir, ref_batch)
     progress(f"[7/{_STEPS}] writing manifest")
     raw = _manifest(options, loaded, settings, peft_model, tensors, tokenizer_spec, frozen_lora, ref_loss)
@@ -148,9 +174,7 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
 
 def _bundle_files(out_dir: Path) -> list[str]:
     return [
-        str(p.relative_to(out_dir))
-        for p in out_dir.rglob("*")
-        if p.is_file() and p.name != MANIFEST_NAME
+        str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
     ]
 
 

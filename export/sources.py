@@ -119,7 +119,9 @@ def load_local(path: Path) -> LoadedModel:
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     if not has_weights:
         raise ExportError(f"{path} ({model_type}) has no weights (*.safetensors or *.bin)")
-    model = AutoModelForCausalLM.from_pretrained(path, config=config, local_files_only=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=config, local_files_only=True, dtype=torch.float32
+    )
     return LoadedModel(model.eval(), family, f"path:{path}", path)
 
 

@@ -27,7 +27,8 @@ def bundle_tokenizer(loaded: LoadedModel, out_dir: Path, *, choice: str, vocab_s
     if choice == "byte" or loaded.source_dir is None:
         if vocab_size < BYTE_VOCAB_SIZE:
             raise ExportError(
-                f"the byte tokenizer needs a vocabulary of at least {BYTE_VOCAB_SIZE}; the model has {vocab_size}"
+                f"the byte tokenizer needs a vocabulary of at least {BYTE_VOCAB_SIZE}; "
+                f"the model has {vocab_size}"
             )
         return ByteTokenizer().to_manifest()
     return _bundle_hf_tokenizer(loaded.source_dir, out_dir, vocab_size)
@@ -43,7 +44,9 @@ def _bundle_hf_tokenizer(source_dir: Path, out_dir: Path, vocab_size: int) -> di
             f"no usable tokenizer in {source_dir} ({exc}); add tokenizer files or pass --tokenizer byte"
         ) from exc
     if not getattr(tok, "is_fast", False):
-        raise ExportError(f"the tokenizer in {source_dir} has no fast (tokenizer.json) form; devices need one")
+        raise ExportError(
+            f"the tokenizer in {source_dir} has no fast (tokenizer.json) form; devices need one"
+        )
     target = out_dir / TOKENIZER_DIR
     target.mkdir(parents=True, exist_ok=True)
     tok.backend_tokenizer.save(str(target / "tokenizer.json"))

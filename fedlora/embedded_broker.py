@@ -35,7 +35,9 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=self._run, name="embedded-mqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s) or self._error is not None:
-            raise FedloraError(f"embedded MQTT broker failed to start on {self.host}:{self.port}: {self._error}")
+            raise FedloraError(
+                f"embedded MQTT broker failed to start on {self.host}:{self.port}: {self._error}"
+            )
         _wait_for_port(self.host, self.port, timeout_s)
         logger.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
 
@@ -46,7 +48,9 @@ class EmbeddedBroker:
         self._loop = loop
         asyncio.set_event_loop(loop)
         config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
+            "listeners": {
+                "default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}
+            },
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         for name in ("amqtt", "transitions"):

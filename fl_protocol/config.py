@@ -86,7 +86,9 @@ def section_from_table(cls: type[T], table: Mapping[str, Any] | None, where: str
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - names)
     if unknown:
-        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"[{where}]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         key_where = f"{where}.{f.name}"

@@ -39,12 +39,19 @@ class NodeIdentity:
 
     def encode(self, message: WireMessage, *, round_id: int, codec_chain: str = "") -> bytes:
         """Sign `message` as this node, for `round_id`."""
-        return encode_message(message, fleet=self.fleet, round_id=round_id, sender=self.node_id,
-                              created_ms=int(self.clock_ms()), signing_key=self.signing_key,
-                              codec_chain=codec_chain)
+        return encode_message(
+            message,
+            fleet=self.fleet,
+            round_id=round_id,
+            sender=self.node_id,
+            created_ms=int(self.clock_ms()),
+            signing_key=self.signing_key,
+            codec_chain=codec_chain,
+        )
 
-    def decode(self, data: bytes, expected_type: type[M], *,
-               senders: Collection[str] | None = None) -> tuple[FrameHeader, M]:
+    def decode(
+        self, data: bytes, expected_type: type[M], *, senders: Collection[str] | None = None
+    ) -> tuple[FrameHeader, M]:
         """Verify and decode; DecodeError if the signature, fleet, type or sender is not what we expect."""
         header, message = decode_message(data, expected_type, verify_key=self.verify_key)
         if header.fleet != self.fleet:

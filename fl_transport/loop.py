@@ -23,8 +23,9 @@ TopicHandler = Callable[[Topic, bytes], None]
 class EventLoop:
     """Queue of (topic, payload) from the transport, dispatched on the caller's thread by `run`."""
 
-    def __init__(self, handler: TopicHandler, *, tick: Callable[[], None] | None = None,
-                 tick_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, handler: TopicHandler, *, tick: Callable[[], None] | None = None, tick_interval_s: float = 0.1
+    ) -> None:
         self._handler = handler
         self._tick = tick
         self._tick_interval_s = tick_interval_s

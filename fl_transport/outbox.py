@@ -75,8 +75,15 @@ class Outbox:
                 if header_len > _MAX_HEADER_BYTES:
                     raise ValueError("header too large")
                 header = json.loads(data[4 : 4 + header_len])
-                entries.append(OutboxEntry(path.stem, str(header["topic"]), data[4 + header_len :],
-                                           int(header["qos"]), bool(header["retain"])))
+                entries.append(
+                    OutboxEntry(
+                        path.stem,
+                        str(header["topic"]),
+                        data[4 + header_len :],
+                        int(header["qos"]),
+                        bool(header["retain"]),
+                    )
+                )
             except (OSError, ValueError, KeyError, struct.error):
                 path.rename(path.with_suffix(".corrupt"))
         return entries

@@ -40,8 +40,14 @@ class DemoSettings:
 # Seconds per stage. A stage closes early once every expected device answered, so these only bound how
 # long a round waits for devices that died; training the tiny model takes a few seconds even with eight
 # device processes sharing two cores.
-DEFAULT_TIMEOUTS_S = {"advertise": 8.0, "shares": 4.0, "masked": 15.0, "consistency": 4.0, "unmask": 4.0,
-                      "partial": 8.0}
+DEFAULT_TIMEOUTS_S = {
+    "advertise": 8.0,
+    "shares": 4.0,
+    "masked": 15.0,
+    "consistency": 4.0,
+    "unmask": 4.0,
+    "partial": 8.0,
+}
 
 
 def _value(value: Any) -> str:
@@ -68,30 +74,60 @@ def render_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _common(node_dir: Path, node_id: str, role: str, fleet: str, broker: tuple[str, int],
-            gateway: str | None = None) -> dict[str, dict[str, Any]]:
+def _common(
+    node_dir: Path, node_id: str, role: str, fleet: str, broker: tuple[str, int], gateway: str | None = None
+) -> dict[str, dict[str, Any]]:
     return {
         "node": {"id": node_id, "role": role, "fleet": fleet, "gateway": gateway},
         "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 20},
-        "identity": {"signing_key_file": node_dir / "signing.key", "fleet_keys_file": node_dir / "fleet_keys.json"},
+        "identity": {
+            "signing_key_file": node_dir / "signing.key",
+            "fleet_keys_file": node_dir / "fleet_keys.json",
+        },
     }
 
 
-def cloud_config(node_dir: Path, *, fleet: str, broker: tuple[str, int], bundle_dir: Path, store_dir: Path,
-                 settings: DemoSettings, http_port: int) -> str:
+def cloud_config(
+    node_dir: Path,
+    *,
+    fleet: str,
+    broker: tuple[str, int],
+    bundle_dir: Path,
+    store_dir: Path,
+    settings: DemoSettings,
+    http_port: int,
+) -> str:
     """cloud.toml for the demo."""
     tables = _common(node_dir, "cloud", "cloud", fleet, broker)
-    tables["cloud"] = {"bundle_dir": bundle_dir, "rounds": settings.rounds, "gateways": list(settings.gateways),
-                       "store_dir": store_dir, "total_devices": settings.total_devices, "http_port": http_port,
-                       "max_retries": 3}
+    tables["cloud"] = {
+        "bundle_dir": bundle_dir,
+        "rounds": settings.rounds,
+        "gateways": list(settings.gateways),
+        "store_dir": store_dir,
+        "total_devices": settings.total_devices,
+        "http_port": http_port,
+        "max_retries": 3,
+    }
     tables["cloud.stage_timeouts_s"] = dict(settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S)
-    tables["training"] = {"local_steps": settings.local_steps, "batch_size": settings.batch_size,
-                          "learning_rate": settings.learning_rate}
-    tables["codec"] = {"sparsity_fraction": settings.sparsity_fraction, "quant_bits": settings.quant_bits,
-                       "ring_bits": settings.ring_bits, "rotate": True, "error_feedback": True}
-    privacy: dict[str, Any] = {"mechanism": settings.mechanism, "clip_norm": settings.clip_norm,
-                               "min_survivors": settings.min_survivors, "delta": settings.delta,
-                               "tier": settings.tier}
+    tables["training"] = {
+        "local_steps": settings.local_steps,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+    }
+    tables["codec"] = {
+        "sparsity_fraction": settings.sparsity_fraction,
+        "quant_bits": settings.quant_bits,
+        "ring_bits": settings.ring_bits,
+        "rotate": True,
+        "error_feedback": True,
+    }
+    privacy: dict[str, Any] = {
+        "mechanism": settings.mechanism,
+        "clip_norm": settings.clip_norm,
+        "min_survivors": settings.min_survivors,
+        "delta": settings.delta,
+        "tier": settings.tier,
+    }
     if settings.mechanism != "none":
         privacy["noise_multiplier"] = settings.noise_multiplier
     tables["privacy"] = privacy
@@ -99,8 +135,16 @@ def cloud_config(node_dir: Path, *, fleet: str, broker: tuple[str, int], bundle_
     return render_toml(tables)
 
 
-def gateway_config(node_dir: Path, gateway: str, *, fleet: str, broker: tuple[str, int], state_db: Path,
-                   min_cohort: int, hooks_dir: Path | None = None) -> str:
+def gateway_config(
+    node_dir: Path,
+    gateway: str,
+    *,
+    fleet: str,
+    broker: tuple[str, int],
+    state_db: Path,
+    min_cohort: int,
+    hooks_dir: Path | None = None,
+) -> str:
     """gateway.toml for the demo; `hooks_dir` turns on the unmasked-sum test hook (tests only)."""
     tables = _common(node_dir, gateway, "gateway", fleet, broker)
     tables["gateway"] = {"min_cohort": min_cohort, "state_db": state_db}
@@ -109,17 +153,35 @@ def gateway_config(node_dir: Path, gateway: str, *, fleet: str, broker: tuple[st
     return render_toml(tables)
 
 
-def device_config(node_dir: Path, device: str, gateway: str, *, fleet: str, broker: tuple[str, int],
-                  bundle_dir: Path, data_dir: Path, state_dir: Path, tier: str, data_seed: int,
-                  hooks_dir: Path | None = None) -> str:
+def device_config(
+    node_dir: Path,
+    device: str,
+    gateway: str,
+    *,
+    fleet: str,
+    broker: tuple[str, int],
+    bundle_dir: Path,
+    data_dir: Path,
+    state_dir: Path,
+    tier: str,
+    data_seed: int,
+    hooks_dir: Path | None = None,
+) -> str:
     """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records.
 
     `hooks_dir` turns on the plain-update test hook (tests only: it writes pre-mask updates to disk).
     """
     tables = _common(node_dir, device, "device", fleet, broker, gateway)
-    tables["device"] = {"bundle_dir": bundle_dir, "data_dir": data_dir, "state_dir": state_dir,
-                        "default_tier": tier, "compute_device": "cpu", "data_seed": data_seed,
-                        "reconnect_min_s": 0.5, "reconnect_max_s": 2.0}
+    tables["device"] = {
+        "bundle_dir": bundle_dir,
+        "data_dir": data_dir,
+        "state_dir": state_dir,
+        "default_tier": tier,
+        "compute_device": "cpu",
+        "data_seed": data_seed,
+        "reconnect_min_s": 0.5,
+        "reconnect_max_s": 2.0,
+    }
     # The demo box is a shared CI-sized machine, not a hot Jetson: keep the gates but do not let a busy
     # host's memory reading sit devices out.
     tables["gates"] = {"min_free_memory_mb": 64}

@@ -38,13 +38,20 @@ class BusEvent:
 class BusObserver:
     """Subscribes to tasks and statuses; `events` yields verified BusEvents."""
 
-    def __init__(self, fleet: str, fleet_keys: Mapping[str, Ed25519PublicKey], broker: tuple[str, int],
-                 *, cloud_id: str = "cloud") -> None:
+    def __init__(
+        self,
+        fleet: str,
+        fleet_keys: Mapping[str, Ed25519PublicKey],
+        broker: tuple[str, int],
+        *,
+        cloud_id: str = "cloud",
+    ) -> None:
         self._identity = NodeIdentity("demo-observer", fleet, Ed25519PrivateKey.generate(), fleet_keys)
         self._cloud_id = cloud_id
         self.events: queue.Queue[BusEvent] = queue.Queue()
-        self._conn = MqttConnection(MqttSettings(broker[0], broker[1], "demo-observer", clean_session=True),
-                                    self._on_message)
+        self._conn = MqttConnection(
+            MqttSettings(broker[0], broker[1], "demo-observer", clean_session=True), self._on_message
+        )
         self._conn.subscribe(task_filter(fleet))
         self._conn.subscribe(status_filter(fleet))
 
@@ -67,7 +74,15 @@ class BusObserver:
                 self.events.put(BusEvent("task", task.round_id))
             elif parsed.kind == TopicKind.STATUS:
                 header, status = self._identity.decode(payload, Status, senders={parsed.node or ""})
-                self.events.put(BusEvent("status", header.round_id, status.node, status.state, status.reason,
-                                         dict(status.details)))
+                self.events.put(
+                    BusEvent(
+                        "status",
+                        header.round_id,
+                        status.node,
+                        status.state,
+                        status.reason,
+                        dict(status.details),
+                    )
+                )
         except DecodeError:
             logger.debug("demo observer ignored an unverifiable message on %s", topic)

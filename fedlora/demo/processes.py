@@ -1,4 +1,5 @@
-"""The demo's node processes: each role runs as `python -m fedlora.cli ROLE --config FILE`, as in production."""
+"""The demo's node processes: each role runs as `python -m fedlora.cli ROLE --config FILE`, as in
+production."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ logger = logging.getLogger(__name__)
 class NodeProcess:
     """One node (cloud, gateway or device) as a child process with its own log file."""
 
-    def __init__(self, node_id: str, role: str, config: Path, log_path: Path, *, verbose: bool = False,
-                 test_hooks: bool = False) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        role: str,
+        config: Path,
+        log_path: Path,
+        *,
+        verbose: bool = False,
+        test_hooks: bool = False,
+    ) -> None:
         self.node_id = node_id
         self.verbose = verbose
         self.test_hooks = test_hooks
@@ -35,9 +44,19 @@ class NodeProcess:
             env["FEDLORA_TEST_HOOKS"] = "1"  # the nodes refuse their debug hooks without this opt-in
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "fedlora.cli", *(["-v"] if self.verbose else []), self.role,
-                 "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "fedlora.cli",
+                    *(["-v"] if self.verbose else []),
+                    self.role,
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
                 start_new_session=True,  # Ctrl-C on the demo must not reach the nodes before we stop them
             )
 

@@ -20,18 +20,36 @@ from edge_runtime.trainer.select import create_trainer
 from fedlora.corpus import CorpusRecord
 from fl_protocol.manifest import load_manifest
 
-ROUND_KEYS = ("round", "selected", "survivors", "dropped", "train_loss", "eval_loss", "uplink_bytes_per_device",
-              "dense_fp32_bytes", "epsilon", "delta", "seconds")
+ROUND_KEYS = (
+    "round",
+    "selected",
+    "survivors",
+    "dropped",
+    "train_loss",
+    "eval_loss",
+    "uplink_bytes_per_device",
+    "dense_fp32_bytes",
+    "epsilon",
+    "delta",
+    "seconds",
+)
 EVAL_BATCH_SIZE = 8
 
 
-def evaluate_versions(bundle_dir: Path, vectors: Mapping[int, np.ndarray], records: Sequence[CorpusRecord],
-                      *, tier: str) -> dict[int, float]:
+def evaluate_versions(
+    bundle_dir: Path, vectors: Mapping[int, np.ndarray], records: Sequence[CorpusRecord], *, tier: str
+) -> dict[int, float]:
     """Held-out eval loss (token-weighted) of each global version, on the records of `tier`."""
     manifest = load_manifest(bundle_dir)
     tokenizer = load_tokenizer(manifest.tokenizer_spec, bundle_dir)
-    dataset = LocalDataset.from_records([Record(r.text, r.tier, r.name) for r in records], tokenizer,
-                                        seq_len=manifest.seq_len, tier=tier, eval_fraction=0.0, seed=0)
+    dataset = LocalDataset.from_records(
+        [Record(r.text, r.tier, r.name) for r in records],
+        tokenizer,
+        seq_len=manifest.seq_len,
+        tier=tier,
+        eval_fraction=0.0,
+        seed=0,
+    )
     batches = [b.as_dict() for b in dataset.batches(EVAL_BATCH_SIZE, epoch=0)]
     losses: dict[int, float] = {}
     with create_trainer(bundle_dir, backend="auto", device="cpu") as trainer:
@@ -41,8 +59,9 @@ def evaluate_versions(bundle_dir: Path, vectors: Mapping[int, np.ndarray], recor
     return losses
 
 
-def write_report(path: Path, *, config: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]],
-                 final: Mapping[str, Any]) -> Path:
+def write_report(
+    path: Path, *, config: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]], final: Mapping[str, Any]
+) -> Path:
     """Write report.json with every stable key present (None where a value is not known)."""
     stable_rounds = [{**{k: r.get(k) for k in ROUND_KEYS}, **r} for r in rounds]
     doc = {"config": dict(config), "rounds": stable_rounds, "final": dict(final)}
@@ -60,10 +79,12 @@ def plot_losses(path: Path, rounds: Sequence[Mapping[str, Any]], *, initial_eval
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     xs = [0] + [r["round"] for r in rounds]
-    ax.plot(xs, [initial_eval_loss] + [r["eval_loss"] for r in rounds], marker="o", label="eval loss (held out)")
+    ax.plot(
+        xs, [initial_eval_loss] + [r["eval_loss"] for r in rounds], marker="o", label="eval loss (held out)"
+    )
     train = [(r["round"], r["train_loss"]) for r in rounds if r.get("train_loss") is not None]
     if train:
-        ax.plot(*zip(*train), marker="s", linestyle="--", label="train loss (device mean)")
+        ax.plot(*zip(*train, strict=True), marker="s", linestyle="--", label="train loss (device mean)")
     ax.set_xlabel("round")
     ax.set_ylabel("causal LM loss (nats/token)")
     ax.set_title("fedlora demo")

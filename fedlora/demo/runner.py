@@ -82,42 +82,102 @@ def _provision(work: Path, options: DemoOptions) -> tuple[list[str], dict[str, s
     from fedlora.provision.provisioner import create_fleet
 
     gateways = [f"g{i + 1}" for i in range(options.gateways)]
-    settings = FleetSettings(fleet=FLEET, cloud_name="cloud", cloud_host="127.0.0.1", cloud_port=8883,
-                             gateway_port=8883, gateway_hosts={}, valid_days=30,
-                             max_packet_bytes=64 * 1024 * 1024, broker_root=str(work / "fleet" / "brokers"))
-    fleet = create_fleet(work / "fleet", settings, gateways, device_count=options.devices, progress=lambda _m: None)
+    settings = FleetSettings(
+        fleet=FLEET,
+        cloud_name="cloud",
+        cloud_host="127.0.0.1",
+        cloud_port=8883,
+        gateway_port=8883,
+        gateway_hosts={},
+        valid_days=30,
+        max_packet_bytes=64 * 1024 * 1024,
+        broker_root=str(work / "fleet" / "brokers"),
+    )
+    fleet = create_fleet(
+        work / "fleet", settings, gateways, device_count=options.devices, progress=lambda _m: None
+    )
     device_gateway = {d.id: str(d.gateway) for d in fleet.active("device")}
     return gateways, device_gateway
 
 
-def _write_configs(work: Path, options: DemoOptions, broker: tuple[str, int], bundle: Path,
-                   data_dirs: list[Path], settings: DemoSettings) -> _Federation:
+def _write_configs(
+    work: Path,
+    options: DemoOptions,
+    broker: tuple[str, int],
+    bundle: Path,
+    data_dirs: list[Path],
+    settings: DemoSettings,
+) -> _Federation:
     nodes = work / "fleet" / "nodes"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     gateways, device_gateway = list(settings.gateways), _device_gateways(work)
     store_dir = work / "cloud-store"
     cloud_file = nodes / "cloud" / "cloud.toml"
-    cloud_file.write_text(cloud_config(nodes / "cloud", fleet=FLEET, broker=broker, bundle_dir=bundle,
-                                       store_dir=store_dir, settings=settings, http_port=0))
+    cloud_file.write_text(
+        cloud_config(
+            nodes / "cloud",
+            fleet=FLEET,
+            broker=broker,
+            bundle_dir=bundle,
+            store_dir=store_dir,
+            settings=settings,
+            http_port=0,
+        )
+    )
     cloud = NodeProcess("cloud", "cloud", cloud_file, logs / "cloud.log", verbose=options.verbose)
     gw_procs = []
     for gw in gateways:
         path = nodes / gw / "gateway.toml"
-        path.write_text(gateway_config(nodes / gw, gw, fleet=FLEET, broker=broker,
-                                       state_db=work / f"{gw}-state.sqlite3", min_cohort=settings.min_survivors,
-                                       hooks_dir=options.test_hooks_dir))
-        gw_procs.append(NodeProcess(gw, "gateway", path, logs / f"{gw}.log", verbose=options.verbose,
-                                    test_hooks=options.test_hooks_dir is not None))
+        path.write_text(
+            gateway_config(
+                nodes / gw,
+                gw,
+                fleet=FLEET,
+                broker=broker,
+                state_db=work / f"{gw}-state.sqlite3",
+                min_cohort=settings.min_survivors,
+                hooks_dir=options.test_hooks_dir,
+            )
+        )
+        gw_procs.append(
+            NodeProcess(
+                gw,
+                "gateway",
+                path,
+                logs / f"{gw}.log",
+                verbose=options.verbose,
+                test_hooks=options.test_hooks_dir is not None,
+            )
+        )
     dev_procs = []
     for index, (dev, gw) in enumerate(sorted(device_gateway.items())):
         path = nodes / dev / "device.toml"
-        path.write_text(device_config(nodes / dev, dev, gw, fleet=FLEET, broker=broker, bundle_dir=bundle,
-                                      data_dir=data_dirs[index], state_dir=work / "device-state" / dev,
-                                      tier=settings.tier, data_seed=options.seed + index,
-                                      hooks_dir=options.test_hooks_dir))
-        dev_procs.append(NodeProcess(dev, "device", path, logs / f"{dev}.log", verbose=options.verbose,
-                                     test_hooks=options.test_hooks_dir is not None))
+        path.write_text(
+            device_config(
+                nodes / dev,
+                dev,
+                gw,
+                fleet=FLEET,
+                broker=broker,
+                bundle_dir=bundle,
+                data_dir=data_dirs[index],
+                state_dir=work / "device-state" / dev,
+                tier=settings.tier,
+                data_seed=options.seed + index,
+                hooks_dir=options.test_hooks_dir,
+            )
+        )
+        dev_procs.append(
+            NodeProcess(
+                dev,
+                "device",
+                path,
+                logs / f"{dev}.log",
+                verbose=options.verbose,
+                test_hooks=options.test_hooks_dir is not None,
+            )
+        )
     return _Federation(cloud, gw_procs, dev_procs, store_dir, nodes / "cloud" / "fleet_keys.json")
 
 
@@ -137,7 +197,9 @@ def _round_records(store_dir: Path) -> list[dict[str, Any]]:
 class _Driver:
     """Runs the federation to the end, killing devices at random points and printing progress."""
 
-    def __init__(self, fed: _Federation, options: DemoOptions, observer: BusObserver, progress: Progress) -> None:
+    def __init__(
+        self, fed: _Federation, options: DemoOptions, observer: BusObserver, progress: Progress
+    ) -> None:
         self.fed, self.options, self.observer, self.progress = fed, options, observer, progress
         self.rng = random.Random(options.seed)
         self.kill_at: dict[str, float] = {}
@@ -171,8 +233,10 @@ class _Driver:
         elif event.kind == "status" and event.node == "cloud":
             self._report_new_rounds()
         elif event.kind == "status" and event.state == "skipped":
-            self.progress(f"  {event.node} sits round {event.details.get('round', '?') if event.details else '?'} "
-                          f"out: {event.reason}")
+            self.progress(
+                f"  {event.node} sits round {event.details.get('round', '?') if event.details else '?'} "
+                f"out: {event.reason}"
+            )
 
     def _schedule_dropouts(self, round_id: int) -> None:
         count = int(round(self.options.dropout * len(self.fed.devices)))
@@ -210,9 +274,12 @@ def _round_line(r: dict[str, Any], selected: int | None = None) -> str:
         return f"round {r['round']}: {r.get('state')} (will be retried from model v{r.get('model_version')})"
     loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.3f}"
     eps = "inf" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
-    return (f"round {r['round']}: done in {r['seconds']:.1f} s, {r['survivors']}/{selected or r['selected']} devices "
-            f"survived, train loss {loss}, epsilon {eps} (delta {r['delta']:g}), uplink "
-            f"{r['uplink_bytes_per_device']} B/device vs {r['dense_fp32_bytes']} B dense fp32")
+    return (
+        f"round {r['round']}: done in {r['seconds']:.1f} s, "
+        f"{r['survivors']}/{selected or r['selected']} devices "
+        f"survived, train loss {loss}, epsilon {eps} (delta {r['delta']:g}), uplink "
+        f"{r['uplink_bytes_per_device']} B/device vs {r['dense_fp32_bytes']} B dense fp32"
+    )
 
 
 def run_demo(options: DemoOptions, progress: Progress = print) -> int:
@@ -228,10 +295,16 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     bundle = ensure_bundle(BundleSpec(seed=options.seed), options.cache_dir, progress)
     progress(f"[2/6] corpus: stdlib docstrings, {options.devices} non-IID shards")
     data = prepare_data(work / "data", num_devices=options.devices, seed=options.seed)
-    progress(f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)")
+    progress(
+        f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)"
+    )
     gateways, _ = _provision(work, options)
-    settings = DemoSettings(rounds=options.rounds, gateways=tuple(gateways), total_devices=options.devices,
-                            **options.settings_overrides)
+    settings = DemoSettings(
+        rounds=options.rounds,
+        gateways=tuple(gateways),
+        total_devices=options.devices,
+        **options.settings_overrides,
+    )
     broker_addr = parse_broker(options.broker)
     embedded = None
     if broker_addr is None:
@@ -240,8 +313,10 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         embedded = EmbeddedBroker()
         embedded.start()
         broker_addr = (embedded.host, embedded.port)
-    progress(f"[4/6] starting nodes on broker {broker_addr[0]}:{broker_addr[1]}"
-             f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}")
+    progress(
+        f"[4/6] starting nodes on broker {broker_addr[0]}:{broker_addr[1]}"
+        f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}"
+    )
     fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings)
     observer = BusObserver(FLEET, load_fleet_keys(fed.fleet_keys_file), broker_addr)
     started = time.monotonic()
@@ -261,10 +336,24 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     progress(f"federation finished in {time.monotonic() - started:.1f} s (cloud exit code {code})")
     if code != 0:
         progress(f"cloud log tail:\n{fed.cloud.log_tail()}")
-    return finish_demo(options=options, out=out, bundle=bundle, store_dir=fed.store_dir, data=data,
-                       settings=settings, code=code, progress=progress, alive_at_task=driver.alive_at_task,
-                       config={**asdict(settings), "devices": options.devices, "dropout": options.dropout,
-                               "broker": options.broker, "seed": options.seed})
+    return finish_demo(
+        options=options,
+        out=out,
+        bundle=bundle,
+        store_dir=fed.store_dir,
+        data=data,
+        settings=settings,
+        code=code,
+        progress=progress,
+        alive_at_task=driver.alive_at_task,
+        config={
+            **asdict(settings),
+            "devices": options.devices,
+            "dropout": options.dropout,
+            "broker": options.broker,
+            "seed": options.seed,
+        },
+    )
 
 
 __all__ = ["DemoOptions", "FedloraError", "parse_broker", "run_demo"]

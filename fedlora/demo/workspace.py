@@ -71,8 +71,14 @@ def ensure_bundle(spec: BundleSpec, cache_dir: Path, progress: Progress) -> Path
     if staging.exists():
         shutil.rmtree(staging)
     run_export(
-        ExportOptions(model=spec.model, out_dir=staging, lora_r=spec.lora_r, lora_alpha=spec.lora_alpha,
-                      seq_len=spec.seq_len, seed=spec.seed),
+        ExportOptions(
+            model=spec.model,
+            out_dir=staging,
+            lora_r=spec.lora_r,
+            lora_alpha=spec.lora_alpha,
+            seq_len=spec.seq_len,
+            seed=spec.seed,
+        ),
         progress=lambda line: progress(f"  {line}"),
     )
     staging.rename(target)  # atomic publish: a killed export never leaves a half bundle under the key

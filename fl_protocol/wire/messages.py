@@ -252,8 +252,13 @@ class Status:
 
     def to_fields(self) -> dict[str, Any]:
         """Field mapping for the wire."""
-        return {"node": self.node, "state": self.state, "reason": self.reason, "time_ms": self.time_ms,
-                "details": dict(self.details)}
+        return {
+            "node": self.node,
+            "state": self.state,
+            "reason": self.reason,
+            "time_ms": self.time_ms,
+            "details": dict(self.details),
+        }
 
     @classmethod
     def from_fields(cls, values: Mapping[str, Any]) -> Status:

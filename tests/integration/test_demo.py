@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_with_no_arguments(tmp_path: Path) -> None:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "fedlora.cli", "demo"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlora.cli", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "fedlora-out"
     report = json.loads((out / "report.json").read_text())
@@ -54,8 +60,16 @@ def _assert_adapter_loads(adapter_dir: Path) -> None:
 
 def test_gateway_sums_are_exact_under_dropout(tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
-    options = DemoOptions(devices=10, gateways=2, rounds=3, dropout=0.3, out_dir=tmp_path / "out", seed=3,
-                          cache_dir=tmp_path / "cache", test_hooks_dir=hooks)
+    options = DemoOptions(
+        devices=10,
+        gateways=2,
+        rounds=3,
+        dropout=0.3,
+        out_dir=tmp_path / "out",
+        seed=3,
+        cache_dir=tmp_path / "cache",
+        test_hooks_dir=hooks,
+    )
     assert run_demo(options, progress=lambda _line: None) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["rounds"]) == 3
@@ -65,8 +79,10 @@ def test_gateway_sums_are_exact_under_dropout(tmp_path: Path) -> None:
         meta = json.loads(meta_file.read_text())
         round_id = meta_file.stem.split("-")[1]
         ring_sum = np.load(meta_file.with_suffix(".npy"))
-        plain = [np.load(hooks / "plain" / f"round-{round_id}-{dev}.npy").astype(np.uint64)
-                 for dev in meta["survivors"]]
+        plain = [
+            np.load(hooks / "plain" / f"round-{round_id}-{dev}.npy").astype(np.uint64)
+            for dev in meta["survivors"]
+        ]
         expected = (np.sum(plain, axis=0) % (1 << meta["ring_bits"])).astype(np.uint32)
         np.testing.assert_array_equal(ring_sum, expected)
         checked += 1

@@ -24,8 +24,7 @@ def test_large_retained_message_reaches_late_subscriber() -> None:
         pub.publish("fl/v1/demo/model/0", payload, retain=True)
         time.sleep(0.5)
         inbox: queue.Queue = queue.Queue()
-        late = MqttConnection(MqttSettings("127.0.0.1", broker.port, "late"),
-                              lambda t, p: inbox.put((t, p)))
+        late = MqttConnection(MqttSettings("127.0.0.1", broker.port, "late"), lambda t, p: inbox.put((t, p)))
         late.subscribe("fl/v1/demo/model/+")
         late.start()
         assert inbox.get(timeout=10) == ("fl/v1/demo/model/0", payload)

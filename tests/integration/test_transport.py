@@ -103,8 +103,12 @@ _CRASHING_PUBLISHER = textwrap.dedent("""
 
 
 def _spawn(port: int, outbox_dir: Path, mode: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _CRASHING_PUBLISHER, str(port), str(outbox_dir), mode],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_PUBLISHER, str(port), str(outbox_dir), mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 

@@ -25,8 +25,11 @@ class _Example:
 
 
 def test_reads_nested_sections_and_coerces() -> None:
-    cfg = section_from_table(_Example, {"name": "d1", "gates": {"max_temp_c": 70, "tiers": ["a", "b"]},
-                                        "data_dir": "data"}, "device")
+    cfg = section_from_table(
+        _Example,
+        {"name": "d1", "gates": {"max_temp_c": 70, "tiers": ["a", "b"]}, "data_dir": "data"},
+        "device",
+    )
     assert cfg == _Example("d1", _Gates(70.0, ("a", "b")), Path("data"))
 
 

@@ -23,12 +23,22 @@ from fl_protocol.tokenizer import BYTE_VOCAB_SIZE
 TOL = 1e-4
 CONFIGS = {
     "llama": lambda: LlamaConfig(
-        vocab_size=BYTE_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=BYTE_VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     ),
     "qwen2": lambda: Qwen2Config(
-        vocab_size=BYTE_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=BYTE_VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     ),
     "gpt2": lambda: GPT2Config(vocab_size=BYTE_VOCAB_SIZE, n_embd=32, n_layer=2, n_head=4, n_positions=64),
 }
@@ -41,13 +51,16 @@ def _save_hf_model(family: str, where: Path) -> Path:
 
 
 def _export(src: Path, out: Path, *, ffa: bool = False) -> Manifest:
-    options = ExportOptions(model=str(src), out_dir=out, lora_r=4, lora_alpha=8.0, ffa=ffa, seq_len=16,
-                            tokenizer="byte")
+    options = ExportOptions(
+        model=str(src), out_dir=out, lora_r=4, lora_alpha=8.0, ffa=ffa, seq_len=16, tokenizer="byte"
+    )
     return run_export(options, progress=lambda _line: None)
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Manifest]:
     root = tmp_path_factory.mktemp(request.param)
     src = _save_hf_model(request.param, root / "hf")
     return src, _export(src, root / "bundle")
@@ -57,8 +70,9 @@ def _torch_reference(src: Path, manifest: Manifest, flat: np.ndarray) -> CausalL
     """The same LoRA model in torch eager, with the flat vector loaded into its LoRA parameters."""
     base = AutoModelForCausalLM.from_pretrained(src)
     lora = manifest.raw["lora"]
-    peft_model = attach_lora(base, LoraSettings(lora["r"], lora["alpha"], tuple(lora["targets"]), lora["ffa"],
-                                                lora["init_seed"]))
+    peft_model = attach_lora(
+        base, LoraSettings(lora["r"], lora["alpha"], tuple(lora["targets"]), lora["ffa"], lora["init_seed"])
+    )
     params = dict(peft_model.named_parameters())
     with torch.no_grad():
         for t in manifest.trainable_tensors:
@@ -69,8 +83,12 @@ def _torch_reference(src: Path, manifest: Manifest, flat: np.ndarray) -> CausalL
 
 def _batch(seq_len: int = 12, batch_size: int = 3) -> dict[str, np.ndarray]:
     # A shape different from the one traced at export (2 x 8): checks the dynamic axes really are dynamic.
-    return {k: v.numpy() for k, v in example_batch(batch_size=batch_size, seq_len=seq_len,
-                                                   vocab_size=BYTE_VOCAB_SIZE, seed=3).items()}
+    return {
+        k: v.numpy()
+        for k, v in example_batch(
+            batch_size=batch_size, seq_len=seq_len, vocab_size=BYTE_VOCAB_SIZE, seed=3
+        ).items()
+    }
 
 
 def test_ort_loss_matches_torch(exported: tuple[Path, Manifest]) -> None:
@@ -84,7 +102,9 @@ def test_ort_loss_matches_torch(exported: tuple[Path, Manifest]) -> None:
         module.train()
         ort_loss = float(module(batch["input_ids"], batch["attention_mask"], batch["labels"])[0])
         with torch.no_grad():
-            torch_loss, _ = reference(*(torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "labels")))
+            torch_loss, _ = reference(
+                *(torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "labels"))
+            )
         assert abs(ort_loss - float(torch_loss)) < TOL, (seq_len, batch_size, ort_loss, float(torch_loss))
 
 
@@ -95,7 +115,9 @@ def test_one_step_changes_only_lora(exported: tuple[Path, Manifest]) -> None:
     state, module = open_module(manifest.bundle_dir)
     optimizer = Optimizer(str(manifest.path("optimizer_model.onnx")), module)
     # LoRA starts with B = 0, where A's gradient is exactly zero; start from a generic point instead.
-    write_contiguous(module, np.random.default_rng(1).normal(0, 0.05, manifest.total_length).astype(np.float32))
+    write_contiguous(
+        module, np.random.default_rng(1).normal(0, 0.05, manifest.total_length).astype(np.float32)
+    )
     trainable = {t.name for t in manifest.trainable_tensors}
     before = {name: param.data.copy() for name, param in state.parameters}
     batch = _batch()
@@ -128,7 +150,9 @@ def test_ffa_trains_only_b(tmp_path: Path) -> None:
             assert np.array_equal(p.data, a_before[n])
 
 
-def test_trained_vector_becomes_peft_adapter_with_same_logits(exported: tuple[Path, Manifest], tmp_path: Path) -> None:
+def test_trained_vector_becomes_peft_adapter_with_same_logits(
+    exported: tuple[Path, Manifest], tmp_path: Path
+) -> None:
     from onnxruntime.training.api import Optimizer
 
     src, manifest = exported
@@ -148,8 +172,10 @@ def test_trained_vector_becomes_peft_adapter_with_same_logits(exported: tuple[Pa
     ort_logits = module(batch["input_ids"], batch["attention_mask"], batch["labels"])[1]
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(src), str(adapter_dir)).eval()
     with torch.no_grad():
-        torch_logits = peft_model(input_ids=torch.from_numpy(batch["input_ids"]),
-                                  attention_mask=torch.from_numpy(batch["attention_mask"])).logits.numpy()
+        torch_logits = peft_model(
+            input_ids=torch.from_numpy(batch["input_ids"]),
+            attention_mask=torch.from_numpy(batch["attention_mask"]),
+        ).logits.numpy()
     assert np.abs(flat - load_flat_vector(manifest.path("initial_vector.safetensors")).values).max() > 0
     np.testing.assert_allclose(ort_logits, torch_logits, atol=TOL, rtol=0)
 
@@ -157,9 +183,13 @@ def test_trained_vector_becomes_peft_adapter_with_same_logits(exported: tuple[Pa
 def test_initial_vector_matches_ort_checkpoint(exported: tuple[Path, Manifest]) -> None:
     _, manifest = exported
     _, module = open_module(manifest.bundle_dir)
-    initial = load_flat_vector(manifest.path("initial_vector.safetensors"), expected_bundle_id=manifest.bundle_id)
+    initial = load_flat_vector(
+        manifest.path("initial_vector.safetensors"), expected_bundle_id=manifest.bundle_id
+    )
     assert initial.model_version == 0
-    np.testing.assert_array_equal(module.get_contiguous_parameters(trainable_only=True).numpy(), initial.values)
+    np.testing.assert_array_equal(
+        module.get_contiguous_parameters(trainable_only=True).numpy(), initial.values
+    )
 
 
 def test_tampered_artifact_is_refused(tmp_path: Path) -> None:
@@ -189,11 +219,16 @@ def test_clear_errors(tmp_path: Path) -> None:
         _export(tmp_path / "nope", tmp_path / "b1")
     from transformers import BertConfig
 
-    BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=32).save_pretrained(tmp_path / "bert")
+    BertConfig(
+        vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(ExportError, match="unsupported architecture 'bert'"):
         _export(tmp_path / "bert", tmp_path / "b2")
     src = _save_hf_model("llama", tmp_path / "hf")
     with pytest.raises(ExportError, match="target modules not found in the model: nonexistent"):
-        run_export(ExportOptions(model=str(src), out_dir=tmp_path / "b3", targets=("nonexistent",),
-                                 tokenizer="byte"), progress=lambda _l: None)
+        run_export(
+            ExportOptions(
+                model=str(src), out_dir=tmp_path / "b3", targets=("nonexistent",), tokenizer="byte"
+            ),
+            progress=lambda _l: None,
+        )

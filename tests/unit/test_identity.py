@@ -33,7 +33,11 @@ def test_other_fleet_and_unknown_key_refused() -> None:
     keys = _keys("cloud", "dev-1")
     other_fleet = _identity("dev-1", "other", keys)
     with pytest.raises(DecodeError):
-        _identity("cloud", "f", keys).decode(other_fleet.encode(Status("dev-1", "idle", "", 1), round_id=0), Status)
+        _identity("cloud", "f", keys).decode(
+            other_fleet.encode(Status("dev-1", "idle", "", 1), round_id=0), Status
+        )
     stranger = NodeIdentity("dev-9", "f", Ed25519PrivateKey.generate(), {})
     with pytest.raises(DecodeError):
-        _identity("cloud", "f", keys).decode(stranger.encode(Status("dev-9", "idle", "", 1), round_id=0), Status)
+        _identity("cloud", "f", keys).decode(
+            stranger.encode(Status("dev-9", "idle", "", 1), round_id=0), Status
+        )

@@ -12,12 +12,16 @@ from edge_runtime.ledger import PrivacyLedger
 from fl_protocol.dp.tiers import TierConfig, TierPolicy
 from fl_protocol.errors import ConfigError, PrivacyError
 
-TIERS = TierConfig({
-    "public": TierPolicy("public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf,
-                         delta=1e-5),
-    "health": TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0,
-                         delta=1e-6),
-})
+TIERS = TierConfig(
+    {
+        "public": TierPolicy(
+            "public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5
+        ),
+        "health": TierPolicy(
+            "health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6
+        ),
+    }
+)
 
 
 def _ledger(path: Path) -> PrivacyLedger:

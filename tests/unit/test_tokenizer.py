@@ -1,4 +1,5 @@
-"""Byte tokenizer contract (fl_protocol.tokenizer) and bundle tokenizer loading (edge_runtime.text_tokenizer)."""
+"""Byte tokenizer contract (fl_protocol.tokenizer) and bundle tokenizer loading
+(edge_runtime.text_tokenizer)."""
 
 from __future__ import annotations
 
