@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "run the cloud: rounds, root aggregation, server optimizer, model store, status page",
     ),
     "demo": ("fedlora.demo.cli", "run a whole federation (cloud, gateways, devices, broker) on this machine"),
+    "diag": ("hardware_tests.diag_cli", "field diagnostics of this device"),
     "device": ("edge_runtime.cli", "run the device agent: take part in federated rounds over MQTT"),
     "gateway": (
         "aggregator_gateway.gateway_cli",

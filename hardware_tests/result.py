@@ -1,0 +1,67 @@
+"""The outcome of one field check and the verdict over many."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Outcome of a check. `FAIL` makes `fedlora diag` exit non-zero; `SKIP` always says why."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: its name, outcome, a one-line reason a field technician can act on, and the readings."""
+
+    name: str
+    status: Status
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (stable keys: name, status, reason, details, seconds)."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "reason": self.reason,
+            "details": self.details,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def passed(name: str, reason: str, **details: Any) -> CheckResult:
+    """A passing result."""
+    return CheckResult(name, Status.PASS, reason, details)
+
+
+def warned(name: str, reason: str, **details: Any) -> CheckResult:
+    """A result that works but deserves attention."""
+    return CheckResult(name, Status.WARN, reason, details)
+
+
+def failed(name: str, reason: str, **details: Any) -> CheckResult:
+    """A result that stops the device from working as it should."""
+    return CheckResult(name, Status.FAIL, reason, details)
+
+
+def skipped(name: str, reason: str, **details: Any) -> CheckResult:
+    """A check that does not apply here (no such hardware, no config); the reason says which."""
+    return CheckResult(name, Status.SKIP, reason, details)
+
+
+def verdict(results: list[CheckResult]) -> Status:
+    """FAIL if any check failed, else WARN if any warned, else PASS (skips do not count)."""
+    statuses = {r.status for r in results}
+    if Status.FAIL in statuses:
+        return Status.FAIL
+    if Status.WARN in statuses:
+        return Status.WARN
+    return Status.PASS

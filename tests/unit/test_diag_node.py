@@ -1,0 +1,128 @@
+"""Certificate/clock checks and the privacy-ledger check with a real provisioned node."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.ledger import PrivacyLedger
+from fedlora.provision.cli import add_arguments, run
+from hardware_tests import diag_cli, node_checks
+from hardware_tests.context import DiagContext
+from hardware_tests.result import Status
+
+_DAY_S = 86400.0
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fleet")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert (
+        run(
+            parser.parse_args(
+                [
+                    "--out",
+                    str(out / "f"),
+                    "--fleet",
+                    "demo",
+                    "--gateways",
+                    "g1",
+                    "--devices",
+                    "1",
+                    "--valid-days",
+                    "100",
+                ]
+            )
+        )
+        == 0
+    )
+    node = out / "f" / "nodes" / "dev-0001"
+    path = node / "device.toml"
+    path.write_text(
+        (node / "config.toml").read_text()
+        + f'\n[device]\nbundle_dir = "{out / "b"}"\ndata_dir = "{out / "d"}"\n'
+        f'state_dir = "{out / "s"}"\n'
+    )
+    return path
+
+
+def _ctx(config_path: Path, now_s: float) -> DiagContext:
+    return DiagContext.from_config_path(config_path, clock=lambda: now_s)
+
+
+def _not_after(config_path: Path) -> float:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((config_path.parent / "node.crt").read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+def test_clock_and_expiry_pass_now(config_path: Path) -> None:
+    ctx = _ctx(config_path, dt.datetime.now(dt.timezone.utc).timestamp())
+    assert node_checks.check_config(ctx).status is Status.PASS
+    assert node_checks.check_clock(ctx).status is Status.PASS
+    expiry = node_checks.check_cert_expiry(ctx)
+    assert expiry.status is Status.PASS and 99 <= expiry.details["days_left"]["node"] <= 100
+
+
+def test_unset_clock_fails(config_path: Path) -> None:
+    ctx = _ctx(config_path, dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc).timestamp())
+    result = node_checks.check_clock(ctx)
+    assert result.status is Status.FAIL and "before" in result.reason and "NTP" in result.reason
+
+
+def test_expiry_window(config_path: Path) -> None:
+    end = _not_after(config_path)
+    warn = node_checks.check_cert_expiry(_ctx(config_path, end - 10 * _DAY_S))
+    assert warn.status is Status.WARN and "10 days" in warn.reason
+    expired = _ctx(config_path, end + _DAY_S)
+    assert node_checks.check_cert_expiry(expired).status is Status.FAIL
+    assert node_checks.check_clock(expired).status is Status.FAIL
+
+
+def test_broker_unreachable_fails(config_path: Path) -> None:
+    ctx = _ctx(config_path, 0.0)
+    ctx.broker_timeout_s = 1.0
+    result = node_checks.check_broker(ctx)  # host "g1" does not resolve here
+    assert result.status is Status.FAIL and "cannot reach" in result.reason
+
+
+def test_ledger_absent_readable_spent_and_corrupt(config_path: Path) -> None:
+    ctx = _ctx(config_path, 0.0)
+    assert ctx.config is not None
+    state = ctx.config.device.state_dir
+    assert node_checks.check_ledger(ctx).status is Status.SKIP
+    ledger = PrivacyLedger(state / "ledger.json", ctx.config.tiers)
+    ledger.charge(1, tier="personal", clip_norm=1.0, noise_multiplier=1.0)
+    ok = node_checks.check_ledger(ctx)
+    assert ok.status is Status.PASS and ok.details["tiers"]["personal"]["epsilon_spent"] > 0
+    ledger.charge(2, tier="public", clip_norm=1.0, noise_multiplier=0.0)  # no noise: ε is infinite
+    spent = node_checks.check_ledger(ctx)
+    assert spent.status is Status.WARN and "public" in spent.reason
+    (state / "ledger.json").write_text("{not json")
+    assert node_checks.check_ledger(ctx).status is Status.FAIL
+
+
+def test_cli_exit_codes_and_json(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    assert diag_cli.main(["--config", str(config_path), "--only", "config,clock", "--json", str(out)]) == 0
+    assert [c["name"] for c in json.loads(out.read_text())["checks"]] == ["config", "clock"]
+    assert "verdict: PASS" in capsys.readouterr().out
+    assert diag_cli.main(["--config", str(config_path), "--only", "broker", "--broker-timeout-s", "1"]) == 1
+    assert diag_cli.main(["--only", "nonsense"]) == 2
+    capsys.readouterr()
+    assert diag_cli.main(["--only", "platform", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "fedlora-diag"
+
+
+def test_resolve_config_order(tmp_path: Path) -> None:
+    assert diag_cli.resolve_config(tmp_path / "a.toml", {}) == tmp_path / "a.toml"
+    assert diag_cli.resolve_config(None, {diag_cli.CONFIG_ENV: "/x/d.toml"}) == Path("/x/d.toml")
