@@ -47,8 +47,15 @@ class MqttSettings:
     clean_session: bool = False  # persistent session: the broker keeps our subscriptions and QoS 1 queue
 
     @classmethod
-    def from_broker(cls, broker: BrokerSection, client_id: str, **overrides: float) -> MqttSettings:
-        """Settings for a node's `[broker]` section (paths already resolved); `overrides` set backoff."""
+    def from_broker(
+        cls,
+        broker: BrokerSection,
+        client_id: str,
+        *,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+    ) -> MqttSettings:
+        """Settings for a node's `[broker]` section (paths already resolved) with its reconnect backoff."""
         return cls(
             broker.host,
             broker.port,
@@ -57,8 +64,9 @@ class MqttSettings:
             cert_file=broker.cert_file,
             key_file=broker.key_file,
             keepalive_s=broker.keepalive_s,
-            **overrides,
-        )  # type: ignore[arg-type]
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+        )
 
 
 @dataclass(frozen=True)
