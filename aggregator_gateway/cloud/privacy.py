@@ -25,6 +25,7 @@ import math
 
 from aggregator_gateway.cloud.config import PrivacySection
 from fl_protocol.dp import (
+    ROUNDING_BETA,
     RdpAccountant,
     calibrate_noise_multiplier,
     calibrate_skellam_variance,
@@ -34,8 +35,6 @@ from fl_protocol.dp import (
 )
 
 logger = logging.getLogger(__name__)
-
-ROUNDING_BETA = math.exp(-0.5)  # β of the conditional-rounding bound (AKL21 §4 uses e^-0.5)
 
 
 def resolve_noise_multiplier(

@@ -17,8 +17,11 @@ import logging
 import numpy as np
 
 from fl_protocol.codec.pipeline import EncodedUpdate, encode_update
+from fl_protocol.codec.settings import sparse_count
 from fl_protocol.dp.mechanisms import (
+    ROUNDING_BETA,
     distributed_gaussian_share,
+    rounded_l2_bound,
     skellam_device_variance,
     skellam_noise,
 )
@@ -55,7 +58,15 @@ def encode_for_task(
             )
 
     integer_noise = None
+    max_rounded_l2 = None
     if dp.mechanism == "skellam":
+        # The accountant assumes this bound on the rounded update's L2 norm (conditional rounding).
+        max_rounded_l2 = rounded_l2_bound(
+            clip_norm=dp.clip_norm,
+            scale=settings.scale,
+            dim=sparse_count(delta.shape[0], settings.sparsity_fraction),
+            beta=ROUNDING_BETA,
+        )
         variance = skellam_device_variance(
             noise_multiplier=dp.noise_multiplier,
             clip_norm=dp.clip_norm,
@@ -73,4 +84,5 @@ def encode_for_task(
         rng=rounding_rng,
         integer_noise=integer_noise,
         float_noise=float_noise,
+        max_rounded_l2=max_rounded_l2,
     )

@@ -22,7 +22,7 @@ from fl_protocol.codec.quantize import dequantize, from_ring, stochastic_round, 
 from fl_protocol.codec.rotate import rotate, unrotate
 from fl_protocol.codec.settings import CodecSettings, sparse_count
 from fl_protocol.codec.sparsify import gather, index_set, off_support, scatter
-from fl_protocol.errors import ConfigError
+from fl_protocol.errors import ConfigError, PrivacyError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class EncodedUpdate:
     clamped_count: int
 
 
+CONDITIONAL_ROUNDING_ATTEMPTS = 100  # with β = e^-0.5 failing all 100 draws has probability ~1e-22
+
+
 class UplinkSize(NamedTuple):
     """Bytes of one device's packed update versus the same vector sent dense in float32."""
 
@@ -59,6 +62,7 @@ def encode_update(
     rng: np.random.Generator,
     integer_noise: Callable[[int], np.ndarray] | None = None,
     float_noise: Callable[[int], np.ndarray] | None = None,
+    max_rounded_l2: float | None = None,
 ) -> EncodedUpdate:
     """Run the device-side pipeline on a flat update `delta` (float32, length d).
 
@@ -66,8 +70,10 @@ def encode_update(
     returns the device's int64 DP noise share of length k, added after rounding and before the ring map
     (distributed Skellam). `float_noise(k)` returns float noise of length k added to the kept, rotated
     coordinates before scaling and rounding (distributed Gaussian; rotation is orthogonal, so isotropic
-    noise added after it is distributed as noise added before it). Non-finite input raises PrivacyError
-    (from the clip step).
+    noise added after it is distributed as noise added before it). `max_rounded_l2` turns on conditional
+    rounding (Agarwal, Kairouz, Liu 2021 §4): the rounding is redrawn until the integer vector's L2 norm is
+    within the bound the accountant assumed, and PrivacyError is raised (nothing is released) if it never
+    is. Non-finite input raises PrivacyError (from the clip step).
     """
     x = np.asarray(delta, dtype=np.float64)
     if x.ndim != 1 or x.shape[0] < 1:
@@ -89,9 +95,7 @@ def encode_update(
         if noise_f.shape != kept.shape:
             raise ValueError("float_noise must return a vector of length k")
         kept = kept + noise_f
-    quantized, clamped_count = stochastic_round(
-        kept, scale=settings.scale, quant_bits=settings.quant_bits, rng=rng
-    )
+    quantized, clamped_count = _round(kept, settings, rng, max_rounded_l2)
     if clamped_count:
         logger.debug("quantizer clamped %d of %d coordinates", clamped_count, kept.shape[0])
     if integer_noise is not None:
@@ -105,6 +109,21 @@ def encode_update(
         input_norm=input_norm,
         clipped=input_norm > settings.clip_norm,
         clamped_count=clamped_count,
+    )
+
+
+def _round(
+    kept: np.ndarray, settings: CodecSettings, rng: np.random.Generator, max_l2: float | None
+) -> tuple[np.ndarray, int]:
+    for _attempt in range(CONDITIONAL_ROUNDING_ATTEMPTS):
+        quantized, clamped_count = stochastic_round(
+            kept, scale=settings.scale, quant_bits=settings.quant_bits, rng=rng
+        )
+        if max_l2 is None or float(np.linalg.norm(quantized.astype(np.float64))) <= max_l2:
+            return quantized, clamped_count
+    raise PrivacyError(
+        f"conditional rounding: no rounding within the L2 bound {max_l2:.4g} after "
+        f"{CONDITIONAL_ROUNDING_ATTEMPTS} draws; refusing to release the update"
     )
 
 

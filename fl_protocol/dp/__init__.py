@@ -13,6 +13,7 @@ from __future__ import annotations
 from fl_protocol.dp.accountant import GaussianEvent, RdpAccountant, SkellamEvent
 from fl_protocol.dp.calibrate import calibrate_noise_multiplier, calibrate_skellam_variance
 from fl_protocol.dp.mechanisms import (
+    ROUNDING_BETA,
     distributed_gaussian_share,
     distributed_skellam_share,
     rounded_l1_bound,
@@ -49,6 +50,7 @@ __all__ = [
     "poisson_subsampled_rdp",
     "rdp_to_epsilon",
     "rounded_l1_bound",
+    "ROUNDING_BETA",
     "rounded_l2_bound",
     "secure_generator",
     "skellam_central_variance",

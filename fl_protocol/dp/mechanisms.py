@@ -114,6 +114,12 @@ def skellam_device_variance(
     return central / min_survivors
 
 
+# β of the conditional-rounding bound (AKL21 §4 uses e^-0.5): the probability that one unconditional
+# stochastic rounding exceeds the bound, so the encoder re-rounds about 1/(1-β) ≈ 2.5 times on average
+# in the worst case. The device's encoder and the cloud's accountant must use the same value.
+ROUNDING_BETA = math.exp(-0.5)
+
+
 def rounded_l2_bound(*, clip_norm: float, scale: float, dim: int, beta: float) -> float:
     """L2 sensitivity (integer units) of a clipped, scaled, conditionally rounded update.
 

@@ -143,3 +143,41 @@ def test_codec_chain_is_carried_in_a_frame_header() -> None:
     text = codec_chain_text(s)
     assert "ring_bits=24" in text and (b"\x11" * 32).hex() not in text
     FrameHeader("f", 1, "d", 14, 0, text)  # type: ignore[arg-type]
+
+
+def test_conditional_rounding_keeps_the_accounted_l2_bound() -> None:
+    """Skellam accounting assumes ||rounded update||_2 <= rounded_l2_bound (AKL21 §4): always enforced."""
+    from fl_protocol.codec.quantize import from_ring
+    from fl_protocol.codec.settings import CodecSettings, default_scale, sparse_count
+    from fl_protocol.dp.mechanisms import ROUNDING_BETA, rounded_l2_bound
+    from fl_protocol.errors import PrivacyError
+
+    d, clip = 512, 1.0
+    k = sparse_count(d, 1.0)
+    settings = CodecSettings(
+        clip_norm=clip,
+        sparsity_fraction=1.0,
+        index_seed=b"\x01" * 32,
+        rotate=True,
+        rotation_seed=b"\x02" * 32,
+        quant_bits=12,
+        ring_bits=24,
+        scale=default_scale(clip, 12, k, rotate=True),
+        error_feedback=False,
+    )
+    bound = rounded_l2_bound(clip_norm=clip, scale=settings.scale, dim=k, beta=ROUNDING_BETA)
+    for seed in range(20):
+        delta = np.random.default_rng(seed).normal(size=d).astype(np.float32)  # norm >> clip: clipped to C
+        encoded = encode_update(
+            delta, residual=None, settings=settings, rng=np.random.default_rng(seed), max_rounded_l2=bound
+        )
+        ints = from_ring(encoded.ring_values, settings.ring_bits).astype(np.float64)
+        assert np.linalg.norm(ints) <= bound
+    with pytest.raises(PrivacyError, match="conditional rounding"):
+        encode_update(
+            delta,
+            residual=None,
+            settings=settings,
+            rng=np.random.default_rng(0),
+            max_rounded_l2=0.5 * clip * settings.scale,
+        )
