@@ -26,7 +26,7 @@ class DemoSettings:
     learning_rate: float = 5e-3
     clip_norm: float = 2.0
     mechanism: str = "skellam"
-    noise_multiplier: float = 0.05
+    noise_multiplier: float = 0.5
     min_survivors: int = 2
     delta: float = 1e-5
     tier: str = "public"
