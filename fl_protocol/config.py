@@ -76,10 +76,14 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{where}: unsupported config type {annotation}")  # a bug in a section class
 
 
-def section_from_table(cls: type[T], table: Mapping[str, Any] | None, where: str) -> T:
+def section_from_table(
+    cls: type[T], table: Mapping[str, Any] | None, where: str, *, base_dir: Path | None = None
+) -> T:
     """Build dataclass `cls` from a TOML table: unknown keys and wrong types raise ConfigError.
 
-    Fields without a default are required. Nested dataclass fields are read from sub-tables.
+    Fields without a default are required. Nested dataclass fields are read from sub-tables. With
+    `base_dir` (the config file's directory) every relative Path field is resolved against it, so a
+    node's directory can be copied anywhere.
     """
     table = dict(table or {})
     hints = typing.get_type_hints(cls)
@@ -102,9 +106,22 @@ def section_from_table(cls: type[T], table: Mapping[str, Any] | None, where: str
         else:
             values[f.name] = _coerce(key_where, table[f.name], hint)
     try:
-        return cls(**values)
+        section = cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{where}]: {exc}") from exc
+    return section if base_dir is None else _resolved(section, base_dir)
+
+
+def _resolved(section: T, base_dir: Path) -> T:
+    """A copy of `section` with every Path field (defaults and nested sections included) made absolute."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, Path):
+            changes[f.name] = resolve(base_dir, value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[f.name] = _resolved(value, base_dir)
+    return dataclasses.replace(section, **changes) if changes else section  # type: ignore[type-var]
 
 
 def resolve(base_dir: Path, path: Path) -> Path:

@@ -7,7 +7,6 @@ are checked in `CloudConfig.__post_init__`. See docs/cloud.md for the reference 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from fl_protocol.config import (
     IdentitySection,
     NodeSection,
     read_toml,
-    resolve,
     section_from_table,
 )
 from fl_protocol.errors import ConfigError
@@ -249,29 +247,8 @@ class CloudConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
         sections: dict[str, Any] = {
-            name: section_from_table(kind, raw.get(name), name)
+            name: section_from_table(kind, raw.get(name), name, base_dir=path.parent)
             for name, kind in _SECTIONS.items()
             if name in raw or name not in _OPTIONAL
         }
-        return _resolve_paths(cls(**sections), path.parent)
-
-
-def _resolve_paths(config: CloudConfig, base: Path) -> CloudConfig:
-    def fix(value: Path | None) -> Path | None:
-        return None if value is None else resolve(base, value)
-
-    broker = dataclasses.replace(
-        config.broker,
-        ca_file=fix(config.broker.ca_file),
-        cert_file=fix(config.broker.cert_file),
-        key_file=fix(config.broker.key_file),
-    )
-    identity = IdentitySection(
-        resolve(base, config.identity.signing_key_file), resolve(base, config.identity.fleet_keys_file)
-    )
-    cloud = dataclasses.replace(
-        config.cloud,
-        bundle_dir=resolve(base, config.cloud.bundle_dir),
-        store_dir=resolve(base, config.cloud.store_dir),
-    )
-    return dataclasses.replace(config, broker=broker, identity=identity, cloud=cloud)
+        return cls(**sections)

@@ -31,7 +31,6 @@ from fl_protocol.config import (
     IdentitySection,
     NodeSection,
     read_toml,
-    resolve,
     section_from_table,
 )
 from fl_protocol.errors import ConfigError
@@ -115,33 +114,14 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     node = section_from_table(NodeSection, doc.get("node"), "node")
     if node.role != "gateway":
         raise ConfigError(f"{path}: [node] role must be gateway, got {node.role!r}")
-    broker = section_from_table(BrokerSection, doc.get("broker"), "broker")
-    broker = BrokerSection(
-        host=broker.host,
-        port=broker.port,
-        keepalive_s=broker.keepalive_s,
-        **{
-            name: None if getattr(broker, name) is None else resolve(base, getattr(broker, name))
-            for name in ("ca_file", "cert_file", "key_file")
-        },
-    )
-    ident = section_from_table(IdentitySection, doc.get("identity"), "identity")
-    ident = IdentitySection(resolve(base, ident.signing_key_file), resolve(base, ident.fleet_keys_file))
-    gateway = section_from_table(GatewaySection, doc.get("gateway"), "gateway")
-    gateway = _replace_path(gateway, resolve(base, gateway.state_db))
-    debug = section_from_table(DebugSection, doc.get("debug"), "debug")
-    if debug.unmasked_sums_dir is not None:
-        debug = DebugSection(resolve(base, debug.unmasked_sums_dir))
+    broker = section_from_table(BrokerSection, doc.get("broker"), "broker", base_dir=base)
+    ident = section_from_table(IdentitySection, doc.get("identity"), "identity", base_dir=base)
+    gateway = section_from_table(GatewaySection, doc.get("gateway"), "gateway", base_dir=base)
+    debug = section_from_table(DebugSection, doc.get("debug"), "debug", base_dir=base)
     expected = frozenset(gateway.expected_devices) or fleet_devices(ident.fleet_keys_file, node.id)
     if not expected:
         raise ConfigError(f"{path}: gateway {node.id} has no expected devices")
     return GatewayConfig(node, broker, ident, gateway, debug, expected)
-
-
-def _replace_path(section: GatewaySection, state_db: Path) -> GatewaySection:
-    from dataclasses import replace
-
-    return replace(section, state_db=state_db)
 
 
 def fleet_devices(fleet_keys_file: Path, gateway_id: str) -> frozenset[str]:

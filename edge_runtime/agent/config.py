@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from fl_protocol.config import (
     IdentitySection,
     NodeSection,
     read_toml,
-    resolve,
     section_from_table,
 )
 from fl_protocol.dp.tiers import TierConfig
@@ -138,14 +137,12 @@ def device_config_from_table(
         raise ConfigError("[privacy] may only hold the [privacy.tiers.*] tables")
     config = DeviceConfig(
         node=node,
-        broker=_resolve_paths(section_from_table(BrokerSection, table.get("broker"), "broker"), base_dir),
-        identity=_resolve_paths(
-            section_from_table(IdentitySection, table.get("identity"), "identity"), base_dir
-        ),
-        device=_resolve_paths(section_from_table(DeviceSection, table.get("device"), "device"), base_dir),
-        gates=_resolve_paths(section_from_table(GatesSection, table.get("gates"), "gates"), base_dir),
+        broker=section_from_table(BrokerSection, table.get("broker"), "broker", base_dir=base_dir),
+        identity=section_from_table(IdentitySection, table.get("identity"), "identity", base_dir=base_dir),
+        device=section_from_table(DeviceSection, table.get("device"), "device", base_dir=base_dir),
+        gates=section_from_table(GatesSection, table.get("gates"), "gates", base_dir=base_dir),
         tiers=TierConfig.from_toml_dict(privacy.get("tiers") or {}),
-        debug=_resolve_paths(section_from_table(DebugSection, table.get("debug"), "debug"), base_dir),
+        debug=section_from_table(DebugSection, table.get("debug"), "debug", base_dir=base_dir),
         base_dir=base_dir,
     )
     config.tiers.policy(config.device.default_tier)  # unknown default tier -> ConfigError
@@ -161,11 +158,3 @@ def check_debug_hooks(debug: DebugSection, environ: Mapping[str, str]) -> None:
         )
     if debug.any_enabled:
         logger.warning("test hooks enabled: pre-mask updates are written to %s", debug.plain_updates_dir)
-
-
-def _resolve_paths(section: Any, base_dir: Path) -> Any:
-    """A copy of `section` with every Path field made absolute relative to `base_dir`."""
-    changes = {
-        name: resolve(base_dir, value) for name, value in vars(section).items() if isinstance(value, Path)
-    }
-    return replace(section, **changes) if changes else section

@@ -62,3 +62,16 @@ def test_read_toml_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("[node\nid = 1")
     with pytest.raises(ConfigError, match="bad.toml"):
         read_toml(bad)
+
+
+@dataclass(frozen=True)
+class _Paths:
+    given: Path
+    default: Path = Path("state")
+    absolute: Path = Path("/sys/class/thermal")
+    optional: Path | None = None
+
+
+def test_base_dir_resolves_every_relative_path_including_defaults(tmp_path: Path) -> None:
+    cfg = section_from_table(_Paths, {"given": "keys/node.key"}, "node", base_dir=tmp_path)
+    assert cfg == _Paths(tmp_path / "keys/node.key", tmp_path / "state", Path("/sys/class/thermal"), None)
