@@ -8,7 +8,6 @@ runs it without the `fedlora` entry point (used by the integration tests).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,20 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point mirroring `fedlora gateway`."""
-    from fl_protocol.errors import FedloraError
+    """Standalone entry (`python -m aggregator_gateway.gateway_cli`): exactly `fedlora gateway ...`."""
+    from fedlora.cli import standalone
 
-    parser = argparse.ArgumentParser(prog="fedlora gateway")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except FedloraError as exc:
-        print(f"fedlora gateway: error: {exc}", file=sys.stderr)
-        return 1
+    return standalone("gateway", argv)
 
 
 if __name__ == "__main__":

@@ -94,17 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (`python -m edge_runtime.cli`), same exit codes as `fedlora device`."""
-    from fl_protocol.errors import FedloraError
+    """Standalone entry (`python -m edge_runtime.cli`): exactly `fedlora device ...`."""
+    from fedlora.cli import standalone
 
-    parser = argparse.ArgumentParser(prog="fedlora device", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except FedloraError as exc:
-        print(f"fedlora device: error: {exc}", file=sys.stderr)
-        return 1
+    return standalone("device", argv)
 
 
 if __name__ == "__main__":

@@ -75,5 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def standalone(command: str, argv: Sequence[str] | None = None) -> int:
+    """Entry of `python -m <subcommand module>`: the same as `fedlora COMMAND ...`.
+
+    `-v`/`--verbose` may appear anywhere in `argv`; they are moved before the command, where the
+    top-level parser reads them.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = [a for a in args if a in ("-v", "-vv", "--verbose")]
+    rest = [a for a in args if a not in ("-v", "-vv", "--verbose")]
+    return main([*verbose, command, *rest])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -177,17 +177,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (`python -m fedlora.provision.cli`), same exit codes as `fedlora provision`."""
-    from fl_protocol.errors import FedloraError
+    """Standalone entry (`python -m fedlora.provision.cli`): exactly `fedlora provision ...`."""
+    from fedlora.cli import standalone
 
-    parser = argparse.ArgumentParser(prog="fedlora provision", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except FedloraError as exc:
-        print(f"fedlora provision: error: {exc}", file=sys.stderr)
-        return 1
+    return standalone("provision", argv)
 
 
 if __name__ == "__main__":
