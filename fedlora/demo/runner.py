@@ -186,6 +186,29 @@ def _device_gateways(work: Path) -> dict[str, str]:
     return {n: e["gateway"] for n, e in doc["nodes"].items() if e["role"] == "device"}
 
 
+def _wait_online(
+    observer: BusObserver, nodes: list[str], progress: Progress, timeout_s: float = 120.0
+) -> None:
+    """Block until every node published a status (it is connected and subscribed), or time runs out.
+
+    The cloud starts only then: a device still loading ONNX Runtime when the first task goes out would
+    advertise after the gateway closed the cohort and sit round 1 out.
+    """
+    waiting = set(nodes)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        try:
+            event = observer.events.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if event.kind == "status" and event.state not in ("offline",):
+            waiting.discard(event.node)
+    if waiting:
+        progress(f"  still not online after {timeout_s:.0f} s: {', '.join(sorted(waiting))}; starting anyway")
+    else:
+        progress(f"  all {len(nodes)} gateways and devices online; starting the cloud")
+
+
 def _round_records(store_dir: Path) -> list[dict[str, Any]]:
     db = store_dir / "store.sqlite"
     if not db.exists():
@@ -322,8 +345,10 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     started = time.monotonic()
     try:
         observer.start()
-        for proc in [*fed.gateways, *fed.devices, fed.cloud]:
+        for proc in [*fed.gateways, *fed.devices]:
             proc.start()
+        _wait_online(observer, [p.node_id for p in [*fed.gateways, *fed.devices]], progress)
+        fed.cloud.start()
         per_round_s = sum((settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S).values()) + 30
         driver = _Driver(fed, options, observer, progress)
         code = driver.run(started + options.rounds * 3 * per_round_s + 120)

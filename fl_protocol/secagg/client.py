@@ -116,8 +116,11 @@ class SecAggClient:
         except ProtocolError as exc:
             self._refuse(str(exc))
         own = cohort.keys.get(self.node_id)
-        if own is None or (own.c_public, own.s_public) != (self._c.public_bytes, self._s.public_bytes):
-            self._refuse("roster does not carry this node's own keys")
+        if own is None:
+            # Usually benign: our advertisement reached the gateway after it closed the stage.
+            self._refuse("not in the roster (advertised after the gateway closed the cohort)")
+        if (own.c_public, own.s_public) != (self._c.public_bytes, self._s.public_bytes):
+            self._refuse("roster carries other keys for this node than it advertised")
         for peer in cohort.neighbours[self.node_id]:
             self._check_advertisement(cohort.keys[peer])
         self._cohort = cohort
