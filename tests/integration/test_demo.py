@@ -18,6 +18,7 @@ import pytest
 
 from fedlora.demo.report import ROUND_KEYS
 from fedlora.demo.runner import DemoOptions, run_demo
+from tests.integration.mosquitto_fixture import free_port, start_mosquitto
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,16 @@ def _assert_adapter_loads(adapter_dir: Path) -> None:
 
 
 def test_gateway_sums_are_exact_under_dropout(tmp_path: Path) -> None:
+    """1 cloud, 2 gateways x 5 devices, 3 rounds, 30% dropout, over a real mosquitto on 127.0.0.1."""
+    port = free_port()
+    broker = start_mosquitto(f"listener {port} 127.0.0.1\nallow_anonymous true\n", port, workdir=tmp_path)
+    try:
+        _run_and_check_sums(tmp_path, f"mqtt://127.0.0.1:{port}")
+    finally:
+        broker.stop()
+
+
+def _run_and_check_sums(tmp_path: Path, broker: str) -> None:
     hooks = tmp_path / "hooks"
     # Lighter DP noise than the demo default, so that three rounds of ten devices show the learning signal
     # (the noise is still added and accounted; the sums checked below include it).
@@ -72,6 +83,7 @@ def test_gateway_sums_are_exact_under_dropout(tmp_path: Path) -> None:
         cache_dir=tmp_path / "cache",
         test_hooks_dir=hooks,
         settings_overrides={"noise_multiplier": 0.1},
+        broker=broker,
     )
     assert run_demo(options, progress=lambda _line: None) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
