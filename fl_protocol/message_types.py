@@ -21,6 +21,7 @@ class MessageType(IntEnum):
     CONSISTENCY_SIGNATURE = 16  # device -> gateway: signature over (round, survivors, model hash)
     UNMASK_REQUEST = 17  # gateway -> devices: signed survivor + dropped sets, collected signatures
     UNMASK_SHARES = 18  # device -> gateway: b-shares of survivors, s_sk-shares of dropped peers
+    PLAIN_UPDATE = 19  # device -> trusted gateway: encoded update, not masked (trusted mode)
     # gateway -> cloud
     PARTIAL_AGGREGATE = 30
     # any node

@@ -21,7 +21,7 @@ from fl_protocol.config import (
 )
 from fl_protocol.errors import ConfigError
 from fl_protocol.topics import validate_id
-from fl_protocol.wire.task_settings import DP_MECHANISMS
+from fl_protocol.wire.task_settings import DP_MECHANISMS, SECAGG_MODES
 
 STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
 OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
@@ -137,10 +137,16 @@ class PrivacySection:
 
 @dataclass(frozen=True)
 class SecAggSection:
-    """[secagg]: Shamir threshold fraction and neighbour degree (0: the gateway picks ~2 log2 n)."""
+    """[secagg]: Shamir threshold fraction and neighbour degree (0: the gateway picks ~2 log2 n);
+    mode "secagg" (masking) or "trusted" (no masking, per-device robust rule at the gateway)."""
 
     threshold_fraction: float = 0.5
     neighbour_degree: int = 0
+    mode: str = "secagg"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SECAGG_MODES:
+            raise ValueError(f"mode must be one of {', '.join(SECAGG_MODES)}, got {self.mode!r}")
 
 
 @dataclass(frozen=True)

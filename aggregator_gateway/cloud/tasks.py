@@ -82,7 +82,10 @@ def build_task(
         codec=build_codec(config, shape, random_bytes),
         dp=DpSettings(p.mechanism, noise_multiplier, p.clip_norm, p.min_survivors, p.delta),
         secagg=SecAggSettings(
-            config.secagg.threshold_fraction, config.secagg.neighbour_degree, config.codec.ring_bits
+            config.secagg.threshold_fraction,
+            config.secagg.neighbour_degree,
+            config.codec.ring_bits,
+            mode=config.secagg.mode,
         ),
         min_cohort=config.min_cohort,
         deadlines_ms=stage_deadlines_ms(config, now_ms),

@@ -9,8 +9,9 @@ min_group_size = 3            # ... each of at least this size (fewer groups whe
 group_rule = "none"           # none | trimmed_mean | median | norm_filter  (combining group means)
 trim_fraction = 0.2
 max_norm_ratio = 3.0
-trusted_mode = false          # not wired yet: true is refused (see docs/gateway.md)
-trusted_rule = "krum"
+trusted_mode = false          # must agree with the task's secagg.mode (docs/gateway.md "Trusted mode")
+trusted_rule = "krum"         # none | krum | trimmed_mean | median  (per-device rule, trusted mode)
+trusted_byzantine = 0         # krum's f; 0: the largest Krum allows, (n - 3) // 2
 state_db = "gateway-state.sqlite3"
 resume_grace_s = 2.0          # after a restart, stages close no earlier than this
 tick_interval_s = 0.05
@@ -37,7 +38,7 @@ from fl_protocol.errors import ConfigError
 from fl_protocol.topics import validate_id
 
 GROUP_RULES = ("none", "trimmed_mean", "median", "norm_filter")
-TRUSTED_RULES = ("krum", "trimmed_mean", "median")
+TRUSTED_RULES = ("none", "krum", "trimmed_mean", "median")
 TEST_HOOKS_ENV = "FEDLORA_TEST_HOOKS"
 
 
@@ -55,6 +56,7 @@ class GatewaySection:
     max_norm_ratio: float = 3.0
     trusted_mode: bool = False
     trusted_rule: str = "krum"
+    trusted_byzantine: int = 0
     state_db: Path = Path("gateway-state.sqlite3")
     resume_grace_s: float = 2.0
     tick_interval_s: float = 0.05
@@ -69,8 +71,8 @@ class GatewaySection:
             raise ValueError(f"group_rule must be one of {', '.join(GROUP_RULES)}")
         if self.trusted_rule not in TRUSTED_RULES:
             raise ValueError(f"trusted_rule must be one of {', '.join(TRUSTED_RULES)}")
-        if self.trusted_mode:
-            raise ValueError("trusted_mode is not implemented yet (docs/gateway.md)")
+        if self.trusted_byzantine < 0:
+            raise ValueError("trusted_byzantine must be >= 0")
         if not 0.0 <= self.trim_fraction < 0.5 or self.max_norm_ratio < 1.0:
             raise ValueError("need 0 <= trim_fraction < 0.5 and max_norm_ratio >= 1")
         if self.resume_grace_s < 0 or self.tick_interval_s <= 0:

@@ -23,6 +23,7 @@ from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, StageMessage
 from aggregator_gateway.gateway.config import GatewayConfig, GatewaySection
 from aggregator_gateway.gateway.rounds import GroupPolicy, Outgoing, RoundDriver
 from aggregator_gateway.gateway.store import RoundStore
+from aggregator_gateway.gateway.trusted import TrustedPolicy, TrustedRoundDriver
 from fl_protocol.config import load_fleet_keys, load_signing_key
 from fl_protocol.errors import DecodeError, FedloraError
 from fl_protocol.identity import NodeIdentity
@@ -38,12 +39,15 @@ from fl_protocol.topics import (
     partial_topic,
     status_topic,
 )
-from fl_protocol.wire.messages import PartialAggregate, RoundTask, Status
+from fl_protocol.wire.messages import PartialAggregate, PlainUpdate, RoundTask, Status
 
 logger = logging.getLogger(__name__)
 
 ROUND_STAGES = ("advertise", "shares", "masked", "consistency", "unmask")
+TRUSTED_STAGES = ("masked",)
 GRAPH_SEED_BYTES = 32
+
+Driver = RoundDriver | TrustedRoundDriver
 
 
 class Gateway:
@@ -66,7 +70,7 @@ class Gateway:
         self.expected_devices = expected_devices
         self._publish, self._clock_ms, self._seed_bytes = publish, clock_ms, seed_bytes
         self._sums_dir = unmasked_sums_dir
-        self.driver: RoundDriver | None = None
+        self.driver: Driver | None = None
         self._not_before_ms = 0  # after a restart, no stage closes before this time
         self.policy = GroupPolicy(
             settings.group_count,
@@ -74,6 +78,9 @@ class Gateway:
             settings.group_rule,
             settings.trim_fraction,
             settings.max_norm_ratio,
+        )
+        self.trusted_policy = TrustedPolicy(
+            settings.trusted_rule, settings.trim_fraction, settings.trusted_byzantine
         )
 
     # -- inbound ---------------------------------------------------------------------------------
@@ -93,10 +100,24 @@ class Gateway:
             logger.warning("ignored task: round %d on the topic of round %s", task.round_id, topic.round_id)
         elif latest is not None and task.round_id <= latest.round_id:
             logger.debug("ignored task of round %d: not newer than round %d", task.round_id, latest.round_id)
-        elif missing := [s for s in ROUND_STAGES if s not in task.deadlines_ms]:
+        elif (refusal := self._mode_refusal(task)) is not None:
+            logger.warning("refused task of round %d: %s; publishing nothing", task.round_id, refusal)
+        elif missing := [s for s in self._stages(task) if s not in task.deadlines_ms]:
             logger.warning("ignored task of round %d: no deadline for %s", task.round_id, ", ".join(missing))
         else:
             self._start_round(task, payload)
+
+    def _mode_refusal(self, task: RoundTask) -> str | None:
+        """Why this gateway cannot run the task's mode: `trusted_mode` must agree with secagg.mode."""
+        if task.secagg.trusted == self.settings.trusted_mode:
+            return None
+        if task.secagg.trusted:
+            return "the task is in trusted mode (no masking) but this gateway has trusted_mode = false"
+        return "the task uses secure aggregation but this gateway has trusted_mode = true"
+
+    @staticmethod
+    def _stages(task: RoundTask) -> tuple[str, ...]:
+        return TRUSTED_STAGES if task.secagg.trusted else ROUND_STAGES
 
     def _start_round(self, task: RoundTask, task_frame: bytes) -> None:
         if self.driver is not None and not self.driver.finished:
@@ -106,14 +127,19 @@ class Gateway:
         self.store.begin_round(task.round_id, task_frame=task_frame, graph_seed=seed, now_ms=self._clock_ms())
         self.driver = self._new_driver(task, seed)
         logger.info(
-            "round %d: started (%d expected devices, %d group(s) at most)",
+            "round %d: started in %s mode (%d expected devices, %d group(s) at most)",
             task.round_id,
+            task.secagg.mode,
             len(self.expected_devices),
-            self.policy.group_count,
+            1 if task.secagg.trusted else self.policy.group_count,
         )
 
-    def _new_driver(self, task: RoundTask, seed: bytes) -> RoundDriver:
+    def _new_driver(self, task: RoundTask, seed: bytes) -> Driver:
         min_cohort = self.settings.min_cohort or task.min_cohort
+        if task.secagg.trusted:
+            return TrustedRoundDriver(
+                self.node_id, task, self.expected_devices, min_cohort, self.trusted_policy
+            )
         return RoundDriver(
             self.node_id,
             self.fleet,
@@ -136,13 +162,18 @@ class Gateway:
                 topic.round_id,
             )
             return
-        message = self._decode_device(stage, topic.device, payload)
-        if driver.accept(stage, message):
+        message = self._decode_device(driver, stage, topic.device, payload)
+        if driver.accept(stage, message):  # type: ignore[arg-type]  # the class matches the driver
             self.store.append_frame(driver.round_id, stage.value, topic.device, payload)
 
-    def _decode_device(self, stage: Stage, device: str, payload: bytes) -> StageMessage:
-        message: StageMessage
-        header, message = self.identity.decode(payload, STAGE_MESSAGES[stage], senders={device})
+    def _decode_device(
+        self, driver: Driver, stage: Stage, device: str, payload: bytes
+    ) -> StageMessage | PlainUpdate:
+        """Decode a device frame as the driver's message class for `stage` (PlainUpdate when trusted)."""
+        message: StageMessage | PlainUpdate
+        trusted = isinstance(driver, TrustedRoundDriver) and stage is Stage.MASKED
+        cls = PlainUpdate if trusted else STAGE_MESSAGES[stage]
+        header, message = self.identity.decode(payload, cls, senders={device})  # type: ignore[arg-type]
         if message.sender != header.sender:
             logger.warning("ignored %s: inner sender differs from the frame's signer", stage.value)
             raise DecodeError()
@@ -167,7 +198,7 @@ class Gateway:
                 self._finish(driver)
 
     # -- outbound --------------------------------------------------------------------------------
-    def _publish_outgoing(self, driver: RoundDriver, outgoing: list[Outgoing]) -> None:
+    def _publish_outgoing(self, driver: Driver, outgoing: list[Outgoing]) -> None:
         for item in outgoing:
             if item.recipient is not None:
                 topic = inbox_topic(self.fleet, self.node_id, item.recipient)
@@ -177,7 +208,7 @@ class Gateway:
             frame = self.identity.encode(item.message, round_id=driver.round_id)  # type: ignore[arg-type]
             self._publish(topic, frame)
 
-    def _finish(self, driver: RoundDriver) -> None:
+    def _finish(self, driver: Driver) -> None:
         round_id = driver.round_id
         if driver.result is None:
             abort = driver.aborted or Abort(round_id=round_id, sender=self.node_id, reason="aborted")
@@ -240,14 +271,15 @@ class Gateway:
         if driver.finished:
             self._finish(driver)
 
-    def _replay(self, driver: RoundDriver) -> list[Outgoing]:
+    def _replay(self, driver: Driver) -> list[Outgoing]:
         last: list[Outgoing] = []
         for event in self.store.events(driver.round_id):
             stage = Stage(event.stage)
             if event.kind == "close":
                 last = driver.close()
             elif event.frame is not None:
-                driver.accept(stage, self._decode_device(stage, event.sender, event.frame))
+                message = self._decode_device(driver, stage, event.sender, event.frame)
+                driver.accept(stage, message)  # type: ignore[arg-type]  # the class matches the driver
         return last
 
 

@@ -30,6 +30,7 @@ from edge_runtime.agent.round import (
 )
 from edge_runtime.agent.state import LEDGER_FILE, OUTBOX_DIR, DeviceState, Phase, write_plain_update
 from edge_runtime.agent.status import StatusPublisher, epsilon_details
+from edge_runtime.agent.trusted_round import TrustedDeviceRound
 from edge_runtime.agent.worker import TrainingJob, TrainingOutcome, TrainingWorker
 from edge_runtime.ledger import PrivacyLedger
 from edge_runtime.text_tokenizer import load_tokenizer
@@ -102,7 +103,7 @@ class DeviceAgent:
             settings, self.loop.submit, will=self.status.will(), outbox=Outbox(state_dir / OUTBOX_DIR)
         )
         self.status.bind(self.connection)
-        self.round: DeviceRound | None = None
+        self.round: DeviceRound | TrustedDeviceRound | None = None
         self._pending: tuple[RoundTask, Ready] | None = None  # gates passed, waiting for the model
         self._models: dict[int, GlobalModel] = {}
         self._outcome: TrainingOutcome | None = None
@@ -245,18 +246,8 @@ class DeviceAgent:
         if global_vector.shape != (self.trainer.total_length,):
             self._skip(task, "global model length differs from this bundle")
             return
-        client = SecAggClient(
-            self.node_id,
-            gateway_id=self.gateway,
-            fleet=self.fleet,
-            round_id=task.round_id,
-            identity_key=self.identity.signing_key,
-            verify_key=self.identity.verify_key,
-            model_hash=task.model_sha256,
-            rng_bytes=self._rng_bytes,
-        )
         self.state.set(task.round_id, Phase.JOINED)  # before the advertise: never re-join after a restart
-        self.round = DeviceRound(task, client)
+        self.round = self._new_round(task)
         self._outcome = None
         self._job = TrainingJob(
             task.round_id,
@@ -267,6 +258,23 @@ class DeviceAgent:
             task.training.learning_rate,
         )
         self._execute(self.round.start())
+
+    def _new_round(self, task: RoundTask) -> DeviceRound | TrustedDeviceRound:
+        """A trusted-mode round (participation.decide checked the opt-in) or a SecAgg+ round."""
+        if task.secagg.trusted:
+            logger.info("round %d: trusted-gateway mode: the update is sent without masking", task.round_id)
+            return TrustedDeviceRound(task, self.node_id)
+        client = SecAggClient(
+            self.node_id,
+            gateway_id=self.gateway,
+            fleet=self.fleet,
+            round_id=task.round_id,
+            identity_key=self.identity.signing_key,
+            verify_key=self.identity.verify_key,
+            model_hash=task.model_sha256,
+            rng_bytes=self._rng_bytes,
+        )
+        return DeviceRound(task, client)
 
     def _skip(self, task: RoundTask, reason: str) -> None:
         self.state.set(task.round_id, Phase.SKIPPED, reason)
@@ -284,12 +292,15 @@ class DeviceAgent:
             self._check_round(topic, abort.round_id)
             self._execute(current.on_abort(abort.reason))
             return
+        assert topic.stage is not None
+        if isinstance(current, TrustedDeviceRound):
+            self._execute(current.on_stage_message(topic.stage))
+            return
         handlers: dict[Stage, tuple[type, Callable[[Any], list[Action]]]] = {
             Stage.ROSTER: (Roster, current.on_roster),
             Stage.SURVIVORS: (Survivors, current.on_survivors),
             Stage.UNMASK_REQUEST: (UnmaskRequest, current.on_unmask_request),
         }
-        assert topic.stage is not None
         cls, handler = handlers[topic.stage]
         message: Any
         _, message = self.identity.decode(payload, cls, senders=senders)  # DecodeError: logged by the loop
@@ -301,6 +312,9 @@ class DeviceAgent:
         current = self.round
         if current is None or current.done or routed.round_id != current.round_id:
             logger.info("ignored routed shares for round %s: not in that round", routed.round_id)
+            return
+        if isinstance(current, TrustedDeviceRound):
+            self._execute(current.on_stage_message(Stage.SHARES))
             return
         self._execute(current.on_routed_shares(routed))
 
@@ -362,7 +376,8 @@ class DeviceAgent:
         logger.info("round %d: sent %s", round_id, action.stage.value)
 
     def _upload(self) -> None:
-        """Charge the ledger (durable), encode with noise, mask, publish through the outbox."""
+        """Charge the ledger (durable), encode with noise, mask (trusted mode: no mask), publish through
+        the outbox; a trusted round then finishes."""
         current, outcome = self.round, self._outcome
         assert current is not None and outcome is not None and outcome.delta is not None
         task = current.task
@@ -387,6 +402,7 @@ class DeviceAgent:
         self.state.save_residual(encoded.residual)
         self.state.set(task.round_id, Phase.UPLOADED)
         self.status.publish("uploaded", "", round=task.round_id, clipped=int(encoded.clipped))
+        self._execute(current.uploaded())
 
     def _finish(self, finished: Finished) -> None:
         assert self.round is not None

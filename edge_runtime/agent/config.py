@@ -50,6 +50,7 @@ class DeviceSection:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
     connect_timeout_s: float = 0.0  # 0: wait for the broker forever (paho keeps retrying)
+    allow_trusted_gateway: bool = False  # take part in trusted-mode rounds (update sent unmasked)
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:

@@ -1,4 +1,5 @@
-"""Should this device take part in a round? Gates, privacy ledger, local data, model shape (step 1).
+"""Should this device take part in a round? Trusted-mode opt-in, gates, privacy ledger, local data, model
+shape (step 1).
 
 Each check that says no becomes a `Skip` with a one-line reason the agent publishes as
 `Status(state="skipped")`; nothing about the round is sent to the gateway.
@@ -49,6 +50,11 @@ def decide(
     model_dimension: int,
 ) -> Ready | Skip:
     """Run the checks of docs/round-protocol.md "The device" step 1 in order, cheapest first."""
+    if task.secagg.trusted and not config.device.allow_trusted_gateway:
+        return Skip(
+            "trusted-gateway round (updates sent without secure aggregation) and "
+            "[device] allow_trusted_gateway is false"
+        )
     report = check_gates(config.gates)
     details: dict[str, Any] = report.readings.details()
     if not report.passed:

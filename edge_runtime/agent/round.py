@@ -143,6 +143,10 @@ class DeviceRound:
             raise ProtocolError("mask() is allowed once, after UploadDue")
         return self._guard(lambda: self._mask(ring_values))
 
+    def uploaded(self) -> list[Action]:
+        """After the agent persisted the upload: nothing more (the round goes on with the survivors)."""
+        return []
+
     def on_survivors(self, survivors: Survivors) -> list[Action]:
         """Sign the survivor set (consistency check)."""
         return self._guard(lambda: self._survivors(survivors))

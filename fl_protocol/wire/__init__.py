@@ -5,7 +5,7 @@ from __future__ import annotations
 from fl_protocol.wire.envelope import WireMessage, decode_message, encode_message
 from fl_protocol.wire.fields import FieldValue, decode_fields, encode_fields
 from fl_protocol.wire.framing import FrameHeader, decode_frame, encode_frame, peek_header
-from fl_protocol.wire.messages import Abort, GlobalModel, PartialAggregate, RoundTask, Status
+from fl_protocol.wire.messages import Abort, GlobalModel, PartialAggregate, PlainUpdate, RoundTask, Status
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "FrameHeader",
     "GlobalModel",
     "PartialAggregate",
+    "PlainUpdate",
     "RoundTask",
     "SecAggSettings",
     "Status",

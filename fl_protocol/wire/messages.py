@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fl_protocol.codec.compress import compress_vector, decompress_vector, vector_sha256
-from fl_protocol.codec.settings import CodecSettings
+from fl_protocol.codec.settings import MAX_RING_BITS, MIN_RING_BITS, CodecSettings
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.message_types import MessageType
 from fl_protocol.wire.checks import (
@@ -218,6 +218,58 @@ class PartialAggregate:
         """Inverse of `to_fields`."""
         exact_keys("partial aggregate", values, {f.name for f in fields(cls)})
         return cls(**{**values, "survivors": tuple(values["survivors"] or ())})
+
+
+@dataclass(frozen=True, eq=False)
+class PlainUpdate:
+    """Device -> trusted gateway: the encoded update (clipped, noised, quantized ring values), NOT masked.
+
+    Sent only in trusted-gateway mode (`task.secagg.mode == "trusted"`) by a device whose operator set
+    `[device] allow_trusted_gateway = true`, on the masked-update topic. values: uint32 in [0, 2^ring_bits).
+    """
+
+    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PLAIN_UPDATE
+
+    round_id: int
+    sender: str
+    ring_bits: int
+    values: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_int("round_id", self.round_id)
+        check_id("sender", self.sender)
+        check_int("ring_bits", self.ring_bits, lo=MIN_RING_BITS, hi=MAX_RING_BITS)
+        values = check_vector("values", self.values, np.uint32)
+        if values.size and int(values.max()) >> self.ring_bits:
+            raise ConfigError("values must lie in [0, 2^ring_bits)")
+        object.__setattr__(self, "values", values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlainUpdate):
+            return NotImplemented
+        same_scalars = (self.round_id, self.sender, self.ring_bits) == (
+            other.round_id,
+            other.sender,
+            other.ring_bits,
+        )
+        return same_scalars and np.array_equal(self.values, other.values)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_fields(self) -> dict[str, Any]:
+        """Field mapping for the wire."""
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "ring_bits": self.ring_bits,
+            "values": self.values,
+        }
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> PlainUpdate:
+        """Inverse of `to_fields`."""
+        exact_keys("plain update", values, {"round_id", "sender", "ring_bits", "values"})
+        return cls(**values)
 
 
 @dataclass(frozen=True)

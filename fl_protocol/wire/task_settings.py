@@ -15,6 +15,7 @@ from fl_protocol.errors import ConfigError
 from fl_protocol.wire.checks import check_float, check_int, check_mapping, exact_keys
 
 DP_MECHANISMS = frozenset({"skellam", "gaussian", "none"})
+SECAGG_MODES = ("secagg", "trusted")
 
 
 def _to_fields(obj: object) -> dict[str, Any]:
@@ -98,17 +99,28 @@ class SecAggSettings:
     threshold_fraction: Shamir threshold t as a fraction of the neighbourhood size, in (0, 1].
     neighbour_degree: k of the k-regular neighbour graph; 0 lets the gateway pick k ~ 2 log2 n.
     ring_bits: b of Z_{2^b} (must equal the codec's ring_bits; RoundTask checks it).
+    mode: 'secagg' (devices mask, the gateway learns only sums) or 'trusted' (no masking: devices that
+    opted in send their encoded update as a PlainUpdate and the gateway applies a per-device robust rule,
+    docs/gateway.md "Trusted mode"). A task without the field (older clouds) decodes as 'secagg'.
     """
 
     threshold_fraction: float
     neighbour_degree: int
     ring_bits: int
+    mode: str = "secagg"
 
     def __post_init__(self) -> None:
         fraction = check_float("threshold_fraction", self.threshold_fraction, lo=0.0, hi=1.0, lo_open=True)
         object.__setattr__(self, "threshold_fraction", fraction)
         check_int("neighbour_degree", self.neighbour_degree, lo=0, hi=1_000_000)
         check_int("ring_bits", self.ring_bits, lo=MIN_RING_BITS, hi=MAX_RING_BITS)
+        if self.mode not in SECAGG_MODES:
+            raise ConfigError(f"mode must be one of {', '.join(SECAGG_MODES)}")
+
+    @property
+    def trusted(self) -> bool:
+        """True in trusted-gateway mode (no masking)."""
+        return self.mode == "trusted"
 
     def to_fields(self) -> dict[str, Any]:
         """Field mapping for the wire."""
@@ -116,6 +128,9 @@ class SecAggSettings:
 
     @classmethod
     def from_fields(cls, values: Mapping[str, Any]) -> SecAggSettings:
-        """Inverse of `to_fields`; unknown/missing keys or bad values raise ConfigError."""
-        exact_keys("secagg", check_mapping("secagg", values), {f.name for f in fields(cls)})
+        """Inverse of `to_fields`; unknown/missing keys or bad values raise ConfigError.
+
+        `mode` may be absent (a task from a cloud that predates it): it then means 'secagg'."""
+        names = {f.name for f in fields(cls)}
+        exact_keys("secagg", check_mapping("secagg", values), names if "mode" in values else names - {"mode"})
         return cls(**values)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from aggregator_gateway.gateway.rounds import Outgoing, RoundDriver
 from fl_protocol.codec.pipeline import decode_sum, encode_update
+from fl_protocol.codec.quantize import from_ring, to_ring
 from fl_protocol.codec.settings import CodecSettings, default_scale, sparse_count
 from fl_protocol.secagg import (
     Roster,
@@ -66,6 +67,7 @@ def make_task(
     deadlines_ms: dict[str, int] | None = None,
     min_cohort: int = 3,
     dimension: int = MODEL_DIMENSION,
+    mode: str = "secagg",
 ) -> RoundTask:
     """A valid round task; deadlines default to far in the future (the driver closes stages itself)."""
     return RoundTask(
@@ -75,7 +77,7 @@ def make_task(
         training=TrainingSettings(1, 1, 1e-3),
         codec=codec(dimension),
         dp=DpSettings("none", 0.0, 1.0, 2, 1e-5),
-        secagg=SecAggSettings(0.5, 0, 20),
+        secagg=SecAggSettings(0.5, 0, 20, mode=mode),
         min_cohort=min_cohort,
         deadlines_ms=deadlines_ms or {s: 2**40 for s in STAGES},
         tier="public",
@@ -90,6 +92,37 @@ def device_update(node: str, task: RoundTask, *, scale: float = 1.0) -> np.ndarr
     delta = rng.standard_normal(task.model_dimension)
     delta *= 0.8 * scale / np.linalg.norm(delta)
     return encode_update(delta, residual=None, settings=task.codec, rng=rng).ring_values
+
+
+def trusted_updates(
+    task: RoundTask, names: Iterable[str], *, poisoned: Iterable[str] = (), factor: float = 20.0
+) -> dict[str, np.ndarray]:
+    """Encoded updates for a trusted round: honest devices share a direction (norm 0.6) plus their own
+    perturbation (norm 0.1); a poisoned device skips its clip and sends `factor` × its honest values."""
+    base = np.random.default_rng(7).standard_normal(task.model_dimension)
+    base *= 0.6 / np.linalg.norm(base)
+    bad = set(poisoned)
+    updates: dict[str, np.ndarray] = {}
+    for node in names:
+        seed = int.from_bytes(hashlib.sha256(f"trusted/{node}/{task.round_id}".encode()).digest()[:8], "big")
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal(task.model_dimension)
+        delta = base + 0.1 * noise / np.linalg.norm(noise)
+        ring = encode_update(delta, residual=None, settings=task.codec, rng=rng).ring_values
+        if node in bad:
+            ring = to_ring(np.round(factor * from_ring(ring, task.codec.ring_bits)), task.codec.ring_bits)
+        updates[node] = ring
+    return updates
+
+
+def decoded_updates(task: RoundTask, updates: dict[str, np.ndarray]) -> np.ndarray:
+    """[n, d] float64: each update decoded on its own (sorted by device id)."""
+    return np.stack(
+        [
+            decode_sum(updates[n], count=1, settings=task.codec, dimension=task.model_dimension)
+            for n in sorted(updates)
+        ]
+    )
 
 
 def plain_sum(task: RoundTask, updates: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

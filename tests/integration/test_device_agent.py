@@ -49,7 +49,7 @@ from fl_protocol.topics import (
     parse_topic,
     task_topic,
 )
-from fl_protocol.wire.messages import GlobalModel, RoundTask, Status
+from fl_protocol.wire.messages import GlobalModel, PlainUpdate, RoundTask, Status
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 from fl_transport.mqtt import MqttConnection, MqttSettings
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
@@ -99,7 +99,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"root": root, "keys": keys}
 
 
-def device_config(fleet: dict[str, object], tmp: Path, node: str, port: int) -> Path:
+def device_config(
+    fleet: dict[str, object], tmp: Path, node: str, port: int, *, allow_trusted_gateway: bool = False
+) -> Path:
     """A device.toml for `node` (plain TCP broker, test hook writing plain updates into tmp/plain)."""
     root = fleet["root"]
     text = f"""
@@ -122,6 +124,7 @@ default_tier = "public"
 eval_fraction = 0.2
 reconnect_min_s = 0.5
 reconnect_max_s = 1.0
+allow_trusted_gateway = {str(allow_trusted_gateway).lower()}
 [gates]
 min_free_memory_mb = 0
 min_battery_percent = 0
@@ -159,7 +162,9 @@ class Scripted:
         bundle = root / "bundle"
         self.vector = load_flat_vector(bundle / "initial_vector.safetensors").values.astype(np.float32)
 
-    def make_task(self, round_id: int, *, tier: str = "public", noise: float = 0.3) -> RoundTask:
+    def make_task(
+        self, round_id: int, *, tier: str = "public", noise: float = 0.3, mode: str = "secagg"
+    ) -> RoundTask:
         d = self.vector.shape[0]
         k = encoded_length(d, CodecSettings(1.0, 0.25, bytes(32), True, bytes(32), 12, 32, 1.0, True))
         codec = CodecSettings(
@@ -182,7 +187,7 @@ class Scripted:
             training=TrainingSettings(local_steps=3, batch_size=2, learning_rate=1e-3),
             codec=codec,
             dp=DpSettings("skellam", noise, 0.5, 2, 1e-5),
-            secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32),
+            secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32, mode=mode),
             min_cohort=3,
             deadlines_ms={"masked": now + 60_000, "unmask": now + 90_000},
             tier=tier,
@@ -436,6 +441,47 @@ def test_ledger_refusal_publishes_skipped_with_the_reason(fleet, broker, tmp_pat
         time.sleep(0.5)
         scripted.pump(0.2)
         assert not scripted.received.get((Stage.ADVERTISE, "dev-1"))
+    finally:
+        agent.stop()
+        scripted.conn.stop()
+
+
+def test_trusted_task_is_sat_out_without_the_operator_opt_in(fleet, broker, tmp_path: Path) -> None:
+    agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port))
+    scripted = Scripted(fleet, broker.port)
+    try:
+        scripted.publish_task(scripted.make_task(1, mode="trusted"))
+        skipped = scripted.wait_status("dev-1", lambda s: s.state == "skipped")
+        assert "allow_trusted_gateway is false" in skipped.reason and skipped.details["round"] == 1
+        time.sleep(0.5)
+        scripted.pump(0.2)
+        assert not scripted.received, "a device without the opt-in sent something"
+        assert not (tmp_path / "state-dev-1" / "ledger.json").exists() or not _ledger_charges(
+            tmp_path, "dev-1"
+        )
+    finally:
+        agent.stop()
+        scripted.conn.stop()
+
+
+def test_trusted_task_with_the_opt_in_sends_one_plain_update_and_finishes(
+    fleet, broker, tmp_path: Path
+) -> None:
+    agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port, allow_trusted_gateway=True))
+    scripted = Scripted(fleet, broker.port)
+    try:
+        task = scripted.make_task(1, mode="trusted")
+        scripted.publish_task(task)
+        done = scripted.wait_status("dev-1", lambda s: s.state == "idle" and s.details.get("round") == 1, 60)
+        assert done.details["train_loss"] > 0
+        scripted.pump(0.5)
+        assert set(scripted.received) == {(Stage.MASKED, "dev-1")}, "only the update, no SecAgg stage"
+        frames = scripted.received[(Stage.MASKED, "dev-1")]
+        _h, update = scripted.gw.decode(frames[0], PlainUpdate, senders={"dev-1"})
+        assert update.round_id == 1 and update.ring_bits == 32
+        assert update.values.shape == (encoded_length(task.model_dimension, task.codec),)
+        assert np.array_equal(update.values, np.load(tmp_path / "plain" / "round-1-dev-1.npy"))
+        assert len(_ledger_charges(tmp_path, "dev-1")) == 1  # DP and the ledger as in a masked round
     finally:
         agent.stop()
         scripted.conn.stop()

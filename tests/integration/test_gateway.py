@@ -31,19 +31,21 @@ from fl_protocol.topics import (
     task_topic,
 )
 from fl_protocol.wire.framing import peek_header
-from fl_protocol.wire.messages import PartialAggregate, RoundTask
+from fl_protocol.wire.messages import PartialAggregate, PlainUpdate, RoundTask
 from fl_transport.mqtt import MqttConnection, MqttSettings
 from tests.integration.gateway_scripted import (
     CLOUD,
     FLEET,
     GATEWAY,
     STAGES,
+    decoded_updates,
     device_update,
     make_client,
     make_task,
     plain_sum,
     public_keys,
     signing_key,
+    trusted_updates,
 )
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
 
@@ -180,7 +182,7 @@ class ScriptedCloud:
         return self.partials.get(timeout=timeout_s)
 
 
-def _write_gateway_dir(root: Path, port: int) -> Path:
+def _write_gateway_dir(root: Path, port: int, gateway_extra: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     pem = signing_key(GATEWAY).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -201,7 +203,7 @@ def _write_gateway_dir(root: Path, port: int) -> Path:
         f'[broker]\nhost = "{HOST}"\nport = {port}\n'
         '[identity]\nsigning_key_file = "signing.key"\nfleet_keys_file = "fleet_keys.json"\n'
         f'[gateway]\ncloud_id = "{CLOUD}"\nstate_db = "state.sqlite3"\nresume_grace_s = 1.0\n'
-        'tick_interval_s = 0.05\n[debug]\nunmasked_sums_dir = "sums"\n'
+        f'tick_interval_s = 0.05\n{gateway_extra}[debug]\nunmasked_sums_dir = "sums"\n'
     )
     return root / "config.toml"
 
@@ -341,3 +343,44 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
         cloud.conn.stop()
     log = (tmp_path / "gw" / "gateway.log").read_text()
     assert "round 1: resumed in stage masked" in log
+
+
+def test_trusted_gateway_publishes_the_median_of_plain_updates(broker: int, tmp_path: Path) -> None:
+    """Trusted mode: devices publish PlainUpdates (one poisoned ×20), the partial is median × count."""
+    config = _write_gateway_dir(tmp_path / "gw", broker, 'trusted_mode = true\ntrusted_rule = "median"\n')
+    gateway = _start_gateway(config)
+    cloud = ScriptedCloud(broker)
+    connections = {name: _connect(broker, name, lambda _t, _p: None) for name in DEVICES}
+    try:
+        for conn in connections.values():
+            conn.start()
+            conn.wait_connected(10)
+        deadlines = _deadlines(
+            {"advertise": 1, "shares": 2, "masked": 10, "consistency": 11, "unmask": 12, "partial": 14}
+        )
+        task = make_task(1, deadlines_ms=deadlines, mode="trusted")
+        cloud.publish_task(task)
+        updates = trusted_updates(task, DEVICES, poisoned=["dev-2"])
+        _wait_for_log(tmp_path / "gw" / "gateway.log", "round 1: started in trusted mode", timeout_s=10)
+        for name, conn in connections.items():
+            message = PlainUpdate(1, name, task.codec.ring_bits, updates[name])
+            topic = device_stage_topic(FLEET, GATEWAY, 1, Stage.MASKED, name)
+            conn.publish(topic, _identity(name).encode(message, round_id=1))
+        partial = cloud.next_partial(timeout_s=8)  # every device answered: well before the deadline
+        decoded = decoded_updates(task, updates)
+        assert partial.survivors == tuple(DEVICES) and partial.count == len(DEVICES)
+        assert np.allclose(partial.vector_sum, np.median(decoded, axis=0) * len(DEVICES), rtol=0, atol=1e-12)
+        assert not np.allclose(partial.vector_sum, decoded.sum(axis=0), atol=1e-3)
+    finally:
+        _stop(gateway)
+        for conn in connections.values():
+            conn.stop()
+        cloud.conn.stop()
+
+
+def _wait_for_log(path: Path, text: str, *, timeout_s: float) -> None:
+    """Poll a process log until `text` appears (plain updates sent earlier would be ignored)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.05)

@@ -85,11 +85,31 @@ def test_config_errors(tmp_path: Path, change: tuple[str, str], message: str) ->
         ('\n[optimizer]\nname = "sgd"\n', "optimizer name"),
         ('\n[aggregation]\nweighting = "loss"\n', "weighting"),
         ("\n[extra]\nx = 1\n", "unknown section"),
+        ('\n[secagg]\nmode = "plain"\n', "mode must be one of"),
     ],
 )
 def test_section_errors(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _load(tmp_path, BASE + extra)
+
+
+def test_secagg_mode_reaches_the_task(tmp_path: Path) -> None:
+    """`[secagg] mode` defaults to secagg and is carried in every task the cloud builds."""
+    from aggregator_gateway.cloud.tasks import build_task, codec_shape
+
+    assert _load(tmp_path, BASE).secagg.mode == "secagg"
+    config = _load(tmp_path, BASE + '\n[secagg]\nmode = "trusted"\n')
+    task = build_task(
+        config,
+        round_id=1,
+        model_version=0,
+        model_sha256=b"\x00" * 32,
+        shape=codec_shape(config, 1000),
+        noise_multiplier=1.1,
+        now_ms=0,
+        random_bytes=lambda n: b"\x01" * n,
+    )
+    assert task.secagg.mode == "trusted" and task.secagg.trusted
 
 
 def test_privacy_section_is_required(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.agent.round import DeviceRound, Finished, Send, StartTraining, Step, UploadDue, task_refusal
 from edge_runtime.agent.state import Phase
+from edge_runtime.agent.trusted_round import TrustedDeviceRound
 from fl_protocol.codec.quantize import ring_sum
 from fl_protocol.codec.settings import CodecSettings
 from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg import Roster, SecAggClient, SecAggServer, Survivors
 from fl_protocol.topics import Stage
-from fl_protocol.wire.messages import RoundTask
+from fl_protocol.wire.messages import PlainUpdate, RoundTask
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 FLEET, GW, ROUND, DIM = "f", "gw1", 7, 16
@@ -26,7 +27,9 @@ DEVICES = ("dev-a", "dev-b", "dev-c")
 MODEL_HASH = bytes(32)
 
 
-def make_task(round_id: int = ROUND, *, masked_ms: int = 10_000, unmask_ms: int = 20_000) -> RoundTask:
+def make_task(
+    round_id: int = ROUND, *, masked_ms: int = 10_000, unmask_ms: int = 20_000, mode: str = "secagg"
+) -> RoundTask:
     """A small valid task (32-bit ring, no noise)."""
     codec = CodecSettings(
         clip_norm=1.0,
@@ -48,7 +51,7 @@ def make_task(round_id: int = ROUND, *, masked_ms: int = 10_000, unmask_ms: int 
         dp=DpSettings(
             mechanism="none", noise_multiplier=0.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
         ),
-        secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32),
+        secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32, mode=mode),
         min_cohort=3,
         deadlines_ms={"masked": masked_ms, "unmask": unmask_ms},
         tier="public",
@@ -247,3 +250,32 @@ def test_task_refusal() -> None:
     assert task_refusal(task, now_ms=0, last_round=4) is None
     assert "not newer" in str(task_refusal(task, now_ms=0, last_round=5))
     assert "deadline passed" in str(task_refusal(task, now_ms=1_000, last_round=-1))
+
+
+def test_trusted_round_trains_then_sends_one_plain_update_and_finishes() -> None:
+    device = TrustedDeviceRound(make_task(mode="trusted"), "dev-a")
+    assert device.start() == [StartTraining()] and device.start() == []
+    with pytest.raises(ProtocolError):
+        device.mask(np.zeros(DIM, dtype=np.uint32))  # not before UploadDue
+    assert device.on_training_done(ok=True) == [UploadDue()]
+    values = np.arange(DIM, dtype=np.uint32)
+    (send,) = device.mask(values)
+    assert isinstance(send, Send) and send.stage is Stage.MASKED and send.durable
+    assert send.message == PlainUpdate(ROUND, "dev-a", 32, values)
+    with pytest.raises(ProtocolError):
+        device.mask(values)  # once only
+    assert device.tick(10_000) == []  # the update is out: the masked deadline no longer matters
+    (finished,) = device.uploaded()
+    assert finished == Finished(Phase.FINISHED, "") and device.done
+    assert device.on_abort("late abort") == [] and device.uploaded() == []
+
+
+def test_trusted_round_gives_up_at_the_masked_deadline_and_refuses_secagg_tasks() -> None:
+    device = TrustedDeviceRound(make_task(mode="trusted"), "dev-a")
+    device.start()
+    assert device.tick(9_999) == []
+    (finished,) = device.tick(10_000)
+    assert finished.phase is Phase.WITHDRAWN and "masked deadline" in finished.reason  # type: ignore[union-attr]
+    assert device.on_training_done(ok=True) == []
+    with pytest.raises(ProtocolError):
+        TrustedDeviceRound(make_task(), "dev-a")

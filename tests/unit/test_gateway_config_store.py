@@ -58,12 +58,18 @@ def test_gateway_section_overrides_and_hook_needs_env(
     assert config.unmasked_sums_dir == tmp_path / "sums"
 
 
+def test_trusted_mode_loads(tmp_path: Path) -> None:
+    config = load_gateway_config(_write(tmp_path, '[gateway]\ntrusted_mode = true\ntrusted_rule = "none"\n'))
+    assert config.gateway.trusted_mode and config.gateway.trusted_rule == "none"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         "[gateway]\nbogus = 1\n",
         '[gateway]\ngroup_rule = "mode"\n',
-        "[gateway]\ntrusted_mode = true\n",
+        '[gateway]\ntrusted_mode = true\ntrusted_rule = "norm_filter"\n',
+        "[gateway]\ntrusted_mode = true\ntrusted_byzantine = -1\n",
         "[gateway]\ntrim_fraction = 0.5\n",
         "[other]\nx = 1\n",
     ],

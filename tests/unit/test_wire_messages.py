@@ -20,6 +20,7 @@ from fl_protocol.wire import (
     DpSettings,
     GlobalModel,
     PartialAggregate,
+    PlainUpdate,
     RoundTask,
     SecAggSettings,
     Status,
@@ -79,6 +80,8 @@ def _messages() -> list[Any]:
         PartialAggregate("gw-1", 5, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         Status("node-1", "training", "", 99),
         Abort(5, "fewer than t survivors"),
+        make_task(secagg=SecAggSettings(0.6, 0, 20, mode="trusted")),
+        PlainUpdate(5, "node-1", 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),
     ]
 
 
@@ -94,7 +97,7 @@ def test_fields_and_frame_round_trip(message: Any) -> None:
 @pytest.mark.parametrize("message", _messages(), ids=lambda m: type(m).__name__)
 def test_wrong_expected_type_is_a_decode_error(message: Any) -> None:
     frame = _frame(message)
-    for other in (RoundTask, GlobalModel, PartialAggregate, Status, Abort):
+    for other in (RoundTask, GlobalModel, PartialAggregate, Status, Abort, PlainUpdate):
         if other is not type(message):
             with pytest.raises(DecodeError):
                 decode_message(frame, other, verify_key=_verify)
@@ -162,7 +165,36 @@ def test_settings_validation() -> None:
         SecAggSettings(0.0, 0, 16)
     with pytest.raises(ConfigError):
         SecAggSettings(0.5, -1, 16)
+    with pytest.raises(ConfigError):
+        SecAggSettings(0.5, 0, 16, mode="plain")
     assert DpSettings("none", 0, 1, 1, 1e-6).noise_multiplier == 0.0
+
+
+def test_secagg_mode_defaults_and_decodes_when_absent() -> None:
+    """A task from a cloud that predates `mode` decodes as secagg; a trusted task says so."""
+    assert SecAggSettings(0.6, 0, 20).mode == "secagg" and not SecAggSettings(0.6, 0, 20).trusted
+    legacy = {"threshold_fraction": 0.6, "neighbour_degree": 0, "ring_bits": 20}
+    assert SecAggSettings.from_fields(legacy) == SecAggSettings(0.6, 0, 20)
+    trusted = SecAggSettings.from_fields({**legacy, "mode": "trusted"})
+    assert trusted.trusted and trusted.to_fields()["mode"] == "trusted"
+    with pytest.raises(ConfigError):
+        SecAggSettings.from_fields({**legacy, "mode": "trusted", "extra": 1})
+    with pytest.raises(ConfigError):
+        SecAggSettings.from_fields({"threshold_fraction": 0.6, "ring_bits": 20, "mode": "secagg"})
+
+
+def test_plain_update_validation() -> None:
+    ok = PlainUpdate(1, "dev-1", 16, np.array([0, 65535], dtype=np.uint32))
+    assert ok.values.flags.writeable is False
+    assert ok != PlainUpdate(1, "dev-1", 16, np.array([0, 65534], dtype=np.uint32))
+    with pytest.raises(ConfigError):
+        PlainUpdate(1, "dev-1", 16, np.array([65536], dtype=np.uint32))  # outside the ring
+    with pytest.raises(ConfigError):
+        PlainUpdate(1, "dev-1", 16, np.array([1.0]))  # not uint32
+    with pytest.raises(ConfigError):
+        PlainUpdate(1, "dev 1", 16, np.zeros(2, dtype=np.uint32))
+    with pytest.raises(ConfigError):
+        PlainUpdate(1, "dev-1", 40, np.zeros(2, dtype=np.uint32))
 
 
 def test_partial_aggregate_validation() -> None:

@@ -1,0 +1,156 @@
+"""One round at a trusted gateway: no masking, a robust rule over individual device updates (DESIGN.md §7).
+
+In trusted-gateway mode (`task.secagg.mode == "trusted"`, `[gateway] trusted_mode = true`) devices that
+opted in publish their encoded update (clipped, DP-noised, quantized ring values) as a `PlainUpdate` on
+the masked-update topic; there are no SecAgg stages. `TrustedRoundDriver` has the same surface as
+`RoundDriver` (accept / ready / deadline_ms / close / abort, `stage`, `finished`, `result`, `aborted`), so
+the gateway's event handling, persistence and replay are shared: its only stage is MASKED, which closes at
+the masked deadline or when every expected device answered.
+
+On close each update is decoded with `decode_sum(count=1)` and combined with `[gateway] trusted_rule`:
+"none" gives the plain sum; "krum", "trimmed_mean", "median" give robust_mean(updates) × n, so the
+cloud's "sum / count" is the robust mean (the same convention as robust group rules in rounds.py).
+Fewer updates than the min cohort abort the round: nothing is released.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aggregator_gateway.gateway import robust
+from aggregator_gateway.gateway.rounds import Outgoing, RoundResult
+from fl_protocol.codec.pipeline import decode_sum, encoded_length
+from fl_protocol.secagg import Abort
+from fl_protocol.topics import Stage
+from fl_protocol.wire.messages import PlainUpdate, RoundTask
+
+logger = logging.getLogger(__name__)
+
+KRUM_MIN_UPDATES = 3  # krum needs n >= 2f + 3, so at least 3 rows even with f = 0
+
+
+@dataclass(frozen=True)
+class TrustedPolicy:
+    """The per-device rule (from `[gateway]`): rule name, trimmed-mean fraction, Krum's f (0: auto)."""
+
+    rule: str = "krum"
+    trim_fraction: float = 0.2
+    byzantine: int = 0
+
+
+def krum_byzantine(count: int, configured: int) -> int:
+    """Krum's f for `count` updates: the configured value (0: auto), capped at the largest Krum allows."""
+    largest = max(0, (count - KRUM_MIN_UPDATES) // 2)
+    return largest if configured == 0 else min(configured, largest)
+
+
+def combine_devices(updates: dict[str, np.ndarray], *, task: RoundTask, policy: TrustedPolicy) -> RoundResult:
+    """Decode each device's ring values and combine: sum for rule "none", else robust mean × count."""
+    codec, dimension = task.codec, task.model_dimension
+    senders = tuple(sorted(updates))
+    decoded = np.stack(
+        [decode_sum(updates[s], count=1, settings=codec, dimension=dimension) for s in senders]
+    )  # [n, d]
+    count = len(senders)
+    if policy.rule == "none":
+        vector_sum = decoded.sum(axis=0)
+    else:
+        mean = robust.robust_mean(
+            decoded,
+            rule=policy.rule,
+            trim_fraction=policy.trim_fraction,
+            num_byzantine=krum_byzantine(count, policy.byzantine),
+        )
+        vector_sum = mean * count
+    ring_sum = np.zeros(updates[senders[0]].shape, dtype=np.uint64)  # for the test hook only
+    for sender in senders:
+        ring_sum += updates[sender]
+    ring_sum &= np.uint64((1 << codec.ring_bits) - 1)
+    return RoundResult(
+        np.asarray(vector_sum, dtype=np.float64), count, senders, ring_sum.astype(np.uint32), (count,)
+    )
+
+
+@dataclass
+class TrustedRoundDriver:
+    """The trusted gateway's state for one round; see the module docstring. Pure: no I/O, no clock."""
+
+    gateway_id: str
+    task: RoundTask
+    expected_devices: frozenset[str]
+    min_cohort: int
+    policy: TrustedPolicy = field(default_factory=TrustedPolicy)
+
+    def __post_init__(self) -> None:
+        self.dimension_k = encoded_length(self.task.model_dimension, self.task.codec)
+        self.stage = Stage.MASKED
+        self.finished = False
+        self.aborted: Abort | None = None
+        self.result: RoundResult | None = None
+        self._updates: dict[str, np.ndarray] = {}
+
+    @property
+    def round_id(self) -> int:
+        """The task's round id."""
+        return self.task.round_id
+
+    def accept(self, stage: Stage, message: object) -> bool:
+        """A verified `PlainUpdate` (sender checked against the frame by the caller); False if refused."""
+        reason = self._refusal(stage, message)
+        if reason is not None:
+            logger.info("round %d: ignored %s: %s", self.round_id, stage.value, reason)
+            return False
+        assert isinstance(message, PlainUpdate)
+        self._updates[message.sender] = message.values
+        return True
+
+    def _refusal(self, stage: Stage, message: object) -> str | None:
+        if self.finished:
+            return "round finished"
+        if stage is not Stage.MASKED or not isinstance(message, PlainUpdate):
+            return "trusted mode takes only plain updates on the masked topic"
+        if message.sender not in self.expected_devices:
+            return f"{message.sender} is not an expected device"
+        if message.sender in self._updates:
+            return f"duplicate update from {message.sender}"
+        if message.round_id != self.round_id or message.ring_bits != self.task.codec.ring_bits:
+            return f"update from {message.sender} has the wrong round or ring bits"
+        if message.values.shape != (self.dimension_k,):
+            return f"update from {message.sender} has {message.values.size} values, not {self.dimension_k}"
+        return None
+
+    def ready(self) -> bool:
+        """True when every expected device has sent its update."""
+        if self.finished or not self.expected_devices:
+            return False
+        return set(self._updates) >= self.expected_devices
+
+    def deadline_ms(self) -> int:
+        """The task's masked deadline (the only stage of a trusted round)."""
+        return int(self.task.deadlines_ms[Stage.MASKED.value])
+
+    def close(self) -> list[Outgoing]:
+        """Combine the updates received (result set, nothing to publish) or abort below the min cohort."""
+        if self.finished:
+            return []
+        count = len(self._updates)
+        if count < self.min_cohort:
+            return self.abort(f"{count} update(s) below the minimum cohort of {self.min_cohort}")
+        if self.policy.rule == "krum" and count < KRUM_MIN_UPDATES:
+            return self.abort(f"krum needs at least {KRUM_MIN_UPDATES} updates, got {count}")
+        self.result = combine_devices(self._updates, task=self.task, policy=self.policy)
+        self._updates.clear()  # individual updates are not kept once combined
+        self.finished = True
+        logger.info("round %d: combined %d update(s) with rule %s", self.round_id, count, self.policy.rule)
+        return []
+
+    def abort(self, reason: str) -> list[Outgoing]:
+        """Abandon the round: nothing is released; the Abort goes out on the roster topic."""
+        logger.warning("round %d: aborting: %s", self.round_id, reason)
+        self.finished = True
+        self._updates.clear()
+        self.aborted = Abort(round_id=self.round_id, sender=self.gateway_id, reason=reason)
+        return [Outgoing(Stage.ROSTER, self.aborted)]
