@@ -21,7 +21,7 @@ from fl_protocol.config import (
 )
 from fl_protocol.errors import ConfigError
 from fl_protocol.topics import validate_id
-from fl_protocol.wire.task_settings import DP_MECHANISMS, SECAGG_MODES
+from fl_protocol.wire.task_settings import DP_MECHANISMS, SECAGG_MODES, TrainingSettings
 
 STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
 OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
@@ -87,11 +87,29 @@ class CloudSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    """[training]: local training settings sent to devices in every task."""
+    """[training]: local training settings sent to devices in every task.
+
+    weighting: 'uniform', 'qffl' (fairness: w = min(1, (F_k / weight_reference)^qffl_q), F_k the global
+    model's loss on the device's data) or 'datasize' (w = min(1, rows / weight_reference)); devices send
+    (w·Δ, w) inside the secure sum and [aggregation] weighting must then be 'fair' (divide by Σ w).
+    """
 
     local_steps: int = 10
     batch_size: int = 8
     learning_rate: float = 1e-3
+    weighting: str = "uniform"
+    qffl_q: float = 1.0
+    weight_reference: float = 1.0
+
+    def __post_init__(self) -> None:
+        TrainingSettings(
+            self.local_steps,
+            self.batch_size,
+            self.learning_rate,
+            self.weighting,
+            self.qffl_q,
+            self.weight_reference,
+        )  # one set of rules: the wire settings validate
 
 
 @dataclass(frozen=True)
@@ -228,6 +246,12 @@ class CloudConfig:
             raise ConfigError("the cloud's own id cannot be one of [cloud].gateways")
         if 0 < self.cloud.min_cohort < self.privacy.min_survivors:
             raise ConfigError("[cloud].min_cohort must be >= [privacy].min_survivors")
+        weighted = self.training.weighting != "uniform"
+        if weighted != (self.aggregation.weighting == "fair"):
+            raise ConfigError(
+                "[training] weighting 'qffl'/'datasize' and [aggregation] weighting 'fair' go together: "
+                "devices send (w·Δ, w) and the cloud divides by Σ w"
+            )
         codec = self.codec
         if not codec.quant_bits <= codec.ring_bits:
             raise ConfigError("[codec].quant_bits must be <= ring_bits")

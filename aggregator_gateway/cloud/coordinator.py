@@ -82,7 +82,11 @@ class CloudCoordinator:
             )
         self._dimension = int(store.load(0).shape[0])
         self._shape = codec_shape(config, self._dimension)
-        self._uplink = uplink_payload_bytes(self._dimension, build_codec(config, self._shape, bytes))
+        self._uplink = uplink_payload_bytes(
+            self._dimension,
+            build_codec(config, self._shape, bytes),
+            weighted=config.training.weighting != "uniform",
+        )
         noise = resolve_noise_multiplier(
             config.privacy,
             rounds=config.cloud.rounds,

@@ -77,7 +77,12 @@ def build_task(
         model_version=model_version,
         model_sha256=model_sha256,
         training=TrainingSettings(
-            config.training.local_steps, config.training.batch_size, config.training.learning_rate
+            config.training.local_steps,
+            config.training.batch_size,
+            config.training.learning_rate,
+            config.training.weighting,
+            config.training.qffl_q,
+            config.training.weight_reference,
         ),
         codec=build_codec(config, shape, random_bytes),
         dp=DpSettings(p.mechanism, noise_multiplier, p.clip_norm, p.min_survivors, p.delta),

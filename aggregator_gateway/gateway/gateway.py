@@ -231,7 +231,7 @@ class Gateway:
             model_version=driver.task.model_version,
             vector_sum=result.vector_sum,
             count=result.count,
-            weight_sum=float(result.count),
+            weight_sum=result.weight_sum,
             survivors=result.survivors,
         )
         frame = self.identity.encode(partial, round_id=round_id)

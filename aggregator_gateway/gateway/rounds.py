@@ -17,13 +17,14 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aggregator_gateway.gateway import robust
 from aggregator_gateway.gateway.cohort import STAGE_ORDER, CohortDriver, CohortParams, StageMessage
-from fl_protocol.codec.pipeline import decode_sum, encoded_length
+from fl_protocol.codec.pipeline import decode_sum, decode_weighted_sum, encoded_length
 from fl_protocol.secagg import Abort, AggregateResult, Roster, RoutedShares, Survivors, UnmaskRequest
 from fl_protocol.topics import Stage
 from fl_protocol.wire.messages import RoundTask
@@ -51,6 +52,26 @@ class RoundResult:
     survivors: tuple[str, ...]
     ring_sum: np.ndarray
     group_sizes: tuple[int, ...]
+    weight_sum: float  # Σ w of weighted rounds (the devices' weight coordinate); the count otherwise
+
+
+def decode_partial(values: np.ndarray, *, count: int, task: RoundTask) -> tuple[np.ndarray, float]:
+    """(float64 vector sum, weight sum) of `count` devices' unmasked ring sum under the task's settings."""
+    codec, dimension = task.codec, task.model_dimension
+    if task.training.weighted:
+        return decode_weighted_sum(values, count=count, settings=codec, dimension=dimension)
+    return decode_sum(values, count=count, settings=codec, dimension=dimension), float(count)
+
+
+def combine_means(sums: list[np.ndarray], weights: list[float], *, rule: str, **params: Any) -> np.ndarray:
+    """Σ of the sums for rule "none"; else the robust mean of sum_i / weight_i, times Σ weights.
+
+    Either way the result divided by Σ weights is the (robust) weighted mean the cloud computes.
+    """
+    if rule == "none" or len(sums) == 1:
+        return np.sum(sums, axis=0)
+    means = np.stack([s / w for s, w in zip(sums, weights, strict=True)])  # [n, d]
+    return robust.robust_mean(means, rule=rule, **params) * float(sum(weights))
 
 
 @dataclass(frozen=True)
@@ -90,7 +111,7 @@ class RoundDriver:
 
     def __post_init__(self) -> None:
         task = self.task
-        self.dimension_k = encoded_length(task.model_dimension, task.codec)
+        self.dimension_k = encoded_length(task.model_dimension, task.codec, weighted=task.training.weighted)
         fraction = min(max(task.secagg.threshold_fraction, 0.5), 0.99)
         self.params = CohortParams(
             gateway_id=self.gateway_id,
@@ -222,25 +243,28 @@ class RoundDriver:
 
 def combine_groups(results: list[AggregateResult], *, task: RoundTask, policy: GroupPolicy) -> RoundResult:
     """Decode each group's ring sum and combine: exact sum for rule "none", else robust mean × count."""
-    codec, dimension = task.codec, task.model_dimension
-    sums = [
-        decode_sum(r.values, count=len(r.survivors), settings=codec, dimension=dimension) for r in results
-    ]
+    codec = task.codec
+    decoded = [decode_partial(r.values, count=len(r.survivors), task=task) for r in results]
+    sums, weights = [d[0] for d in decoded], [d[1] for d in decoded]
     sizes = tuple(len(r.survivors) for r in results)
     total = sum(sizes)
-    if policy.rule == "none" or len(results) == 1:
-        vector_sum = np.sum(sums, axis=0)
-    else:
-        means = np.stack([s / n for s, n in zip(sums, sizes, strict=True)])  # [G, d]
-        mean = robust.robust_mean(
-            means, rule=policy.rule, trim_fraction=policy.trim_fraction, max_norm_ratio=policy.max_norm_ratio
-        )
-        vector_sum = mean * total
+    vector_sum = combine_means(
+        sums,
+        weights,
+        rule=policy.rule,
+        trim_fraction=policy.trim_fraction,
+        max_norm_ratio=policy.max_norm_ratio,
+    )
     ring_sum = np.zeros(results[0].values.shape, dtype=np.uint64)
     for r in results:
         ring_sum += r.values
     ring_sum &= np.uint64((1 << codec.ring_bits) - 1)
     survivors = tuple(sorted(s for r in results for s in r.survivors))
     return RoundResult(
-        np.asarray(vector_sum, dtype=np.float64), total, survivors, ring_sum.astype(np.uint32), sizes
+        np.asarray(vector_sum, dtype=np.float64),
+        total,
+        survivors,
+        ring_sum.astype(np.uint32),
+        sizes,
+        float(sum(weights)),
     )

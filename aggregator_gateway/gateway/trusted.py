@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aggregator_gateway.gateway import robust
-from aggregator_gateway.gateway.rounds import Outgoing, RoundResult
-from fl_protocol.codec.pipeline import decode_sum, encoded_length
+from aggregator_gateway.gateway.rounds import Outgoing, RoundResult, combine_means, decode_partial
+from fl_protocol.codec.pipeline import encoded_length
 from fl_protocol.secagg import Abort
 from fl_protocol.topics import Stage
 from fl_protocol.wire.messages import PlainUpdate, RoundTask
@@ -49,28 +48,29 @@ def krum_byzantine(count: int, configured: int) -> int:
 
 def combine_devices(updates: dict[str, np.ndarray], *, task: RoundTask, policy: TrustedPolicy) -> RoundResult:
     """Decode each device's ring values and combine: sum for rule "none", else robust mean × count."""
-    codec, dimension = task.codec, task.model_dimension
+    codec = task.codec
     senders = tuple(sorted(updates))
-    decoded = np.stack(
-        [decode_sum(updates[s], count=1, settings=codec, dimension=dimension) for s in senders]
-    )  # [n, d]
+    decoded = [decode_partial(updates[s], count=1, task=task) for s in senders]
     count = len(senders)
-    if policy.rule == "none":
-        vector_sum = decoded.sum(axis=0)
-    else:
-        mean = robust.robust_mean(
-            decoded,
-            rule=policy.rule,
-            trim_fraction=policy.trim_fraction,
-            num_byzantine=krum_byzantine(count, policy.byzantine),
-        )
-        vector_sum = mean * count
+    weights = [d[1] for d in decoded]
+    vector_sum = combine_means(
+        [d[0] for d in decoded],
+        weights,
+        rule=policy.rule,
+        trim_fraction=policy.trim_fraction,
+        num_byzantine=krum_byzantine(count, policy.byzantine),
+    )
     ring_sum = np.zeros(updates[senders[0]].shape, dtype=np.uint64)  # for the test hook only
     for sender in senders:
         ring_sum += updates[sender]
     ring_sum &= np.uint64((1 << codec.ring_bits) - 1)
     return RoundResult(
-        np.asarray(vector_sum, dtype=np.float64), count, senders, ring_sum.astype(np.uint32), (count,)
+        np.asarray(vector_sum, dtype=np.float64),
+        count,
+        senders,
+        ring_sum.astype(np.uint32),
+        (count,),
+        float(sum(weights)),
     )
 
 
@@ -85,7 +85,9 @@ class TrustedRoundDriver:
     policy: TrustedPolicy = field(default_factory=TrustedPolicy)
 
     def __post_init__(self) -> None:
-        self.dimension_k = encoded_length(self.task.model_dimension, self.task.codec)
+        self.dimension_k = encoded_length(
+            self.task.model_dimension, self.task.codec, weighted=self.task.training.weighted
+        )
         self.stage = Stage.MASKED
         self.finished = False
         self.aborted: Abort | None = None

@@ -256,6 +256,7 @@ class DeviceAgent:
             task.training.local_steps,
             task.training.batch_size,
             task.training.learning_rate,
+            weighting=task.training if task.training.weighted else None,
         )
         self._execute(self.round.start())
 
@@ -393,6 +394,7 @@ class DeviceAgent:
             task=task,
             rounding_rng=self._generator(),
             noise_rng=self._generator(),
+            weight=outcome.weight,
         )
         if self.config.debug.plain_updates_dir is not None:  # test hook, refused without the env opt-in
             write_plain_update(

@@ -37,6 +37,7 @@ def encode_for_task(
     task: RoundTask,
     rounding_rng: np.random.Generator,
     noise_rng: np.random.Generator,
+    weight: float | None = None,
 ) -> EncodedUpdate:
     """Encode `delta` (θ_local − θ_global, float32 [d]) with the task's codec and DP settings."""
     settings, dp = task.codec, task.dp
@@ -85,4 +86,5 @@ def encode_for_task(
         integer_noise=integer_noise,
         float_noise=float_noise,
         max_rounded_l2=max_rounded_l2,
+        weight=weight,
     )

@@ -21,6 +21,7 @@ from edge_runtime.data import LocalDataset
 from edge_runtime.errors import NoLocalDataError
 from edge_runtime.trainer import Trainer
 from fl_protocol.errors import FedloraError
+from fl_protocol.wire.task_settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class TrainingJob:
     steps: int
     batch_size: int
     learning_rate: float
+    weighting: TrainingSettings | None = None  # the task's weighting settings; None = uniform
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class TrainingOutcome:
     steps: int = 0
     target_tokens: int = 0
     error: str = ""
+    weight: float | None = None  # w of (w·Δ, w) when the round is weighted
 
 
 def round_batches(dataset: LocalDataset, *, round_id: int, batch_size: int) -> Iterator[dict[str, Any]]:
@@ -63,10 +66,46 @@ def round_batches(dataset: LocalDataset, *, round_id: int, batch_size: int) -> I
             return
 
 
+WEIGHT_PROBE_BATCHES = 4  # batches the q-FFL weight's loss F_k is measured on (before training)
+MIN_WEIGHT = 1e-3  # keeps every participant's weight coordinate strictly positive
+
+
+def update_weight(settings: TrainingSettings, *, global_loss: float | None, train_rows: int) -> float | None:
+    """w in (0, 1] of a weighted round (DESIGN.md §5), or None for uniform rounds.
+
+    qffl: w = min(1, (F_k / ref)^q), F_k the global model's loss on this device's data, so devices the
+    model serves worst weigh most (q-FFL, Li, Sanjabi, Beirami, Smith 2020); datasize: w = min(1,
+    rows / ref). Bounded weights keep the update's sensitivity at the clip norm.
+    """
+    if not settings.weighted:
+        return None
+    if settings.weighting == "qffl":
+        if global_loss is None or not np.isfinite(global_loss):
+            raise NoLocalDataError("no loss to weigh this update by (q-FFL)")
+        raw = (max(global_loss, 0.0) / settings.weight_reference) ** settings.qffl_q
+    else:
+        raw = train_rows / settings.weight_reference
+    return float(min(1.0, max(MIN_WEIGHT, raw)))
+
+
+def _global_loss(trainer: Trainer, job: TrainingJob) -> float | None:
+    if job.weighting is None or job.weighting.weighting != "qffl":
+        return None
+    probe = itertools.islice(
+        round_batches(job.dataset, round_id=job.round_id, batch_size=job.batch_size), WEIGHT_PROBE_BATCHES
+    )
+    return trainer.evaluate(probe)
+
+
 def run_job(trainer: Trainer, job: TrainingJob) -> TrainingOutcome:
     """Train, evaluate on the held-out rows (if any) and return Δ; errors become an outcome, not a raise."""
     try:
         trainer.set_trainable(job.global_vector)
+        weight = None
+        if job.weighting is not None:
+            weight = update_weight(
+                job.weighting, global_loss=_global_loss(trainer, job), train_rows=job.dataset.num_train_rows
+            )
         batches = round_batches(job.dataset, round_id=job.round_id, batch_size=job.batch_size)
         result = trainer.train(batches, steps=job.steps, learning_rate=job.learning_rate)
         eval_loss = None
@@ -77,7 +116,13 @@ def run_job(trainer: Trainer, job: TrainingJob) -> TrainingOutcome:
                 eval_loss = None
         delta = trainer.get_trainable() - np.asarray(job.global_vector, dtype=np.float32)
         return TrainingOutcome(
-            job.round_id, delta, result.mean_loss, eval_loss, result.steps, result.target_tokens
+            job.round_id,
+            delta,
+            result.mean_loss,
+            eval_loss,
+            result.steps,
+            result.target_tokens,
+            weight=weight,
         )
     except FedloraError as exc:
         return TrainingOutcome(job.round_id, error=str(exc))

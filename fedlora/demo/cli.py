@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DP noise multiplier of the cohort sum (0 disables DP noise)",
     )
     parser.add_argument(
+        "--weighting",
+        choices=("uniform", "qffl", "datasize"),
+        default=None,
+        help="device weights inside the secure sum: q-FFL fairness or data size (default uniform)",
+    )
+    parser.add_argument(
         "--verbose-nodes", action="store_true", help="INFO-level logs from every node (OUT/work/logs)"
     )
     parser.add_argument(
@@ -55,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["local_steps"] = args.local_steps
     if args.learning_rate is not None:
         overrides["learning_rate"] = args.learning_rate
+    if args.weighting is not None:
+        overrides["weighting"] = args.weighting
+        if args.weighting == "datasize":
+            overrides["weight_reference"] = 500.0  # rows of 64 tokens at which a device weighs fully
     if args.noise_multiplier is not None:
         overrides["noise_multiplier"] = args.noise_multiplier
         if args.noise_multiplier == 0:

@@ -34,6 +34,9 @@ class DemoSettings:
     quant_bits: int = 12
     ring_bits: int = 20
     server_lr: float = 1.0
+    weighting: str = "uniform"  # 'qffl' or 'datasize': (w·Δ, w) inside the secure sum
+    qffl_q: float = 1.0
+    weight_reference: float = 6.0  # q-FFL: loss at which w = 1 (the tiny model starts near ln 260 ≈ 5.6)
     stage_timeouts_s: Mapping[str, float] | None = None
 
 
@@ -113,6 +116,9 @@ def cloud_config(
         "local_steps": settings.local_steps,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
+        "weighting": settings.weighting,
+        "qffl_q": settings.qffl_q,
+        "weight_reference": settings.weight_reference,
     }
     tables["codec"] = {
         "sparsity_fraction": settings.sparsity_fraction,
@@ -132,6 +138,7 @@ def cloud_config(
         privacy["noise_multiplier"] = settings.noise_multiplier
     tables["privacy"] = privacy
     tables["optimizer"] = {"name": "fedavg", "server_lr": settings.server_lr}
+    tables["aggregation"] = {"weighting": "count" if settings.weighting == "uniform" else "fair"}
     return render_toml(tables)
 
 

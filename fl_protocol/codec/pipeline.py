@@ -63,6 +63,7 @@ def encode_update(
     integer_noise: Callable[[int], np.ndarray] | None = None,
     float_noise: Callable[[int], np.ndarray] | None = None,
     max_rounded_l2: float | None = None,
+    weight: float | None = None,
 ) -> EncodedUpdate:
     """Run the device-side pipeline on a flat update `delta` (float32, length d).
 
@@ -73,11 +74,17 @@ def encode_update(
     noise added after it is distributed as noise added before it). `max_rounded_l2` turns on conditional
     rounding (Agarwal, Kairouz, Liu 2021 §4): the rounding is redrawn until the integer vector's L2 norm is
     within the bound the accountant assumed, and PrivacyError is raised (nothing is released) if it never
-    is. Non-finite input raises PrivacyError (from the clip step).
+    is. `weight` (0 < w <= 1) sends (w·Δ, w): the update is scaled before clipping and w rides as one
+    extra ring value after the k coordinates (DESIGN.md §5, fairness/adaptive weights inside the secure
+    sum). Non-finite input raises PrivacyError (from the clip step).
     """
     x = np.asarray(delta, dtype=np.float64)
     if x.ndim != 1 or x.shape[0] < 1:
         raise ValueError("delta must be a non-empty 1-D vector")
+    if weight is not None:
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"weight must be in (0, 1], got {weight!r}")
+        x = weight * x
     if residual is not None:
         if not settings.error_feedback:
             raise ValueError("a residual was passed but error_feedback is off")
@@ -103,6 +110,8 @@ def encode_update(
         if noise.shape != kept.shape or noise.dtype != np.int64:
             raise ValueError("integer_noise must return an int64 array of length k")
         quantized = quantized + noise
+    if weight is not None:
+        quantized = np.append(quantized, np.int64(round(weight * settings.max_quantized)))
     return EncodedUpdate(
         ring_values=to_ring(quantized, settings.ring_bits),
         residual=new_residual,
@@ -146,15 +155,30 @@ def decode_sum(ring_sum: np.ndarray, *, count: int, settings: CodecSettings, dim
     return scatter(kept, index_set(settings.index_seed, dimension, k), dimension)
 
 
-def encoded_length(dimension: int, settings: CodecSettings) -> int:
-    """k: the number of ring values a device sends for a d-dimensional update."""
-    return sparse_count(dimension, settings.sparsity_fraction)
+def encoded_length(dimension: int, settings: CodecSettings, *, weighted: bool = False) -> int:
+    """Ring values a device sends for a d-dimensional update: k, plus one weight coordinate if weighted."""
+    return sparse_count(dimension, settings.sparsity_fraction) + (1 if weighted else 0)
 
 
-def uplink_payload_bytes(dimension: int, settings: CodecSettings) -> UplinkSize:
-    """Packed uplink size (k values at ring_bits bits) and the dense float32 size of the same update."""
+def decode_weighted_sum(
+    ring_sum: np.ndarray, *, count: int, settings: CodecSettings, dimension: int
+) -> tuple[np.ndarray, float]:
+    """Gateway side for weighted updates: (float64 Σ w·Δ of length `dimension`, Σ w)."""
+    values = np.asarray(ring_sum)
+    k = sparse_count(dimension, settings.sparsity_fraction)
+    if values.shape != (k + 1,) or values.dtype != np.uint32:
+        raise ValueError("ring_sum must be a uint32 array of length k + 1")
+    vector_sum = decode_sum(values[:k], count=count, settings=settings, dimension=dimension)
+    weight_sum = float(from_ring(values[k:], settings.ring_bits)[0]) / settings.max_quantized
+    return vector_sum, weight_sum
+
+
+def uplink_payload_bytes(dimension: int, settings: CodecSettings, *, weighted: bool = False) -> UplinkSize:
+    """Packed uplink size (k values, + the weight if weighted, at ring_bits bits) vs dense float32."""
     return UplinkSize(
-        payload_bytes=packed_bytes(encoded_length(dimension, settings), settings.ring_bits),
+        payload_bytes=packed_bytes(
+            encoded_length(dimension, settings, weighted=weighted), settings.ring_bits
+        ),
         dense_fp32_bytes=4 * dimension,
     )
 

@@ -22,13 +22,25 @@ def _to_fields(obj: object) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
 
 
+WEIGHTINGS = frozenset({"uniform", "qffl", "datasize"})
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Local training of one round: optimizer steps per device, batch size, local learning rate."""
+    """Local training of one round: optimizer steps per device, batch size, local learning rate, weighting.
+
+    weighting: how a device weighs its update inside the secure sum (DESIGN.md §5): 'uniform' (w = 1),
+    'qffl' (w = min(1, (F_k / weight_reference)^qffl_q) with F_k the global model's loss on the device's
+    data: fairness, Li et al. 2020) or 'datasize' (w = min(1, rows_k / weight_reference)). The device sends
+    (w·Δ, w); the gateway learns only the sums. Tasks without these fields (older clouds) mean 'uniform'.
+    """
 
     local_steps: int
     batch_size: int
     learning_rate: float
+    weighting: str = "uniform"
+    qffl_q: float = 1.0
+    weight_reference: float = 1.0
 
     def __post_init__(self) -> None:
         check_int("local_steps", self.local_steps, lo=1, hi=1_000_000)
@@ -36,6 +48,16 @@ class TrainingSettings:
         object.__setattr__(
             self, "learning_rate", check_float("learning_rate", self.learning_rate, lo=0.0, lo_open=True)
         )
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(sorted(WEIGHTINGS))}")
+        object.__setattr__(self, "qffl_q", check_float("qffl_q", self.qffl_q, lo=0.0, hi=100.0))
+        reference = check_float("weight_reference", self.weight_reference, lo=0.0, lo_open=True)
+        object.__setattr__(self, "weight_reference", reference)
+
+    @property
+    def weighted(self) -> bool:
+        """True when devices send a weight coordinate with their update."""
+        return self.weighting != "uniform"
 
     def to_fields(self) -> dict[str, Any]:
         """Field mapping for the wire."""
@@ -43,10 +65,12 @@ class TrainingSettings:
 
     @classmethod
     def from_fields(cls, values: Mapping[str, Any]) -> TrainingSettings:
-        """Inverse of `to_fields`; unknown/missing keys or bad values raise ConfigError."""
-        exact_keys(
-            "training", check_mapping("training", values), {"local_steps", "batch_size", "learning_rate"}
-        )
+        """Inverse of `to_fields`; unknown/missing keys or bad values raise ConfigError.
+
+        The weighting fields may be absent together (a task from a cloud that predates them)."""
+        base = {"local_steps", "batch_size", "learning_rate"}
+        names = {f.name for f in fields(cls)}
+        exact_keys("training", check_mapping("training", values), names if "weighting" in values else base)
         return cls(**values)
 
 

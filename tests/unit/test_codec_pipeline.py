@@ -181,3 +181,38 @@ def test_conditional_rounding_keeps_the_accounted_l2_bound() -> None:
             rng=np.random.default_rng(0),
             max_rounded_l2=0.5 * clip * settings.scale,
         )
+
+
+def test_weighted_updates_carry_their_weight_inside_the_sum() -> None:
+    """(w·Δ, w) per device: the decoded sums are Σ w·clip(Δ) and Σ w (DESIGN.md §5)."""
+    from fl_protocol.codec import decode_weighted_sum, encoded_length
+    from fl_protocol.codec.quantize import ring_sum
+    from fl_protocol.codec.settings import CodecSettings, default_scale
+
+    d, clip = 256, 1.0
+    settings = CodecSettings(
+        clip_norm=clip,
+        sparsity_fraction=1.0,
+        index_seed=b"\x03" * 32,
+        rotate=False,
+        rotation_seed=b"\x04" * 32,
+        quant_bits=14,
+        ring_bits=24,
+        scale=default_scale(clip, 14, d, rotate=False),
+        error_feedback=False,
+    )
+    rng = np.random.default_rng(7)
+    deltas = [rng.normal(0, 0.02, d).astype(np.float32) for _ in range(5)]
+    weights = [1.0, 0.5, 0.25, 0.8, 0.1]
+    encoded = [
+        encode_update(x, residual=None, settings=settings, rng=np.random.default_rng(i), weight=w)
+        for i, (x, w) in enumerate(zip(deltas, weights, strict=True))
+    ]
+    assert all(e.ring_values.shape == (encoded_length(d, settings, weighted=True),) for e in encoded)
+    total = ring_sum([e.ring_values for e in encoded], settings.ring_bits)
+    vector_sum, weight_sum = decode_weighted_sum(total, count=5, settings=settings, dimension=d)
+    assert weight_sum == pytest.approx(sum(weights), abs=5 / settings.max_quantized)
+    expected = sum(w * x for w, x in zip(weights, deltas, strict=True))  # all within the clip norm
+    np.testing.assert_allclose(vector_sum, expected, atol=5 * 2 / settings.scale)
+    with pytest.raises(ValueError, match="weight must be in"):
+        encode_update(deltas[0], residual=None, settings=settings, rng=rng, weight=1.5)
