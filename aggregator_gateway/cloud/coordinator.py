@@ -29,7 +29,7 @@ from aggregator_gateway.cloud.records import COMPLETED, FAILED, RoundLog, RoundR
 from aggregator_gateway.cloud.store import ModelStore
 from aggregator_gateway.cloud.tasks import build_codec, build_task, codec_shape
 from fl_protocol.codec.pipeline import uplink_payload_bytes
-from fl_protocol.errors import ConfigError, ProtocolError
+from fl_protocol.errors import ConfigError, FedloraError, ProtocolError
 from fl_protocol.flatvec import FlatVector, save_flat_vector
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.topics import Topic, TopicKind, model_topic, status_topic, task_topic
@@ -374,6 +374,7 @@ class CloudCoordinator:
             out_dir / "final.safetensors",
             FlatVector(self._store.load(info.version), self._bundle_id, info.version),
         )
+        write_final_adapter(self._config.cloud.bundle_dir, out_dir / "final.safetensors", out_dir / "adapter")
         (out_dir / "rounds.json").write_text(json.dumps(self.report(), indent=2, sort_keys=True) + "\n")
         self._publish_status("done" if success else "failed")
 
@@ -416,3 +417,29 @@ class CloudCoordinator:
             "rounds": [r.to_dict() for r in self._log.records()],
             "nodes": {k: dict(v) for k, v in sorted(self._nodes.items())},
         }
+
+
+def write_final_adapter(bundle_dir: Path, weights: Path, out_dir: Path) -> Path | None:
+    """Write the final PEFT adapter next to final.safetensors (`fedlora adapter` does the same by hand).
+
+    export.adapter needs only safetensors and fl_protocol (no torch); on a cloud installed without it
+    the flat vector is kept and the log says how to convert it.
+    """
+    try:
+        from export.adapter import write_adapter
+    except ImportError as exc:
+        logger.warning(
+            "final PEFT adapter not written (%s); run: fedlora adapter --bundle %s --weights %s --out %s",
+            exc,
+            bundle_dir,
+            weights,
+            out_dir,
+        )
+        return None
+    try:
+        path = write_adapter(bundle_dir, weights, out_dir)
+    except (FedloraError, OSError, KeyError, ValueError) as exc:  # the run succeeded; keep the vector
+        logger.warning("final PEFT adapter not written: %s; the flat vector is %s", exc, weights)
+        return None
+    logger.info("final PEFT adapter written to %s", path)
+    return path

@@ -218,6 +218,7 @@ def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> No
     assert report["final"]["model_version"] == 2 and report["final"]["succeeded"] is True
     final = load_flat_vector(root / "store" / "final.safetensors").values
     assert np.allclose(final, _expected_fedadam(initial, [2, 3]), rtol=1e-5, atol=1e-6)
+
     assert [t.round_id for t in seen][:3] == [1, 2, 3]
     assert seen[1].model_version == 0 and seen[2].model_version == 1  # the retry reused version 0
     assert seen[0].codec.index_seed != seen[1].codec.index_seed  # fresh seeds per attempt

@@ -232,3 +232,14 @@ def test_clear_errors(tmp_path: Path) -> None:
             ),
             progress=lambda _l: None,
         )
+
+
+def test_cloud_writes_the_final_adapter(exported: tuple[Path, Manifest], tmp_path: Path) -> None:
+    from aggregator_gateway.cloud.coordinator import write_final_adapter
+
+    _, manifest = exported
+    weights = tmp_path / "final.safetensors"
+    save_flat_vector(weights, FlatVector(np.ones(manifest.total_length, np.float32), manifest.bundle_id, 5))
+    adapter = write_final_adapter(manifest.bundle_dir, weights, tmp_path / "adapter")
+    assert adapter is not None and (adapter / "adapter_config.json").is_file()
+    assert write_final_adapter(manifest.bundle_dir, tmp_path / "missing.safetensors", tmp_path / "a2") is None
