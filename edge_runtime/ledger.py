@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fl_protocol.atomic_file import write_atomic
 from fl_protocol.dp.accountant import RdpAccountant
 from fl_protocol.dp.tiers import TierConfig, check_round_against_tier
 from fl_protocol.errors import ConfigError, PrivacyError
@@ -169,21 +169,3 @@ class PrivacyLedger:
 def _finite(value: float) -> float:
     """Stand-in for ∞ in the tier check, which rejects non-finite inputs; only ∞ budgets admit it."""
     return value if value != float("inf") else 1e300
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that after power loss it holds either the old or the new bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)

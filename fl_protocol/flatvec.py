@@ -15,13 +15,13 @@ Layout (safetensors): 8-byte little-endian header length, JSON header, raw littl
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fl_protocol.atomic_file import PUBLIC_MODE, write_atomic
 from fl_protocol.errors import DecodeError
 
 FORMAT = "fedlora-flat-v1"
@@ -39,7 +39,7 @@ class FlatVector:
 
 
 def save_flat_vector(path: Path, vector: FlatVector) -> None:
-    """Write `vector` atomically (temp file + rename) so a crash never leaves a half-written file."""
+    """Write `vector` atomically so a crash never leaves a half-written file."""
     values = np.ascontiguousarray(vector.values, dtype="<f4").reshape(-1)
     header = {
         TENSOR_NAME: {"dtype": "F32", "shape": [int(values.size)], "data_offsets": [0, int(values.nbytes)]},
@@ -51,14 +51,8 @@ def save_flat_vector(path: Path, vector: FlatVector) -> None:
     }
     header_bytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)  # safetensors aligns the data start to 8 bytes
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(header_bytes)))
-        fh.write(header_bytes)
-        fh.write(values.tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    data = struct.pack("<Q", len(header_bytes)) + header_bytes + values.tobytes()
+    write_atomic(Path(path), data, mode=PUBLIC_MODE)
 
 
 def load_flat_vector(path: Path, *, expected_bundle_id: str | None = None) -> FlatVector:

@@ -9,11 +9,12 @@ are idempotent on (round, sender, message type), so a duplicate after a crash is
 from __future__ import annotations
 
 import json
-import os
 import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from fl_protocol.atomic_file import SECRET_MODE, write_atomic
 
 _SUFFIX = ".msg"
 _MAX_HEADER_BYTES = 4096
@@ -47,15 +48,7 @@ class Outbox:
             self._next_seq += 1
         header = json.dumps({"topic": topic, "qos": qos, "retain": retain}).encode()
         data = struct.pack("<I", len(header)) + header + payload
-        path = self._dir / f"{key}{_SUFFIX}"
-        tmp = self._dir / f".{key}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(self._dir / f"{key}{_SUFFIX}", data, mode=SECRET_MODE)
         return OutboxEntry(key, topic, payload, qos, retain)
 
     def remove(self, key: str) -> None:

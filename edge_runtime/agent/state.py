@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.ledger import write_atomic
+from fl_protocol.atomic_file import write_atomic
 from fl_protocol.errors import ConfigError
 
 logger = logging.getLogger(__name__)
