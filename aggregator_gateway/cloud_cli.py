@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from aggregator_gateway.cloud.store import ModelStore
     from fl_protocol.config import load_fleet_keys, load_signing_key
     from fl_protocol.identity import NodeIdentity
-    from fl_protocol.topics import Topic, cloud_partial_filter, fleet_prefix, status_topic
+    from fl_protocol.topics import cloud_partial_filter, status_filter, status_topic
     from fl_protocol.wire.messages import Status
     from fl_transport.loop import EventLoop
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
@@ -71,17 +70,9 @@ def run(args: argparse.Namespace) -> int:
     )
     store = ModelStore(config.cloud.store_dir, bundle_id=bundle_id)
     holder: dict[str, CloudCoordinator] = {}
-    flushed = threading.Event()
-
-    def handle(topic: Topic, payload: bytes) -> None:
-        # Our own final status coming back means the broker has every earlier publish (same client,
-        # in-order processing): only then is it safe to disconnect (paho drops unacked QoS 1 messages).
-        coordinator = holder["c"]
-        if coordinator.done and topic.node == node.id and payload == coordinator.last_status_frame:
-            flushed.set()
-        coordinator.handle(topic, payload)
-
-    loop = EventLoop(handle, tick=lambda: holder["c"].tick())
+    loop = EventLoop(
+        lambda topic, payload: holder["c"].handle(topic, payload), tick=lambda: holder["c"].tick()
+    )
     b = config.broker
     will = Will(
         status_topic(node.fleet, node.id),
@@ -103,15 +94,14 @@ def run(args: argparse.Namespace) -> int:
         page = StatusPage(coordinator.snapshot, host=config.cloud.http_host, port=config.cloud.http_port)
         page.start()
     connection.subscribe(cloud_partial_filter(node.fleet))
-    connection.subscribe(f"{fleet_prefix(node.fleet)}/status/+")
+    connection.subscribe(status_filter(node.fleet))
     connection.start()
     try:
         connection.wait_connected(CONNECT_TIMEOUT_S)
         coordinator.start()
         loop.run(until=lambda: coordinator.done)
-        flush_deadline = time.monotonic() + FLUSH_TIMEOUT_S
-        loop.run(until=lambda: flushed.is_set() or time.monotonic() > flush_deadline)
-        if not flushed.is_set():
+        # paho drops unacknowledged QoS 1 messages on disconnect: the final model and status must be out.
+        if not connection.flush(FLUSH_TIMEOUT_S):
             logger.warning("final publishes not confirmed by the broker within %.0f s", FLUSH_TIMEOUT_S)
     finally:
         connection.stop()

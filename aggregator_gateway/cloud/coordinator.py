@@ -11,6 +11,7 @@ its own thread; snapshots are immutable dicts swapped in whole.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from aggregator_gateway.cloud.privacy import CloudAccountant, resolve_noise_mult
 from aggregator_gateway.cloud.records import COMPLETED, FAILED, RoundLog, RoundRecord
 from aggregator_gateway.cloud.store import ModelStore
 from aggregator_gateway.cloud.tasks import build_codec, build_task, codec_shape
+from fl_protocol.atomic_file import PUBLIC_MODE, write_atomic
 from fl_protocol.codec.pipeline import uplink_payload_bytes
 from fl_protocol.errors import ConfigError, FedloraError, ProtocolError
 from fl_protocol.flatvec import FlatVector, save_flat_vector
@@ -105,7 +107,6 @@ class CloudCoordinator:
         self._done = False
         self._succeeded = False
         self._snapshot: dict[str, Any] = {}
-        self._last_status_frame = b""
         self._refresh_snapshot()
 
     # -- public surface -------------------------------------------------------------------------------
@@ -123,11 +124,6 @@ class CloudCoordinator:
     def dimension(self) -> int:
         """Length d of the flat LoRA vector."""
         return self._dimension
-
-    @property
-    def last_status_frame(self) -> bytes:
-        """The last Status frame we published: when the broker echoes it back, everything before is out."""
-        return self._last_status_frame
 
     def snapshot(self) -> dict[str, Any]:
         """Immutable view for the status page (safe to call from another thread)."""
@@ -343,9 +339,11 @@ class CloudCoordinator:
     def _save_optimizer(self, version: int) -> None:
         state = self._optimizer.state()
         for name, values in state.items():
-            tmp = self._config.cloud.store_dir / f"optimizer_{name}.tmp.npy"
-            np.save(tmp, values)
-            os.replace(tmp, self._config.cloud.store_dir / f"optimizer_{name}.npy")
+            buffer = io.BytesIO()
+            np.save(buffer, values, allow_pickle=False)
+            write_atomic(
+                self._config.cloud.store_dir / f"optimizer_{name}.npy", buffer.getvalue(), mode=PUBLIC_MODE
+            )
         self._store.set_meta("optimizer_keys", json.dumps(sorted(state)))
         self._store.set_meta("optimizer_version", str(version))
 
@@ -359,7 +357,6 @@ class CloudCoordinator:
             details["round"] = current.task.round_id
         status = Status(self._identity.node_id, state, "", int(self._clock_ms()), details)
         frame = self._identity.encode(status, round_id=details.get("round", 0))
-        self._last_status_frame = frame
         self._publisher.publish(
             status_topic(self._identity.fleet, self._identity.node_id), frame, retain=True
         )
