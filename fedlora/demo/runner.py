@@ -107,11 +107,12 @@ def _write_configs(
     bundle: Path,
     data_dirs: list[Path],
     settings: DemoSettings,
+    device_gateway: dict[str, str],
 ) -> _Federation:
     nodes = work / "fleet" / "nodes"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    gateways, device_gateway = list(settings.gateways), _device_gateways(work)
+    gateways = list(settings.gateways)
     store_dir = work / "cloud-store"
     cloud_file = nodes / "cloud" / "cloud.toml"
     cloud_file.write_text(
@@ -179,11 +180,6 @@ def _write_configs(
             )
         )
     return _Federation(cloud, gw_procs, dev_procs, store_dir, nodes / "cloud" / "fleet_keys.json")
-
-
-def _device_gateways(work: Path) -> dict[str, str]:
-    doc = json.loads((work / "fleet" / "fleet_keys.json").read_text())
-    return {n: e["gateway"] for n, e in doc["nodes"].items() if e["role"] == "device"}
 
 
 def _wait_online(
@@ -321,7 +317,7 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     progress(
         f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)"
     )
-    gateways, _ = _provision(work, options)
+    gateways, device_gateway = _provision(work, options)
     settings = DemoSettings(
         rounds=options.rounds,
         gateways=tuple(gateways),
@@ -340,7 +336,7 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         f"[4/6] starting nodes on broker {broker_addr[0]}:{broker_addr[1]}"
         f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}"
     )
-    fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings)
+    fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings, device_gateway)
     observer = BusObserver(FLEET, load_fleet_keys(fed.fleet_keys_file), broker_addr)
     started = time.monotonic()
     try:
