@@ -247,6 +247,11 @@ class CloudConfig:
         if 0 < self.cloud.min_cohort < self.privacy.min_survivors:
             raise ConfigError("[cloud].min_cohort must be >= [privacy].min_survivors")
         weighted = self.training.weighting != "uniform"
+        if weighted and self.privacy.mechanism != "none":
+            raise ConfigError(
+                "[training] weighting 'qffl'/'datasize' needs [privacy] mechanism = 'none': the weight "
+                "coordinate carries no DP noise, so weighted rounds refuse DP (docs/privacy.md)"
+            )
         if weighted != (self.aggregation.weighting == "fair"):
             raise ConfigError(
                 "[training] weighting 'qffl'/'datasize' and [aggregation] weighting 'fair' go together: "

@@ -65,6 +65,7 @@ class CohortParams:
     min_cohort: int
     degree: int | None
     threshold_fraction: float
+    min_survivors: int = 1  # the task's dp.min_survivors: no sum of fewer survivors is released
 
 
 class CohortDriver:
@@ -90,6 +91,7 @@ class CohortDriver:
             min_cohort=max(2, params.min_cohort),
             degree=params.degree,
             threshold_fraction=params.threshold_fraction,
+            min_survivors=params.min_survivors,
         )
         self.stage = Stage.ADVERTISE
         self.aborted = False

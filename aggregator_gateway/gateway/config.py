@@ -3,7 +3,7 @@
 [gateway]
 cloud_id = "cloud"            # the only sender whose RoundTask is accepted
 expected_devices = []         # empty: devices of this gateway in fleet_keys.json (role "device")
-min_cohort = 0                # 0: the task's min_cohort; otherwise this value overrides it
+min_cohort = 0                # raises the task's min_cohort (never lowers it); 0: the task's
 group_count = 1               # split the cohort into up to this many SecAgg+ groups
 min_group_size = 3            # ... each of at least this size (fewer groups when short of devices)
 group_rule = "none"           # none | trimmed_mean | median | norm_filter  (combining group means)

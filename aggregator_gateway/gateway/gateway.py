@@ -135,7 +135,8 @@ class Gateway:
         )
 
     def _new_driver(self, task: RoundTask, seed: bytes) -> Driver:
-        min_cohort = self.settings.min_cohort or task.min_cohort
+        # the task's floor holds whatever this gateway's settings say (they can only raise it)
+        min_cohort = max(self.settings.min_cohort, task.min_cohort)
         if task.secagg.trusted:
             return TrustedRoundDriver(
                 self.node_id, task, self.expected_devices, min_cohort, self.trusted_policy

@@ -9,10 +9,16 @@ Groups (DESIGN.md §7): the advertised cohort is split into G groups, each its o
 gateway sees G group sums instead of one. With rule "none" the partial is the exact sum of the group sums;
 with a robust rule it is robust_mean(group means) × total count, so the cloud's weighted mean stays a mean.
 A group that aborts is left out; the round aborts only when no group is left.
+
+Floors (docs/privacy.md, "Survivor floor"): the task's min_cohort and dp.min_survivors are lower bounds
+that the gateway's own settings can only raise. Every released sum is a group sum, so every group has at
+least dp.min_survivors members and a group whose survivors fall below it aborts (its devices refuse to
+unmask it too); the cohort must reach max(gateway min_cohort, task min_cohort).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -111,6 +117,10 @@ class RoundDriver:
 
     def __post_init__(self) -> None:
         task = self.task
+        floor = task.dp.min_survivors
+        self.min_cohort = max(self.min_cohort, task.min_cohort)  # the gateway may raise, never lower
+        if self.policy.min_group_size < floor:
+            self.policy = dataclasses.replace(self.policy, min_group_size=floor)
         self.dimension_k = encoded_length(task.model_dimension, task.codec, weighted=task.training.weighted)
         fraction = min(max(task.secagg.threshold_fraction, 0.5), 0.99)
         self.params = CohortParams(
@@ -123,6 +133,7 @@ class RoundDriver:
             min_cohort=max(2, self.policy.min_group_size if self.policy.group_count > 1 else 2),
             degree=task.secagg.neighbour_degree or None,
             threshold_fraction=fraction,
+            min_survivors=floor,
         )
         self._lobby = CohortDriver(self.params, graph_seed=self.graph_seed, verify_key=self.verify_key)
         self._adverts: dict[str, StageMessage] = {}

@@ -85,6 +85,8 @@ class TrustedRoundDriver:
     policy: TrustedPolicy = field(default_factory=TrustedPolicy)
 
     def __post_init__(self) -> None:
+        # the released sum holds every accepted update: the task's floors bound it from below
+        self.min_cohort = max(self.min_cohort, self.task.min_cohort, self.task.dp.min_survivors)
         self.dimension_k = encoded_length(
             self.task.model_dimension, self.task.codec, weighted=self.task.training.weighted
         )

@@ -274,6 +274,7 @@ class DeviceAgent:
             verify_key=self.identity.verify_key,
             model_hash=task.model_sha256,
             rng_bytes=self._rng_bytes,
+            min_survivors=task.dp.min_survivors,
         )
         return DeviceRound(task, client)
 

@@ -25,6 +25,7 @@ from fl_protocol.dp.mechanisms import (
     skellam_device_variance,
     skellam_noise,
 )
+from fl_protocol.errors import PrivacyError
 from fl_protocol.wire.messages import RoundTask
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def encode_for_task(
 ) -> EncodedUpdate:
     """Encode `delta` (θ_local − θ_global, float32 [d]) with the task's codec and DP settings."""
     settings, dp = task.codec, task.dp
+    if weight is not None and dp.mechanism != "none":
+        # the weight rides un-noised: weighted rounds refuse DP (docs/privacy.md, "Weighted rounds")
+        raise PrivacyError("a weighted update cannot be sent in a DP round: its weight carries no noise")
     residual = residual if settings.error_feedback else None
     float_noise = None
     if dp.mechanism == "gaussian":

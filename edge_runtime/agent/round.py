@@ -12,6 +12,10 @@ this class sequences it with training and deadlines (docs/round-protocol.md, "Th
 
 Anything that makes the SecAgg client refuse (ProtocolError), a gateway Abort, a failed training or a
 passed deadline ends the round with `Finished(WITHDRAWN, reason)`; after that every input is ignored.
+
+Survivor floor (docs/privacy.md): a roster, survivor set or unmask request naming fewer nodes than the
+signed task's `dp.min_survivors` is refused here, whatever the client was built with, so this device never
+helps unmask a sum that carries less DP noise than the cloud's accountant assumed.
 """
 
 from __future__ import annotations
@@ -184,6 +188,8 @@ class DeviceRound:
         return [Send(Stage.ADVERTISE, advertise), StartTraining()]
 
     def _roster(self, roster: Roster) -> list[Action]:
+        if roster.round_id == self.round_id:
+            self._check_floor(tuple(m.sender for m in roster.members), "roster")
         answer = self.client.on_roster(roster)
         if answer is None:
             return []
@@ -222,6 +228,8 @@ class DeviceRound:
         return [Send(Stage.MASKED, masked, durable=True)]
 
     def _survivors(self, survivors: Survivors) -> list[Action]:
+        if survivors.round_id == self.round_id:
+            self._check_floor(survivors.survivors, "survivor set")
         answer = self.client.on_survivors(survivors)
         if answer is None:
             return []
@@ -229,6 +237,8 @@ class DeviceRound:
         return [Send(Stage.CONSISTENCY, answer)]
 
     def _unmask(self, request: UnmaskRequest) -> list[Action]:
+        if request.round_id == self.round_id:
+            self._check_floor(request.survivors, "unmask request")
         answer = self.client.on_unmask_request(request)
         if answer is None:
             return []
@@ -237,6 +247,12 @@ class DeviceRound:
         return [Send(Stage.UNMASK, answer), self.finished]
 
     # -- helpers --------------------------------------------------------------------------------
+    def _check_floor(self, names: tuple[str, ...], what: str) -> None:
+        """Refuse a set that names this node (a message for its group) but fewer nodes than the floor."""
+        floor = self.task.dp.min_survivors
+        if self.client.node_id in names and len(names) < floor:
+            raise ProtocolError(f"{what} names {len(names)} nodes, below the task's min_survivors={floor}")
+
     def _guard(self, action: Callable[[], list[Action]]) -> list[Action]:
         if self.done:
             logger.info("round %d: ignored a message after the round ended for this device", self.round_id)

@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["noise_multiplier"] = args.noise_multiplier
         if args.noise_multiplier == 0:
             overrides["mechanism"] = "none"
+    if args.weighting not in (None, "uniform") and overrides.get("mechanism") != "none":
+        from fl_protocol.errors import ConfigError
+
+        raise ConfigError("--weighting qffl/datasize needs --noise-multiplier 0: weighted rounds refuse DP")
     options = DemoOptions(
         devices=args.devices,
         gateways=args.gateways,

@@ -8,6 +8,9 @@ Handling policy (see docs/secure-aggregation.md):
 - anything that would make an honest client unsafe (a conflicting second message in a stage, bad
   signatures, overlapping or inconsistent sets, a share that fails to decrypt, fewer than t survivors):
   refused with ProtocolError, and the client moves to ABORTED and answers nothing more this round.
+- the survivor floor: with `min_survivors` (the task's dp.min_survivors) the client refuses a roster
+  smaller than the floor, and refuses to sign or to unmask a survivor set smaller than it, so not even
+  a dishonest gateway can unmask a sum that carries less than the noise the accountant assumed.
 """
 
 from __future__ import annotations
@@ -72,8 +75,12 @@ class SecAggClient:
         verify_key: VerifyKeyLookup,
         model_hash: bytes,
         rng_bytes: Callable[[int], bytes] = os.urandom,
+        min_survivors: int = 1,
     ) -> None:
+        if min_survivors < 1:
+            raise ValueError("min_survivors must be >= 1")
         self.node_id, self.gateway_id, self.fleet, self.round_id = node_id, gateway_id, fleet, round_id
+        self.min_survivors = min_survivors
         self.stage = ClientStage.INIT
         self._identity_key, self._verify_key, self._rng = identity_key, verify_key, rng_bytes
         self._model_hash = model_hash
@@ -116,6 +123,8 @@ class SecAggClient:
         except ProtocolError as exc:
             self._refuse(str(exc))
         own = cohort.keys.get(self.node_id)
+        if len(cohort.members) < self.min_survivors:
+            self._refuse(f"roster of {len(cohort.members)} below min_survivors={self.min_survivors}")
         if own is None:
             # Usually benign: our advertisement reached the gateway after it closed the stage.
             self._refuse("not in the roster (advertised after the gateway closed the cohort)")
@@ -139,7 +148,12 @@ class SecAggClient:
             key = self._share_key(cohort.keys[holder].c_public, self.node_id, holder)
             ad = keys.share_associated_data(self.fleet, self.round_id, self.node_id, holder)
             ciphertexts[holder] = keys.encrypt_share(key, plaintext, ad, self._rng)
-        answer = ShareKeys(round_id=self.round_id, sender=self.node_id, ciphertexts=ciphertexts)
+        commitment = keys.self_mask_commitment(
+            self._b_seed, fleet=self.fleet, round_id=self.round_id, node=self.node_id
+        )
+        answer = ShareKeys(
+            round_id=self.round_id, sender=self.node_id, ciphertexts=ciphertexts, b_commitment=commitment
+        )
         return self._advance(roster, "roster", answer, ClientStage.SHARES_SENT)
 
     def on_routed_shares(self, routed: RoutedShares) -> None:
@@ -222,6 +236,7 @@ class SecAggClient:
             self._refuse("survivor set names nodes outside the roster")
         if len(surviving) < cohort.threshold:
             self._refuse("fewer than t survivors")
+        self._check_floor(len(surviving))
         if not (surviving & cohort.neighbours[self.node_id]) <= self._peers:
             self._refuse("survivor set names a neighbour that never sent shares")
         statement = keys.consistency_statement(
@@ -246,6 +261,7 @@ class SecAggClient:
             self._refuse("survivor and dropped sets overlap")
         if request.survivors != signed.survivors:
             self._refuse("survivor set differs from the one this node signed")
+        self._check_floor(len(surviving))
         if self.node_id in dropped or not dropped <= set(cohort.members):
             self._refuse("dropped set names this node or nodes outside the roster")
         if not set(self._held) <= surviving | dropped:
@@ -301,6 +317,10 @@ class SecAggClient:
                 self._refuse(f"invalid consistency signature from {signer}")
         if len(request.signatures) < cohort.threshold:
             self._refuse("fewer than t consistency signatures")
+
+    def _check_floor(self, survivors: int) -> None:
+        if survivors < self.min_survivors:
+            self._refuse(f"{survivors} survivors below the floor min_survivors={self.min_survivors}")
 
     def _share_key(self, peer_c_public: bytes, src: str, dst: str) -> bytes:
         return keys.derive_share_key(

@@ -120,6 +120,20 @@ def consistency_statement(fleet: str, round_id: int, survivors: Sequence[str], m
     )
 
 
+def self_mask_commitment(b_seed: bytes, *, fleet: str, round_id: int, node: str) -> bytes:
+    """SHA-256 commitment to a node's 32-byte self-mask seed b_u, bound to (fleet, round, node).
+
+    Sent in the node's signed ShareKeys before it masks; the gateway accepts a reconstructed b_u only
+    if it matches (docs/secure-aggregation.md, "Verifiable unmasking"). b_u is 256 uniformly random
+    bits, so the hash hides it (no salt needed).
+    """
+    if len(b_seed) != SEED_BYTES:
+        raise ValueError("self-mask seed must be 32 bytes")
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(_info(b"self-mask-commitment", fleet, round_id, node, "") + _lp(b_seed))
+    return digest.finalize()
+
+
 def sign(identity_key: Ed25519PrivateKey, statement: bytes) -> bytes:
     """Ed25519 signature of a statement built by one of the `*_statement` functions."""
     return identity_key.sign(statement)

@@ -168,25 +168,34 @@ class Roster:
 
 @dataclass(frozen=True)
 class ShareKeys:
-    """Device -> gateway: AES-GCM encrypted (b-share, s-share) for each neighbour, keyed by recipient."""
+    """Device -> gateway: AES-GCM encrypted (b-share, s-share) for each neighbour, keyed by recipient,
+    and `b_commitment`, the 32-byte SHA-256 commitment to its self-mask seed b_u
+    (`keys.self_mask_commitment`) that the gateway checks a reconstructed b_u against."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
     round_id: int
     sender: str
     ciphertexts: dict[str, bytes]
+    b_commitment: bytes
 
     def to_fields(self) -> Fields:
         """Plain field mapping for the wire encoder."""
-        return {"round_id": self.round_id, "sender": self.sender, "ciphertexts": dict(self.ciphertexts)}
+        return {
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "ciphertexts": dict(self.ciphertexts),
+            "b_commitment": self.b_commitment,
+        }
 
     @classmethod
     def from_fields(cls, fields: Fields) -> ShareKeys:
         """Strict inverse of `to_fields`."""
-        _expect_keys(fields, ("round_id", "sender", "ciphertexts"))
+        _expect_keys(fields, ("round_id", "sender", "ciphertexts", "b_commitment"))
         return cls(
             round_id=_int(fields, "round_id"),
             sender=_str(fields["sender"], "sender"),
             ciphertexts=_bytes_map(fields["ciphertexts"], "ciphertexts"),
+            b_commitment=_bytes(fields["b_commitment"], "b_commitment", 32),
         )
 
 

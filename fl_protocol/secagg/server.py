@@ -5,7 +5,11 @@ Handling policy (see docs/secure-aggregation.md): device input never raises. A m
 round, from a node not entitled to send it in this stage, out of stage, a duplicate (first one wins),
 or with invalid content is ignored with a logged reason and the handler returns False. Calling an advance
 method in the wrong stage is a bug of the caller and raises ProtocolError. Below t at any point the
-cohort is aborted: the advance call returns an `Abort` message and nothing is released.
+cohort is aborted: the advance call returns an `Abort` message and nothing is released. So is it below
+the survivor floor `min_survivors` (the task's dp.min_survivors): a sum of fewer survivors would carry
+less DP noise than the accountant assumed. Reconstruction is verifiable: a b_u must match the commitment
+its owner sent with its shares, an s_sk its advertised public key; wrong shares are found, their senders
+named in `AggregateResult.misbehaving` and left out (docs/secure-aggregation.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class AggregateResult:
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
     ring_bits: int
+    misbehaving: tuple[str, ...] = ()  # senders of shares proven wrong (left out of the reconstruction)
 
 
 class SecAggServer:
@@ -82,10 +87,14 @@ class SecAggServer:
         degree: int | None = None,
         threshold: int | None = None,
         threshold_fraction: float = 0.5,
+        min_survivors: int = 1,
     ) -> None:
         check_ring_bits(ring_bits)
-        if min_cohort < 2 or dimension < 0 or len(graph_seed) != 32:
-            raise ValueError("need min_cohort >= 2, dimension >= 0 and a 32-byte graph seed")
+        if min_cohort < 2 or dimension < 0 or len(graph_seed) != 32 or min_survivors < 1:
+            raise ValueError(
+                "need min_cohort >= 2, min_survivors >= 1, dimension >= 0 and a 32-byte graph seed"
+            )
+        self.min_survivors = min_survivors
         default_threshold(1, threshold_fraction)  # validates the fraction early
         self.gateway_id, self.fleet, self.round_id = gateway_id, fleet, round_id
         self.dimension, self.ring_bits, self.min_cohort = dimension, ring_bits, min_cohort
@@ -135,6 +144,8 @@ class SecAggServer:
         n = len(self._advertised)
         if n < self.min_cohort:
             return self._abort(f"cohort of {n} below the minimum of {self.min_cohort}")
+        if n < self.min_survivors:
+            return self._abort(f"cohort of {n} below the survivor floor min_survivors={self.min_survivors}")
         degree = _valid_degree(n, self._degree if self._degree is not None else default_degree(n))
         threshold = (
             self._threshold if self._threshold is not None else default_threshold(degree, self._fraction)
@@ -226,6 +237,10 @@ class SecAggServer:
         self._dropped = tuple(sorted(self._sharers - self._uploaded))
         if len(self._survivors) < self._require_cohort().threshold:
             return self._abort("fewer than t survivors")
+        if len(self._survivors) < self.min_survivors:
+            return self._abort(
+                f"{len(self._survivors)} survivors below the floor min_survivors={self.min_survivors}"
+            )
         self.stage = ServerStage.CONSISTENCY
         return Survivors(round_id=self.round_id, sender=self.gateway_id, survivors=self._survivors)
 
@@ -292,7 +307,7 @@ class SecAggServer:
         self._expect(ServerStage.UNMASK)
         cohort = self._require_cohort()
         try:
-            values = remove_masks(
+            values, misbehaving = remove_masks(
                 self._sum,
                 cohort=cohort,
                 fleet=self.fleet,
@@ -301,12 +316,13 @@ class SecAggServer:
                 dropped=self._dropped,
                 b_points=self._b_points,
                 s_points=self._s_points,
+                b_commitments={u: self._share_keys[u].b_commitment for u in self._survivors},
             )
         except ProtocolError as exc:
             return self._abort(str(exc))
         self.stage = ServerStage.DONE
         self._b_points, self._s_points, self._sum = {}, {}, np.zeros(0, dtype=np.uint32)
-        return AggregateResult(values, self._survivors, self._dropped, self.ring_bits)
+        return AggregateResult(values, self._survivors, self._dropped, self.ring_bits, misbehaving)
 
     # -- helpers ------------------------------------------------------------------------------
     def _admit(self, message: object, stage: ServerStage, what: str) -> bool:

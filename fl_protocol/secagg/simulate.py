@@ -21,10 +21,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg.client import SecAggClient
-from fl_protocol.secagg.messages import Abort
+from fl_protocol.secagg.messages import Abort, UnmaskRequest, UnmaskShares
 from fl_protocol.secagg.server import AggregateResult, SecAggServer
 
 _R = TypeVar("_R")
+# (responder, its honest answer, the request) -> the answer it sends: lets tests play lying share holders
+UnmaskTamper = Callable[[str, UnmaskShares, UnmaskRequest], UnmaskShares]
 
 
 def deterministic_rng(seed: bytes) -> Callable[[int], bytes]:
@@ -54,6 +56,7 @@ class Simulation:
     fleet: str = "sim-fleet"
     round_id: int = 1
     model_hash: bytes = bytes(32)
+    min_survivors: int = 1
     clock: Callable[[], float] | None = None
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -75,6 +78,7 @@ class Simulation:
             degree=self.degree,
             threshold=self.threshold,
             min_cohort=min(3, self.n),
+            min_survivors=self.min_survivors,
         )
         self.clients = {
             node: SecAggClient(
@@ -86,6 +90,7 @@ class Simulation:
                 verify_key=self.public_keys.get,
                 model_hash=self.model_hash,
                 rng_bytes=deterministic_rng(self.seed + node.encode()),
+                min_survivors=self.min_survivors,
             )
             for node in self.node_ids
         }
@@ -104,9 +109,11 @@ class Simulation:
         *,
         drop_before_upload: Iterable[str] = (),
         drop_after_upload: Iterable[str] = (),
+        tamper: UnmaskTamper | None = None,
     ) -> AggregateResult | Abort:
         """Run all stages. Nodes in `drop_before_upload` share keys but never upload; nodes in
-        `drop_after_upload` upload but neither sign nor answer the unmask request."""
+        `drop_after_upload` upload but neither sign nor answer the unmask request; `tamper` may replace
+        any responder's unmask shares before the gateway sees them."""
         before, after = set(drop_before_upload), set(drop_after_upload)
         server, clients, timed = self.server, self.clients, self._timed
         for client in clients.values():
@@ -128,9 +135,11 @@ class Simulation:
             values = inputs(node)
             masked = timed("client/mask", partial(client.mask, values))
             timed("server/collect", partial(server.on_masked_update, masked))
-        return self._finish(before, after)
+        return self._finish(before, after, tamper)
 
-    def _finish(self, before: set[str], after: set[str]) -> AggregateResult | Abort:
+    def _finish(
+        self, before: set[str], after: set[str], tamper: UnmaskTamper | None
+    ) -> AggregateResult | Abort:
         server, timed = self.server, self._timed
         survivors = timed("server/unmask", server.close_masked_collection)
         if isinstance(survivors, Abort):
@@ -143,6 +152,8 @@ class Simulation:
         if isinstance(request, Abort):
             return request
         for node in responders:
-            answer = timed("client/unmask", partial(self.clients[node].on_unmask_request, request))
-            timed("server/collect", partial(server.on_unmask_shares, _answered(answer)))
+            answer = _answered(timed("client/unmask", partial(self.clients[node].on_unmask_request, request)))
+            if tamper is not None:
+                answer = tamper(node, answer, request)
+            timed("server/collect", partial(server.on_unmask_shares, answer))
         return timed("server/unmask", server.finalize)

@@ -75,6 +75,9 @@ class RoundTask:
             raise ConfigError("dp.clip_norm must equal codec.clip_norm")
         if self.secagg.ring_bits != self.codec.ring_bits:
             raise ConfigError("secagg.ring_bits must equal codec.ring_bits")
+        if self.training.weighted and self.dp.mechanism != "none":
+            # the weight coordinate carries no noise: docs/privacy.md, "Weighted rounds"
+            raise ConfigError("weighted rounds (qffl/datasize) refuse DP tasks: dp.mechanism must be 'none'")
         check_int("min_cohort", self.min_cohort, lo=1, hi=1_000_000)
         if self.min_cohort < self.dp.min_survivors:
             raise ConfigError("min_cohort must be >= dp.min_survivors")

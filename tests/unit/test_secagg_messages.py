@@ -35,7 +35,7 @@ SAMPLES: list[object] = [
         10,
         16,
     ),
-    ShareKeys(3, "dev-a", {"dev-b": b"\x00" * 160}),
+    ShareKeys(3, "dev-a", {"dev-b": b"\x00" * 160}, b"c" * 32),
     RoutedShares(3, "gw", "dev-b", {"dev-a": b"\xff" * 160}),
     MaskedUpdate(3, "dev-a", 20, np.arange(7, dtype=np.uint32)),
     Survivors(3, "gw", ("dev-a", "dev-b")),
@@ -89,6 +89,7 @@ def test_from_fields_rejects_extra_and_missing_keys(message: object) -> None:
         (MaskedUpdate, "ring_bits", 40),
         (UnmaskShares, "b_shares", {"a": -1}),
         (ConsistencySignature, "signature", b"\x00" * 63),
+        (ShareKeys, "b_commitment", b"\x00" * 31),
     ],
 )
 def test_from_fields_rejects_bad_values(cls: type, key: str, bad: object) -> None:
