@@ -32,6 +32,7 @@ from aggregator_gateway.gateway import robust
 from aggregator_gateway.gateway.cohort import STAGE_ORDER, CohortDriver, CohortParams, StageMessage
 from fl_protocol.codec.pipeline import decode_sum, decode_weighted_sum, encoded_length
 from fl_protocol.secagg import Abort, AggregateResult, Roster, RoutedShares, Survivors, UnmaskRequest
+from fl_protocol.secagg.messages import MAX_REASON_CHARS
 from fl_protocol.topics import Stage
 from fl_protocol.wire.messages import RoundTask
 
@@ -138,6 +139,7 @@ class RoundDriver:
         self._lobby = CohortDriver(self.params, graph_seed=self.graph_seed, verify_key=self.verify_key)
         self._adverts: dict[str, StageMessage] = {}
         self.groups: list[CohortDriver] = []
+        self._group_aborts: list[str] = []
         self._owner: dict[str, CohortDriver] = {}
         self.stage = Stage.ADVERTISE
         self.finished = False
@@ -226,6 +228,7 @@ class RoundDriver:
             closed = group.close()
             if isinstance(closed, Abort):
                 logger.warning("round %d: group %d aborted: %s", self.round_id, index, closed.reason)
+                self._group_aborts.append(f"group {index}: {closed.reason}")
             elif isinstance(closed, dict):
                 out += [Outgoing(None, routed, recipient=node) for node, routed in closed.items()]
             elif isinstance(closed, AggregateResult):
@@ -238,7 +241,8 @@ class RoundDriver:
                 }
                 out.append(Outgoing(stage[type(closed)], closed))
         if all(g.aborted for g in self.groups):
-            return self.abort("every group of the cohort aborted")
+            reasons = "; ".join(self._group_aborts)
+            return self.abort(f"every group of the cohort aborted ({reasons})"[:MAX_REASON_CHARS])
         if self.stage is Stage.UNMASK:
             self.result = combine_groups(results, task=self.task, policy=self.policy)
             self.finished = True

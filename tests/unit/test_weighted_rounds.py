@@ -91,3 +91,66 @@ def test_tasks_without_weighting_fields_mean_uniform_and_partial_fields_are_refu
     assert TrainingSettings.from_fields(fields).weighting == "qffl"
     with pytest.raises(ConfigError):
         TrainingSettings.from_fields({k: v for k, v in fields.items() if k != "qffl_q"})
+
+
+# -- issue 11, finding 7: the weight coordinate carries no noise, so weighted rounds refuse DP tasks --------
+
+
+def _weighted_dp_task_fields() -> dict[str, object]:
+    task = _weighted_task()
+    fields = task.to_fields()  # type: ignore[attr-defined]
+    fields["dp"] = {**fields["dp"], "mechanism": "skellam", "noise_multiplier": 1.0}
+    return fields
+
+
+@pytest.mark.parametrize("mechanism", ["skellam", "gaussian"])
+@pytest.mark.parametrize("weighting", ["qffl", "datasize"])
+def test_a_weighted_task_with_dp_cannot_be_built_or_decoded(mechanism: str, weighting: str) -> None:
+    from fl_protocol.errors import ConfigError
+    from fl_protocol.wire.messages import RoundTask
+    from fl_protocol.wire.task_settings import DpSettings
+
+    task = make_task(1)
+    training = TrainingSettings(1, 1, 1e-3, weighting, 2.0, 6.0)
+    with pytest.raises(ConfigError, match="weighted rounds"):
+        dataclasses.replace(task, training=training, dp=DpSettings(mechanism, 1.0, 1.0, 2, 1e-5))
+    fields = _weighted_dp_task_fields()  # what a device or gateway would decode from the wire
+    with pytest.raises(ConfigError, match="weighted rounds"):
+        RoundTask.from_fields(fields)
+
+
+def test_the_issue_leak_cannot_happen_under_dp() -> None:
+    """Before: two sums differing by one device revealed its weight exactly (round(0.05·127)/127) under a
+    DP task. Now no DP weighted task exists, and the device's encoder refuses a weight under DP too."""
+    from edge_runtime.agent.encode import encode_for_task
+    from fl_protocol.errors import PrivacyError
+    from fl_protocol.wire.task_settings import DpSettings
+
+    dp_task = dataclasses.replace(make_task(1), dp=DpSettings("skellam", 1.0, 1.0, 2, 1e-5))
+    with pytest.raises(PrivacyError, match="weight"):
+        encode_for_task(
+            np.full(dp_task.model_dimension, 0.01),
+            residual=None,
+            task=dp_task,
+            rounding_rng=np.random.default_rng(0),
+            noise_rng=np.random.default_rng(1),
+            weight=0.05,
+        )
+
+
+def test_cloud_config_refuses_weighting_with_dp(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aggregator_gateway.cloud.config import CloudConfig
+    from fl_protocol.errors import ConfigError
+
+    base = (
+        '[node]\nid = "cloud"\nrole = "cloud"\nfleet = "f1"\n[broker]\nhost = "127.0.0.1"\nport = 1883\n'
+        '[identity]\nsigning_key_file = "k"\nfleet_keys_file = "f.json"\n'
+        '[cloud]\nbundle_dir = "b"\nrounds = 3\ngateways = ["g1"]\nstore_dir = "s"\n'
+        '[training]\nweighting = "qffl"\n[aggregation]\nweighting = "fair"\n'
+    )
+    path = tmp_path / "cloud.toml"
+    path.write_text(base + '[privacy]\nmechanism = "skellam"\nnoise_multiplier = 1.0\n')
+    with pytest.raises(ConfigError, match="weighted rounds refuse DP"):
+        CloudConfig.load(path)
+    path.write_text(base + '[privacy]\nmechanism = "none"\n')
+    assert CloudConfig.load(path).training.weighting == "qffl"
