@@ -182,6 +182,8 @@ class SecAggServer:
             return self._ignore(message, "shares do not address exactly the neighbours")
         if any(len(c) != _CIPHERTEXT_BYTES for c in message.ciphertexts.values()):
             return self._ignore(message, "share ciphertext of the wrong size")
+        if len(message.b_commitment) != keys.SEED_BYTES:
+            return self._ignore(message, "self-mask commitment of the wrong size")
         self._share_keys[message.sender] = message
         return True
 
