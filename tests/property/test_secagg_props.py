@@ -125,3 +125,29 @@ def test_t_minus_one_shares_are_consistent_with_every_secret(
     alternative = shamir.split(other, threshold=threshold, xs=xs, rng_bytes=lambda n: next(scripted))
     assert {x: alternative[x] for x in xs[:-1]} == view
     assert shamir.reconstruct(alternative, threshold=threshold) == other
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    threshold=st.integers(2, 6),
+    extra=st.integers(0, 4),
+    seed=st.binary(min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_robust_reconstruct_recovers_the_checked_secret_and_names_only_liars(
+    secret: bytes, threshold: int, extra: int, seed: bytes, data: st.DataObject
+) -> None:
+    """With up to m - t wrong shares (any values) the checked secret is found; when it says the wrong
+    shares are attributable (2d <= m + 1 - t) and the liars are that few, it names exactly them."""
+    m = threshold + extra
+    shares = shamir.split(secret, threshold=threshold, xs=range(1, m + 1), rng_bytes=deterministic_rng(seed))
+    liars = data.draw(st.lists(st.integers(1, m), max_size=extra, unique=True))
+    received = dict(shares)
+    for x in liars:
+        received[x] = (shares[x] + data.draw(st.integers(1, shamir.PRIME - 1))) % shamir.PRIME
+    decoded = shamir.robust_reconstruct(received, threshold=threshold, check=lambda s: s == secret)
+    assert decoded.secret == secret
+    assert set(decoded.bad_xs) <= set(liars)
+    if 2 * len(liars) <= m + 1 - threshold:
+        assert decoded.attributable and set(decoded.bad_xs) == set(liars)
