@@ -109,11 +109,12 @@ def robust_reconstruct(
 
     Tries t-subsets in order of how many of the lowest points they leave out (first the t lowest, then
     every subset of the t + 1 lowest, ...), so e wrong shares among the lowest cost about C(t + e, e)
-    interpolations. The first candidate that is a valid 32-byte secret and passes `check` wins; the
-    other shares are then compared with that polynomial. Raises ValueError when fewer than t shares
-    arrived, when every share lies on one polynomial whose secret fails the check (the owner's check
-    value itself is false, or at least m - t + 1 senders colluded), or when no subset passes within
-    `max_attempts` interpolations (fewer than t right shares).
+    interpolations. The first candidate that is a valid 32-byte secret and passes `check` wins. If it
+    came from the t lowest shares (the honest case, one interpolation) the other shares are not looked
+    at; otherwise every share is compared with the recovered polynomial. Raises ValueError when fewer
+    than t shares arrived, when every share lies on one polynomial whose secret fails the check (the
+    owner's check value itself is false, or at least m - t + 1 senders colluded), or when no subset
+    passes within `max_attempts` interpolations (fewer than t right shares).
     """
     if threshold < 1 or len(shares) < threshold:
         raise ValueError("not enough shares")
@@ -130,6 +131,8 @@ def robust_reconstruct(
                 raise ValueError(f"no {threshold} shares passed the check in {max_attempts} attempts")
             value = interpolate_at_zero(subset)
             if value >> (8 * SECRET_BYTES) == 0 and check(value.to_bytes(SECRET_BYTES, "big")):
+                if extra == 0:  # the honest case: the t lowest shares are right; the rest are not needed
+                    return Decoded(value.to_bytes(SECRET_BYTES, "big"), (), True, attempts)
                 coefficients = polynomial_through(subset)
                 bad = tuple(x for x, y in points if evaluate(coefficients, x) != y)
                 return Decoded(

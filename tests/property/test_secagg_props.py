@@ -138,8 +138,9 @@ def test_t_minus_one_shares_are_consistent_with_every_secret(
 def test_robust_reconstruct_recovers_the_checked_secret_and_names_only_liars(
     secret: bytes, threshold: int, extra: int, seed: bytes, data: st.DataObject
 ) -> None:
-    """With up to m - t wrong shares (any values) the checked secret is found; when it says the wrong
-    shares are attributable (2d <= m + 1 - t) and the liars are that few, it names exactly them."""
+    """With up to m - t wrong shares (any values) the checked secret is found. Liars outside the t lowest
+    are not looked at (their shares are not needed); when one is among them and the liars are few
+    (2e <= m + 1 - t), exactly the liars are named."""
     m = threshold + extra
     shares = shamir.split(secret, threshold=threshold, xs=range(1, m + 1), rng_bytes=deterministic_rng(seed))
     liars = data.draw(st.lists(st.integers(1, m), max_size=extra, unique=True))
@@ -149,5 +150,7 @@ def test_robust_reconstruct_recovers_the_checked_secret_and_names_only_liars(
     decoded = shamir.robust_reconstruct(received, threshold=threshold, check=lambda s: s == secret)
     assert decoded.secret == secret
     assert set(decoded.bad_xs) <= set(liars)
-    if 2 * len(liars) <= m + 1 - threshold:
+    if not set(liars) & set(range(1, threshold + 1)):
+        assert decoded.bad_xs == () and decoded.attempts == 1
+    elif 2 * len(liars) <= m + 1 - threshold:
         assert decoded.attributable and set(decoded.bad_xs) == set(liars)
