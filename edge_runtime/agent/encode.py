@@ -1,18 +1,22 @@
 """Turn a local update into the ring values to mask, with this device's share of the round's DP noise.
 
-- 'skellam': the codec's integer hook adds a Skellam share of variance (z·C·s)² / min_survivors
-  (`fl_protocol.dp.mechanisms.skellam_device_variance`) after stochastic rounding.
-- 'gaussian': N(0, z²C² / min_survivors) per kept coordinate in float, after clipping, sparsification and
-  rotation and before scaling and rounding (DESIGN.md §5 step 6), through the codec's float-noise hook.
+Both noisy mechanisms add an integer share after clipping, conditional rounding and the q-bit clamp
+(never before the clamp, which would eat the noise), through the codec's integer-noise hook:
+
+- 'skellam': Skellam of variance (z·C·s)² / min_survivors (`fl_protocol.dp.mechanisms`, [AKL21]);
+- 'gaussian': discrete Gaussian N_Z(0, (z·C·s)² / min_survivors) (distributed discrete Gaussian, [KLS21]);
 - 'none': no noise.
 
-Randomness is injected: `rounding_rng` drives stochastic rounding, `noise_rng` the noise; production
-passes two independent `secure_generator()`s (OS CSPRNG seeded).
+The rounding bound is the L2 sensitivity that `fl_protocol.dp.rounds.round_privacy_event` charges, so the
+mechanism the accountant and the ledger charge is the mechanism that runs. Randomness is injected:
+`rounding_rng` drives stochastic rounding, `noise_rng` the noise; production passes two independent
+`secure_generator()`s (OS CSPRNG seeded).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -20,7 +24,7 @@ from fl_protocol.codec.pipeline import EncodedUpdate, encode_update
 from fl_protocol.codec.settings import sparse_count
 from fl_protocol.dp.mechanisms import (
     ROUNDING_BETA,
-    distributed_gaussian_share,
+    discrete_gaussian_noise,
     rounded_l2_bound,
     skellam_device_variance,
     skellam_noise,
@@ -46,26 +50,9 @@ def encode_for_task(
         # the weight rides un-noised: weighted rounds refuse DP (docs/privacy.md, "Weighted rounds")
         raise PrivacyError("a weighted update cannot be sent in a DP round: its weight carries no noise")
     residual = residual if settings.error_feedback else None
-    float_noise = None
-    if dp.mechanism == "gaussian":
-        logger.debug(
-            "gaussian noise share: std %.4g per coordinate",
-            dp.noise_multiplier * dp.clip_norm / np.sqrt(dp.min_survivors),
-        )
-
-        def float_noise(size: int) -> np.ndarray:
-            return distributed_gaussian_share(
-                size,
-                noise_multiplier=dp.noise_multiplier,
-                clip_norm=dp.clip_norm,
-                min_survivors=dp.min_survivors,
-                rng=noise_rng,
-            )
-
     integer_noise = None
     max_rounded_l2 = None
-    if dp.mechanism == "skellam":
-        # The accountant assumes this bound on the rounded update's L2 norm (conditional rounding).
+    if dp.mechanism in ("skellam", "gaussian"):
         max_rounded_l2 = rounded_l2_bound(
             clip_norm=dp.clip_norm,
             scale=settings.scale,
@@ -78,9 +65,16 @@ def encode_for_task(
             scale=settings.scale,
             min_survivors=dp.min_survivors,
         )
+        logger.debug("%s noise share: std %.4g integer units per coordinate", dp.mechanism, math.sqrt(variance))
+        if dp.mechanism == "skellam":
 
-        def integer_noise(size: int) -> np.ndarray:
-            return skellam_noise(size, variance=variance, rng=noise_rng)
+            def integer_noise(size: int) -> np.ndarray:
+                return skellam_noise(size, variance=variance, rng=noise_rng)
+
+        else:
+
+            def integer_noise(size: int) -> np.ndarray:
+                return discrete_gaussian_noise(size, stddev=math.sqrt(variance), rng=noise_rng)
 
     return encode_update(
         delta,
@@ -88,7 +82,6 @@ def encode_for_task(
         settings=settings,
         rng=rounding_rng,
         integer_noise=integer_noise,
-        float_noise=float_noise,
         max_rounded_l2=max_rounded_l2,
         weight=weight,
     )

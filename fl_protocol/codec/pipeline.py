@@ -1,7 +1,8 @@
 """The update pipeline of DESIGN.md §5: device-side `encode_update`, gateway-side `decode_sum`.
 
 Device: residual add -> L2 clip -> shared random-k sparsify (residual keeps the off-S mass) -> optional
-randomized Hadamard rotation -> scale + stochastic rounding + clamp -> optional integer DP noise -> ring map.
+randomized Hadamard rotation -> scale + stochastic rounding + clamp -> optional integer DP noise (after the
+clamp, so it is never clipped) -> ring map.
 Masking and packing follow (secure aggregation, fl_protocol.codec.pack).
 Gateway, on the unmasked sum mod 2^b: centre -> de-scale -> inverse rotation -> scatter into S. The result is
 the SUM of the cohort's (noisy) clipped sparse updates; the caller divides by the count or weight sum.
@@ -61,23 +62,25 @@ def encode_update(
     settings: CodecSettings,
     rng: np.random.Generator,
     integer_noise: Callable[[int], np.ndarray] | None = None,
-    float_noise: Callable[[int], np.ndarray] | None = None,
     max_rounded_l2: float | None = None,
     weight: float | None = None,
 ) -> EncodedUpdate:
     """Run the device-side pipeline on a flat update `delta` (float32, length d).
 
     `rng` drives stochastic rounding only (inject a CSPRNG-seeded generator in production). `integer_noise(k)`
-    returns the device's int64 DP noise share of length k, added after rounding and before the ring map
-    (distributed Skellam). `float_noise(k)` returns float noise of length k added to the kept, rotated
-    coordinates before scaling and rounding (distributed Gaussian; rotation is orthogonal, so isotropic
-    noise added after it is distributed as noise added before it). `max_rounded_l2` turns on conditional
+    returns the device's int64 DP noise share of length k (distributed Skellam or discrete Gaussian), added
+    after rounding and the q-bit clamp and before the ring map: the clamp never touches the noise, which
+    rides the modular sum intact (there is deliberately no hook to add noise before the clamp: clamping
+    there removed most of the noise the accountant charged for). `max_rounded_l2` turns on conditional
     rounding (Agarwal, Kairouz, Liu 2021 §4): the rounding is redrawn until the integer vector's L2 norm is
     within the bound the accountant assumed, and PrivacyError is raised (nothing is released) if it never
-    is. `weight` (0 < w <= 1) sends (w·Δ, w): the update is scaled before clipping and w rides as one
+    is; integer noise without this bound is refused (ValueError), since the accountant's sensitivity would
+    not hold. `weight` (0 < w <= 1) sends (w·Δ, w): the update is scaled before clipping and w rides as one
     extra ring value after the k coordinates (DESIGN.md §5, fairness/adaptive weights inside the secure
     sum). Non-finite input raises PrivacyError (from the clip step).
     """
+    if integer_noise is not None and max_rounded_l2 is None:
+        raise ValueError("integer DP noise needs max_rounded_l2 (the sensitivity the accountant assumes)")
     x = np.asarray(delta, dtype=np.float64)
     if x.ndim != 1 or x.shape[0] < 1:
         raise ValueError("delta must be a non-empty 1-D vector")
@@ -97,11 +100,6 @@ def encode_update(
     new_residual = off_support(clipped, indices).astype(np.float32) if settings.error_feedback else None
     if settings.rotate:
         kept = rotate(kept, settings.rotation_seed)
-    if float_noise is not None:
-        noise_f = np.asarray(float_noise(kept.shape[0]), dtype=np.float64)
-        if noise_f.shape != kept.shape:
-            raise ValueError("float_noise must return a vector of length k")
-        kept = kept + noise_f
     quantized, clamped_count = _round(kept, settings, rng, max_rounded_l2)
     if clamped_count:
         logger.debug("quantizer clamped %d of %d coordinates", clamped_count, kept.shape[0])

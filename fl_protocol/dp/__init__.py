@@ -1,20 +1,23 @@
 """Differential privacy for fedlora: RDP math, accountant, calibration, distributed noise, tiers.
 
 See docs/privacy.md for the guarantees. Modules:
-- `rdp`: RDP of the Gaussian, Poisson-subsampled Gaussian and Skellam mechanisms; RDP → (ε, δ).
+- `rdp`: RDP of the Gaussian, Poisson-subsampled Gaussian, Skellam and distributed discrete Gaussian
+  mechanisms; RDP → (ε, δ).
 - `accountant`: `RdpAccountant`, records events and reports (ε, δ); persists as a JSON-able dict.
 - `calibrate`: least noise for a target ε over R rounds (never overshoots).
-- `mechanisms`: distributed Skellam / Gaussian noise shares, `secure_generator()`.
+- `mechanisms`: distributed Skellam / discrete Gaussian noise shares, `secure_generator()`.
+- `rounds`: the privacy event of one round's settings (shared by the cloud and the device ledger).
 - `tiers`: sensitivity tiers and the device-side refusal rules.
 """
 
 from __future__ import annotations
 
-from fl_protocol.dp.accountant import GaussianEvent, RdpAccountant, SkellamEvent
+from fl_protocol.dp.accountant import DiscreteGaussianEvent, GaussianEvent, RdpAccountant, SkellamEvent
 from fl_protocol.dp.calibrate import calibrate_noise_multiplier, calibrate_skellam_variance
 from fl_protocol.dp.mechanisms import (
     ROUNDING_BETA,
-    distributed_gaussian_share,
+    discrete_gaussian_noise,
+    distributed_discrete_gaussian_share,
     distributed_skellam_share,
     rounded_l1_bound,
     rounded_l2_bound,
@@ -36,6 +39,7 @@ from fl_protocol.dp.tiers import DEFAULT_TIERS, TierConfig, TierPolicy, check_ro
 __all__ = [
     "DEFAULT_ORDERS",
     "DEFAULT_TIERS",
+    "DiscreteGaussianEvent",
     "GaussianEvent",
     "RdpAccountant",
     "SkellamEvent",
@@ -44,7 +48,8 @@ __all__ = [
     "calibrate_noise_multiplier",
     "calibrate_skellam_variance",
     "check_round_against_tier",
-    "distributed_gaussian_share",
+    "discrete_gaussian_noise",
+    "distributed_discrete_gaussian_share",
     "distributed_skellam_share",
     "gaussian_rdp",
     "poisson_subsampled_rdp",

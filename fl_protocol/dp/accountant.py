@@ -71,11 +71,43 @@ class SkellamEvent:
         return rdp.poisson_subsampled_rdp(curve, sample_rate=self.sample_rate, orders=orders)
 
 
-PrivacyEvent = GaussianEvent | SkellamEvent
+@dataclass(frozen=True)
+class DiscreteGaussianEvent:
+    """One release of the distributed discrete Gaussian ([KLS21], `rdp.distributed_discrete_gaussian_rdp`):
+    at least `min_summands` devices each add N_Z(0, local_stddev²) per coordinate (integer units) to a
+    conditionally rounded update of L2 sensitivity `l2_sensitivity` and length `dim`. No subsampling."""
+
+    local_stddev: float
+    min_summands: int
+    l2_sensitivity: float
+    dim: int
+
+    def rdp(self, orders: tuple[float, ...]) -> np.ndarray:
+        """RDP curve of one occurrence at `orders`."""
+        return rdp.distributed_discrete_gaussian_rdp(
+            local_stddev=self.local_stddev,
+            min_summands=self.min_summands,
+            l2_sensitivity=self.l2_sensitivity,
+            dim=self.dim,
+            orders=orders,
+        )
+
+
+PrivacyEvent = GaussianEvent | SkellamEvent | DiscreteGaussianEvent
 _FIELDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "gaussian": (GaussianEvent, ("noise_multiplier", "sample_rate")),
     "skellam": (SkellamEvent, ("variance", "l1_sensitivity", "l2_sensitivity", "sample_rate")),
+    "ddgauss": (DiscreteGaussianEvent, ("local_stddev", "min_summands", "l2_sensitivity", "dim")),
 }
+_INT_FIELDS = frozenset({"min_summands", "dim"})
+
+
+def event_mechanism(event: PrivacyEvent) -> str:
+    """The state name of an event's mechanism ('gaussian', 'skellam' or 'ddgauss')."""
+    for name, (kind, _) in _FIELDS.items():
+        if isinstance(event, kind):
+            return name
+    raise ConfigError(f"unknown privacy event {event!r}")
 
 
 def _check_steps(steps: int) -> None:
@@ -145,6 +177,29 @@ class RdpAccountant:
         )
         self._record(event, steps)
 
+    def step_discrete_gaussian(
+        self, *, local_stddev: float, min_summands: int, l2_sensitivity: float, dim: int, steps: int = 1
+    ) -> None:
+        """Record `steps` releases of the distributed discrete Gaussian (see DiscreteGaussianEvent)."""
+        _check_positive("local_stddev", local_stddev)
+        _check_positive("l2_sensitivity", l2_sensitivity)
+        for name, value in (("min_summands", min_summands), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        event = DiscreteGaussianEvent(float(local_stddev), int(min_summands), float(l2_sensitivity), int(dim))
+        self._record(event, steps)
+
+    def record(self, event: PrivacyEvent, steps: int = 1) -> None:
+        """Record `steps` occurrences of an already built event (validated as by its step method)."""
+        fields = {name: getattr(event, name) for name in _FIELDS[event_mechanism(event)][1]}
+        self._restore_event({"mechanism": event_mechanism(event), **fields, "count": steps})
+
+    def epsilon_after_event(self, event: PrivacyEvent, *, delta: float, steps: int = 1) -> float:
+        """ε that `record(event, steps)` would lead to, without recording anything."""
+        preview = self.copy()
+        preview.record(event, steps)
+        return preview.get_epsilon(delta=delta)
+
     def _record(self, event: PrivacyEvent, steps: int) -> None:
         _check_steps(steps)
         if self._events and self._events[-1][0] == event:
@@ -191,7 +246,7 @@ class RdpAccountant:
         """JSON-able state: format tag, version, orders and events (not derived numbers)."""
         events = []
         for event, count in self._events:
-            mechanism = "gaussian" if isinstance(event, GaussianEvent) else "skellam"
+            mechanism = event_mechanism(event)
             fields = {name: getattr(event, name) for name in _FIELDS[mechanism][1]}
             events.append({"mechanism": mechanism, **fields, "count": count})
         return {
@@ -231,11 +286,16 @@ class RdpAccountant:
             raise ConfigError(f"accountant state: {mechanism} event needs exactly {sorted(names)} and count")
         if not all(_is_number(item[name]) for name in names):
             raise ConfigError(f"accountant state: {mechanism} event has a non-numeric field")
+        if any(not isinstance(item[name], int) for name in names if name in _INT_FIELDS):
+            raise ConfigError(f"accountant state: {mechanism} event has a non-integer count field")
         count = item["count"]
+        values = {name: item[name] for name in names}
         if mechanism == "gaussian":
-            self.step(noise_multiplier=item["noise_multiplier"], sample_rate=item["sample_rate"], steps=count)
+            self.step(**values, steps=count)
+        elif mechanism == "skellam":
+            self.step_skellam(**values, steps=count)
         else:
-            self.step_skellam(**{name: item[name] for name in names}, steps=count)
+            self.step_discrete_gaussian(**values, steps=count)
 
 
 def _is_number(value: Any) -> bool:

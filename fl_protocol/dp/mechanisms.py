@@ -7,8 +7,10 @@ Two mechanisms (docs/privacy.md):
   has variance μ and is closed under summation, so n devices each adding Skellam(μ / min_survivors) give a
   sum of at least Skellam(μ) whenever at least `min_survivors` of them survive. The noise is an integer and
   rides through the modular secure sum exactly.
-- Distributed Gaussian, float domain: each device adds N(0, z² C² / min_survivors) before quantization;
-  the sum of at least `min_survivors` shares has variance ≥ z² C².
+- Distributed discrete Gaussian, integer domain ([KLS21] P. Kairouz, Z. Liu, T. Steinke, ICML 2021): each
+  device adds N_Z(0, (z C s)² / min_survivors) per coordinate after rounding; the sum of at least
+  `min_survivors` shares has variance ≥ (z C s)². (An earlier version added float Gaussian noise before the
+  q-bit clamp, which clamped most of it away: the noise of both mechanisms now never passes the clamp.)
 
 Randomness is injected (`rng: np.random.Generator`). Production passes `secure_generator()`, a generator
 seeded with 256 bits from the OS CSPRNG (`os.urandom`), fresh per process and never logged or shared;
@@ -74,28 +76,52 @@ def distributed_skellam_share(
     return skellam_noise(size, variance=central_variance / min_survivors, rng=rng)
 
 
-def distributed_gaussian_share(
-    size: int,
-    *,
-    noise_multiplier: float,
-    clip_norm: float,
-    min_survivors: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """One device's Gaussian share in float: N(0, z² C² / min_survivors) per coordinate (float64).
+def discrete_gaussian_noise(size: int, *, stddev: float, rng: np.random.Generator) -> np.ndarray:
+    """`size` iid discrete Gaussian samples N_Z(0, σ²) (int64): P(x) ∝ exp(−x² / (2σ²)) on the integers.
 
-    Added after clipping and before quantization; the sum of k ≥ min_survivors shares has std ≥ z·C.
+    Rejection sampling from the discrete Laplace of scale t = ⌊σ⌋ + 1, accepting y with probability
+    exp(−(|y| − σ²/t)² / (2σ²)) (C. Canonne, G. Kamath, T. Steinke, "The Discrete Gaussian for
+    Differential Privacy", NeurIPS 2020, Algorithm 3), vectorised and in floating point (the paper's
+    exact-arithmetic version avoids floating-point side channels; the acceptance rate is ≥ ~0.4).
+    The discrete Laplace is the difference of two iid geometric variables on {0, 1, ...}.
     """
     _check_size(size)
+    _check_nonneg("stddev", stddev)
+    if stddev == 0.0:
+        return np.zeros(size, dtype=np.int64)
+    if stddev**2 > MAX_POISSON_MEAN:
+        raise ConfigError(f"discrete Gaussian stddev {stddev} is too large to sample exactly")
+    t = math.floor(stddev) + 1.0
+    p_geometric = -math.expm1(-1.0 / t)
+    out = np.empty(size, dtype=np.int64)
+    filled = 0
+    while filled < size:
+        want = max(16, int((size - filled) * 2.5))
+        y = (rng.geometric(p_geometric, want) - rng.geometric(p_geometric, want)).astype(np.int64)
+        accept = np.exp(-((np.abs(y) - stddev**2 / t) ** 2) / (2.0 * stddev**2))
+        kept = y[rng.random(want) < accept][: size - filled]
+        out[filled : filled + kept.size] = kept
+        filled += kept.size
+    return out
+
+
+def distributed_discrete_gaussian_share(
+    size: int, *, central_variance: float, min_survivors: int, rng: np.random.Generator
+) -> np.ndarray:
+    """One device's discrete Gaussian share: N_Z(0, central_variance / min_survivors) per coordinate.
+
+    Added in the integer domain after clipping and conditional rounding (never before the q-bit clamp),
+    so the noise reaches the sum untouched. The sum of k ≥ min_survivors shares has variance
+    ≥ central_variance (up to the discrete Gaussian's variance deficit, < 1e-8 relative for σ ≥ 1);
+    its privacy is [KLS21] (`rdp.distributed_discrete_gaussian_rdp`), not the continuous Gaussian's.
+    """
     _check_min_survivors(min_survivors)
-    _check_nonneg("noise_multiplier", noise_multiplier)
-    _check_nonneg("clip_norm", clip_norm)
-    std = noise_multiplier * clip_norm / math.sqrt(min_survivors)
-    return rng.normal(0.0, std, size) if std > 0 else np.zeros(size, dtype=np.float64)
+    _check_nonneg("central_variance", central_variance)
+    return discrete_gaussian_noise(size, stddev=math.sqrt(central_variance / min_survivors), rng=rng)
 
 
 def skellam_central_variance(*, noise_multiplier: float, clip_norm: float, scale: float) -> float:
-    """Target variance of the summed Skellam noise in the integer domain: (z · C · s)².
+    """Target variance of the summed noise (Skellam or discrete Gaussian) in integer units: (z · C · s)².
 
     `scale` s is the quantization scale (integer units per float unit), so z·C float noise std becomes
     z·C·s integer units: the same noise-to-signal ratio as the Gaussian with noise multiplier z.
