@@ -55,7 +55,8 @@ class StageTimeouts:
 class CloudSection:
     """[cloud]: the federation's shape and where the cloud keeps its state.
 
-    total_devices: fleet size, for the accountant's sample rate (0: sample rate 1, the safe choice).
+    total_devices: fleet size, sizes the ring-width check (0: unknown). It never lowers ε: rounds are
+        accounted with sample rate 1, since devices join by availability, not by random sampling.
     http_port: status page port (0: no status page). max_retries: failed attempts allowed per round.
     """
 

@@ -25,7 +25,7 @@ import numpy as np
 from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import CloudConfig
 from aggregator_gateway.cloud.optimizer import make_optimizer
-from aggregator_gateway.cloud.privacy import CloudAccountant, resolve_noise_multiplier, sample_rate
+from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
 from aggregator_gateway.cloud.records import COMPLETED, FAILED, RoundLog, RoundRecord
 from aggregator_gateway.cloud.store import ModelStore
 from aggregator_gateway.cloud.tasks import build_codec, build_task, codec_shape
@@ -94,6 +94,14 @@ class CloudCoordinator:
             rounds=config.cloud.rounds,
             scale=self._shape.scale,
             sparse_length=self._shape.sparse_length,
+        )
+        check_ring_holds_noise(
+            quant_bits=config.codec.quant_bits,
+            ring_bits=config.codec.ring_bits,
+            max_clients=max(config.cloud.total_devices, config.min_cohort),
+            noise_multiplier=noise,
+            clip_norm=config.privacy.clip_norm,
+            scale=self._shape.scale,
         )
         self._accountant = CloudAccountant(config.privacy, noise, store.get_meta("accountant"))
         self._optimizer = make_optimizer(config.optimizer)
@@ -255,11 +263,6 @@ class CloudCoordinator:
         record.survivors = sum(p.count for p in usable)
         self._log.close(record)
         self._accountant.record_round(
-            sample_rate=sample_rate(
-                selected=record.selected,
-                survivors=record.survivors,
-                total_devices=self._config.cloud.total_devices,
-            ),
             clip_norm=self._config.privacy.clip_norm,
             scale=self._shape.scale,
             sparse_length=self._shape.sparse_length,

@@ -1,20 +1,15 @@
 """The cloud's privacy bookkeeping: which noise multiplier the tasks carry, and ε after each round.
 
 Noise: [privacy].noise_multiplier as given, or, with target_epsilon, the least noise that keeps ε ≤ target
-over the planned `rounds` (fl_protocol.dp.calibrate; calibration never overshoots). Calibration assumes
-sample rate 1 (no amplification), so the target holds whatever the actual participation turns out to be.
-A failed round (no partial before its deadline) is not accounted. Limitation: a partial that arrives
-after its round closed is ignored, yet it was released on the broker; the accountant does not count it.
+over the planned `rounds` (fl_protocol.dp.calibrate; calibration never overshoots), calibrated on the
+event the rounds are charged as. A failed round (no partial before its deadline) is not accounted.
+Limitation: a partial that arrives after its round closed is ignored, yet it was released on the broker;
+the accountant does not count it.
 
-Accounting, one event per completed round (a round with no partial released nothing to the cloud):
-- gaussian: `RdpAccountant.step(noise_multiplier=z, sample_rate=q)`;
-- skellam: `step_skellam` with the central variance (z C s)² and the rounded-update sensitivities of
-  docs/privacy.md §2 at the round's scale s and sparse length k, sample rate q.
-
-q = min(1, max(selected, survivors) / total_devices) — the larger of the counts the cloud saw, the
-conservative choice — or 1 when total_devices is 0. Poisson amplification is only sound if devices really
-join a round independently with that probability; when the cohort is picked otherwise, set
-total_devices = 0 (q = 1), see docs/privacy.md §1.
+Accounting, one event per completed round (a round with no partial released nothing to the cloud): the
+event of `fl_protocol.dp.rounds.round_privacy_event` for the round's settings, the same event every
+device's ledger charges. Sample rate 1: devices join rounds by availability, nobody samples them at
+random, so no amplification by sampling is claimed ([cloud].total_devices only sizes the ring check).
 """
 
 from __future__ import annotations
@@ -24,15 +19,11 @@ import logging
 import math
 
 from aggregator_gateway.cloud.config import PrivacySection
-from fl_protocol.dp import (
-    ROUNDING_BETA,
-    RdpAccountant,
-    calibrate_noise_multiplier,
-    calibrate_skellam_variance,
-    rounded_l1_bound,
-    rounded_l2_bound,
-    skellam_central_variance,
-)
+from fl_protocol.dp import RdpAccountant
+from fl_protocol.dp.calibrate import calibrate_event_noise
+from fl_protocol.dp.rdp import DEFAULT_ORDERS
+from fl_protocol.dp.rounds import noise_headroom_bits, round_privacy_event
+from fl_protocol.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +33,29 @@ def resolve_noise_multiplier(
 ) -> float:
     """z for every task: as configured, calibrated from target_epsilon, or 0 for mechanism 'none'.
 
-    Skellam is calibrated on its own RDP bound (central variance μ, then z = sqrt(μ) / (C s)), since at
-    a finite scale it costs slightly more than the Gaussian with the same z.
+    Both mechanisms are calibrated on the bound they are charged with (Skellam [AKL21], distributed
+    discrete Gaussian [KLS21]) at the round's scale s and sparse length k; at a coarse scale either
+    costs more than the continuous Gaussian with the same z.
     """
     if section.mechanism == "none":
         return 0.0
     if section.noise_multiplier is not None:
         return float(section.noise_multiplier)
     assert section.target_epsilon is not None  # PrivacySection guarantees exactly one
-    if section.mechanism == "gaussian":
-        z = calibrate_noise_multiplier(
-            target_epsilon=section.target_epsilon, delta=section.delta, sample_rate=1.0, rounds=rounds
+
+    def rdp_of(z: float) -> list[float]:
+        event = round_privacy_event(
+            mechanism=section.mechanism,
+            noise_multiplier=z,
+            clip_norm=section.clip_norm,
+            min_survivors=section.min_survivors,
+            scale=scale,
+            sparse_length=sparse_length,
         )
-    else:
-        l2 = rounded_l2_bound(clip_norm=section.clip_norm, scale=scale, dim=sparse_length, beta=ROUNDING_BETA)
-        variance = calibrate_skellam_variance(
-            target_epsilon=section.target_epsilon,
-            delta=section.delta,
-            rounds=rounds,
-            l1_sensitivity=rounded_l1_bound(l2_bound=l2, dim=sparse_length),
-            l2_sensitivity=l2,
-        )
-        # round z up a hair so the device's (z C s)^2 is never below the calibrated variance
-        z = math.sqrt(variance) / (section.clip_norm * scale) * (1.0 + 1e-9)
+        assert event is not None
+        return list(event.rdp(DEFAULT_ORDERS))
+
+    z = calibrate_event_noise(rdp_of, target_epsilon=section.target_epsilon, delta=section.delta, rounds=rounds)
     logger.info(
         "calibrated noise_multiplier %.4g for ε=%g, δ=%g over %d rounds",
         z,
@@ -75,11 +66,21 @@ def resolve_noise_multiplier(
     return z
 
 
-def sample_rate(*, selected: int, survivors: int, total_devices: int) -> float:
-    """Accountant sample rate q (see the module docstring)."""
-    if total_devices <= 0:
-        return 1.0
-    return min(1.0, max(selected, survivors, 1) / total_devices)
+def check_ring_holds_noise(
+    *, quant_bits: int, ring_bits: int, max_clients: int, noise_multiplier: float, clip_norm: float, scale: float
+) -> None:
+    """ConfigError unless Z_{2^ring_bits} holds `max_clients` q-bit values plus the summed noise.
+
+    The noise is added after the q-bit clamp (so the clamp never eats it) and must not wrap the ring.
+    """
+    headroom = noise_headroom_bits(central_stddev=noise_multiplier * clip_norm * scale)
+    needed = quant_bits + math.ceil(math.log2(max(max_clients, 1))) + headroom
+    if ring_bits < needed:
+        raise ConfigError(
+            f"[codec].ring_bits={ring_bits} < {needed} needed for {max_clients} clients' {quant_bits}-bit "
+            f"values plus {headroom} bits of DP noise (σ = z·C·s = {noise_multiplier * clip_norm * scale:.4g} "
+            "integer units): raise ring_bits or lower quant_bits"
+        )
 
 
 class CloudAccountant:
@@ -94,21 +95,18 @@ class CloudAccountant:
             RdpAccountant() if state_json is None else RdpAccountant.from_dict(json.loads(state_json))
         )
 
-    def record_round(self, *, sample_rate: float, clip_norm: float, scale: float, sparse_length: int) -> None:
-        """One release of the round's noisy sum."""
-        if self._section.mechanism == "none" or sample_rate <= 0:
-            return
-        if self._section.mechanism == "gaussian":
-            self._accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=sample_rate)
-            return
-        variance = skellam_central_variance(
-            noise_multiplier=self.noise_multiplier, clip_norm=clip_norm, scale=scale
+    def record_round(self, *, clip_norm: float, scale: float, sparse_length: int) -> None:
+        """One release of the round's noisy sum (no sampling amplification: sample rate 1)."""
+        event = round_privacy_event(
+            mechanism=self._section.mechanism,
+            noise_multiplier=self.noise_multiplier,
+            clip_norm=clip_norm,
+            min_survivors=self._section.min_survivors,
+            scale=scale,
+            sparse_length=sparse_length,
         )
-        l2 = rounded_l2_bound(clip_norm=clip_norm, scale=scale, dim=sparse_length, beta=ROUNDING_BETA)
-        l1 = rounded_l1_bound(l2_bound=l2, dim=sparse_length)
-        self._accountant.step_skellam(
-            variance=variance, l1_sensitivity=l1, l2_sensitivity=l2, sample_rate=sample_rate
-        )
+        if event is not None:
+            self._accountant.record(event)
 
     def epsilon(self) -> float | None:
         """ε at [privacy].delta so far (0 before any release); None (unbounded) for mechanism 'none'."""

@@ -11,6 +11,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from fl_protocol.dp import rdp
 from fl_protocol.errors import ConfigError, PrivacyError
 
@@ -117,3 +119,27 @@ def calibrate_skellam_variance(
         epsilon_of, target_epsilon=target_epsilon, start=max(l2_sensitivity, 1.0), rel_tolerance=rel_tolerance
     )
     return std * std
+
+
+def calibrate_event_noise(
+    rdp_of: Callable[[float], Sequence[float]],
+    *,
+    target_epsilon: float,
+    delta: float,
+    rounds: int,
+    orders: Sequence[float] = rdp.DEFAULT_ORDERS,
+    rel_tolerance: float = 1e-3,
+) -> float:
+    """Smallest noise multiplier z (to `rel_tolerance`) such that `rounds` releases of the mechanism whose
+    one-round RDP curve at `orders` is `rdp_of(z)` are (ε ≤ target_epsilon, delta)-DP.
+
+    For mechanisms whose event depends on z through the codec (distributed Skellam and discrete Gaussian,
+    fl_protocol.dp.rounds). Never overshoots: the result is a z at which ε was evaluated ≤ target.
+    """
+    _check_targets(target_epsilon, delta, rounds, rel_tolerance)
+
+    def epsilon_of(noise_multiplier: float) -> float:
+        curve = np.asarray(rdp_of(noise_multiplier), dtype=np.float64)
+        return rdp.rdp_to_epsilon(curve * rounds, delta=delta, orders=orders)[0]
+
+    return _bisect_least_noise(epsilon_of, target_epsilon=target_epsilon, start=1.0, rel_tolerance=rel_tolerance)

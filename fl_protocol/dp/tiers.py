@@ -9,7 +9,7 @@ TOML shape (the `[privacy.tiers]` table of device.toml, already parsed with toml
 
     [privacy.tiers.health]
     max_clip_norm = 0.5
-    min_noise_multiplier = 1.0
+    min_noise_multiplier = 6.0
     epsilon_budget = 3.0
     delta = 1e-6
 
@@ -67,10 +67,15 @@ class TierPolicy:
             raise ConfigError(f"tier '{self.name}': delta must lie in (0, 1), got {self.delta}")
 
 
+#: Built-in tiers. Each budget allows a useful number of rounds at the tier's own minimum noise (issue 11
+#: finding 10: 'health' used to exceed its budget in one round at its minimum noise). Rounds allowed at
+#: the minimum noise, either mechanism, default codec (8-bit, rotation, k = 65,536; `tests/unit/
+#: test_dp_tiers.py` checks them): personal 22 (z 3, ε 8, δ 1e-5), health 13 (z 6, ε 3, δ 1e-6);
+#: with a coarse 4-bit codec at k = 4,096, Skellam allows 17 and 10. Twice the noise allows ~4× the rounds.
 DEFAULT_TIERS: tuple[TierPolicy, ...] = (
     TierPolicy("public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5),
-    TierPolicy("personal", max_clip_norm=1.0, min_noise_multiplier=0.7, epsilon_budget=8.0, delta=1e-5),
-    TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6),
+    TierPolicy("personal", max_clip_norm=1.0, min_noise_multiplier=3.0, epsilon_budget=8.0, delta=1e-5),
+    TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=6.0, epsilon_budget=3.0, delta=1e-6),
 )
 
 

@@ -1,4 +1,5 @@
-"""The cloud's accountant equals RdpAccountant used directly; calibration meets the target; sample rate."""
+"""The cloud's accountant charges the round event the devices charge; calibration meets the target; no
+sampling amplification is claimed (issue 11 finding 9); the ring must hold the noise."""
 
 from __future__ import annotations
 
@@ -7,22 +8,20 @@ import math
 import pytest
 
 from aggregator_gateway.cloud.config import PrivacySection
-from aggregator_gateway.cloud.privacy import (
-    ROUNDING_BETA,
-    CloudAccountant,
-    resolve_noise_multiplier,
-    sample_rate,
-)
+from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
 from fl_protocol.dp import RdpAccountant, rounded_l1_bound, rounded_l2_bound
+from fl_protocol.dp.mechanisms import ROUNDING_BETA
+from fl_protocol.errors import ConfigError
 
 
-def test_gaussian_rounds_match_rdp_accountant() -> None:
-    section = PrivacySection(mechanism="gaussian", noise_multiplier=1.1, delta=1e-5)
+def test_gaussian_rounds_are_the_distributed_discrete_gaussian() -> None:
+    section = PrivacySection(mechanism="gaussian", noise_multiplier=1.1, delta=1e-5, min_survivors=4)
     cloud = CloudAccountant(section, 1.1)
     direct = RdpAccountant()
-    for q in (0.1, 0.25, 0.1):
-        cloud.record_round(sample_rate=q, clip_norm=1.0, scale=100.0, sparse_length=64)
-        direct.step(noise_multiplier=1.1, sample_rate=q)
+    l2 = rounded_l2_bound(clip_norm=1.0, scale=100.0, dim=64, beta=ROUNDING_BETA)
+    for _ in range(3):
+        cloud.record_round(clip_norm=1.0, scale=100.0, sparse_length=64)
+        direct.step_discrete_gaussian(local_stddev=1.1 * 100.0 / 2.0, min_summands=4, l2_sensitivity=l2, dim=64)
     assert cloud.epsilon() == pytest.approx(direct.get_epsilon(delta=1e-5), rel=1e-12)
     restored = CloudAccountant(section, 1.1, cloud.to_json())
     assert restored.epsilon() == cloud.epsilon()
@@ -31,7 +30,7 @@ def test_gaussian_rounds_match_rdp_accountant() -> None:
 def test_skellam_rounds_match_rdp_accountant() -> None:
     section = PrivacySection(mechanism="skellam", noise_multiplier=1.0, clip_norm=0.5, delta=1e-6)
     cloud = CloudAccountant(section, 1.0)
-    cloud.record_round(sample_rate=1.0, clip_norm=0.5, scale=200.0, sparse_length=128)
+    cloud.record_round(clip_norm=0.5, scale=200.0, sparse_length=128)
     l2 = rounded_l2_bound(clip_norm=0.5, scale=200.0, dim=128, beta=ROUNDING_BETA)
     direct = RdpAccountant()
     direct.step_skellam(
@@ -54,19 +53,40 @@ def test_calibrated_noise_meets_the_target_over_the_rounds(mechanism: str) -> No
     z = resolve_noise_multiplier(section, rounds=5, scale=300.0, sparse_length=64)
     cloud = CloudAccountant(section, z)
     for _ in range(5):
-        cloud.record_round(sample_rate=1.0, clip_norm=1.0, scale=300.0, sparse_length=64)
+        cloud.record_round(clip_norm=1.0, scale=300.0, sparse_length=64)
     epsilon = cloud.epsilon()
     assert epsilon is not None and 3.5 < epsilon <= 4.0
-
-
-def test_sample_rate_is_conservative() -> None:
-    assert sample_rate(selected=3, survivors=2, total_devices=10) == 0.3
-    assert sample_rate(selected=0, survivors=4, total_devices=10) == 0.4
-    assert sample_rate(selected=30, survivors=4, total_devices=10) == 1.0
-    assert sample_rate(selected=3, survivors=2, total_devices=0) == 1.0
     assert math.isclose(
         resolve_noise_multiplier(
             PrivacySection(mechanism="gaussian", noise_multiplier=0.8), rounds=3, scale=1.0, sparse_length=1
         ),
         0.8,
     )
+
+
+def test_docs_cloud_example_is_not_amplified() -> None:
+    """Issue 11 finding 9: docs/cloud.md's example (60 of 100 devices) reported ε 19.4 instead of 30.1:
+    the cloud claimed Poisson amplification (q = selected / total_devices) that nothing performed. The
+    accountant has no sample-rate input any more; ε equals the un-sampled mechanism's."""
+    section = PrivacySection(mechanism="gaussian", noise_multiplier=0.7, delta=1e-5, min_survivors=2)
+    cloud = CloudAccountant(section, 0.7)
+    direct = RdpAccountant()
+    l2 = rounded_l2_bound(clip_norm=1.0, scale=4000.0, dim=4096, beta=ROUNDING_BETA)
+    for _ in range(10):
+        cloud.record_round(clip_norm=1.0, scale=4000.0, sparse_length=4096)
+        direct.step_discrete_gaussian(
+            local_stddev=0.7 * 4000.0 / math.sqrt(2), min_summands=2, l2_sensitivity=l2, dim=4096
+        )
+    unsampled = RdpAccountant()
+    unsampled.step(noise_multiplier=0.7, sample_rate=1.0, steps=10)
+    epsilon = cloud.epsilon()
+    assert epsilon == pytest.approx(direct.get_epsilon(delta=1e-5), rel=1e-12)
+    assert epsilon is not None and epsilon >= unsampled.get_epsilon(delta=1e-5)
+
+
+def test_ring_must_hold_the_noise() -> None:
+    check_ring_holds_noise(quant_bits=8, ring_bits=32, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8)
+    with pytest.raises(ConfigError, match="bits of DP noise"):
+        check_ring_holds_noise(
+            quant_bits=8, ring_bits=20, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8
+        )

@@ -115,3 +115,38 @@ def test_unknown_tier_and_frozen_policy() -> None:
         TierConfig().policy("secret")
     with pytest.raises(AttributeError):
         HEALTH.max_clip_norm = 9.0  # type: ignore[misc]
+
+
+def _rounds_allowed(policy: TierPolicy, mechanism: str, *, quant_bits: int, k: int) -> int:
+    """Rounds a fresh ledger accepts for `policy` at its own minimum noise and maximum clip."""
+    from fl_protocol.codec.settings import default_scale
+    from fl_protocol.dp import RdpAccountant
+    from fl_protocol.dp.rounds import round_privacy_event
+
+    scale = default_scale(policy.max_clip_norm, quant_bits, k, rotate=True)
+    event = round_privacy_event(
+        mechanism=mechanism,
+        noise_multiplier=policy.min_noise_multiplier,
+        clip_norm=policy.max_clip_norm,
+        min_survivors=2,
+        scale=scale,
+        sparse_length=k,
+    )
+    assert event is not None
+    accountant, rounds = RdpAccountant(), 0
+    while True:
+        accountant.record(event)
+        if accountant.get_epsilon(delta=policy.delta) > policy.epsilon_budget:
+            return rounds
+        rounds += 1
+
+
+@pytest.mark.parametrize("mechanism", ["gaussian", "skellam"])
+def test_default_tiers_allow_the_documented_rounds_at_their_own_minimum_noise(mechanism: str) -> None:
+    """Issue 11 finding 10: one round at 'health's minimum noise (z 1) cost ε 5.22 > its budget 3."""
+    tiers = TierConfig()
+    assert _rounds_allowed(tiers.policy("personal"), mechanism, quant_bits=8, k=65_536) == 22
+    assert _rounds_allowed(tiers.policy("health"), mechanism, quant_bits=8, k=65_536) == 13
+    if mechanism == "skellam":  # a coarse codec costs more: still usable
+        assert _rounds_allowed(tiers.policy("personal"), mechanism, quant_bits=4, k=4096) == 17
+        assert _rounds_allowed(tiers.policy("health"), mechanism, quant_bits=4, k=4096) == 10
