@@ -1,6 +1,8 @@
 """`fedlora device --config device.toml`: run the device agent until SIGTERM/SIGINT.
 
-Also runnable as `python -m edge_runtime.cli --config device.toml`. Logs are JSON lines on stderr with
+Also runnable as `python -m edge_runtime.cli --config device.toml`. `fedlora device ledger-reset --config
+device.toml --reason TEXT` is the only way back from a refused (missing, altered, rolled-back) privacy
+ledger (docs/privacy.md, "The device ledger"). Logs are JSON lines on stderr with
 the node id and the current round. Exit codes: 0 stopped by a signal; 1 a fedlora error (bad config,
 unreadable ledger or state, no trainer backend, test hooks without FEDLORA_TEST_HOOKS=1); 2 usage error.
 Heavy modules (paho, onnxruntime) are imported inside `run`, so `fedlora --help` stays light.
@@ -31,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "plus [device], [gates], [privacy.tiers.*]; see docs/device.md)",
     )
     parser.add_argument("--log-level", choices=_LEVELS, default="info", help="log level (default: info)")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "ledger-reset"),
+        default="run",
+        help="run (default): take part in rounds; ledger-reset: start a new privacy ledger after the old one "
+        "was refused as missing, altered or rolled back (every tier's ε restarts at 0; needs --reason; "
+        "logged and recorded in the ledger)",
+    )
+    parser.add_argument("--reason", default="", help="ledger-reset: why the operator resets (required)")
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -66,8 +78,42 @@ def configure_logging(node_id: str, current_round: Callable[[], int | None], lev
     root.setLevel(level.upper())
 
 
+def ledger_reset(args: argparse.Namespace) -> int:
+    """`fedlora device ledger-reset --config device.toml --reason TEXT`: archive the old ledger, start a
+    fresh sealed one, log a WARNING and append one JSON line to <state_dir>/ledger-resets.log."""
+    from edge_runtime.agent.config import load_device_config
+    from edge_runtime.ledger import LEDGER_FILE, PrivacyLedger, device_seal
+
+    if not args.reason.strip():
+        print("fedlora device ledger-reset: --reason is required", file=sys.stderr)
+        return 2
+    config = load_device_config(args.config)
+    configure_logging(config.node.id, lambda: None, getattr(args, "log_level", "info"))
+    state_dir = config.device.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ledger, archived = PrivacyLedger.reset(
+        state_dir / LEDGER_FILE,
+        config.tiers,
+        seal=device_seal(config.identity.signing_key_file),
+        reason=args.reason,
+    )
+    entry = {
+        "ts": round(time.time(), 3),
+        "node": config.node.id,
+        "reason": args.reason,
+        "archived_as": None if archived is None else archived.name,
+        "sequence": ledger.sequence,
+    }
+    with open(state_dir / "ledger-resets.log", "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+    print(json.dumps(entry))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the config, build the agent and serve rounds until a signal; see the module doc for exit codes."""
+    if getattr(args, "action", "run") == "ledger-reset":
+        return ledger_reset(args)
     from edge_runtime.agent.agent import DeviceAgent
     from edge_runtime.agent.config import load_device_config
 

@@ -233,7 +233,9 @@ class PrivacyLedger:
         existing = self._charges.get(ref.key)
         if existing is not None:
             if existing.tier != task.tier:
-                raise PrivacyError(f"{ref.key} was already charged to tier '{existing.tier}', not '{task.tier}'")
+                raise PrivacyError(
+                    f"{ref.key} was already charged to tier '{existing.tier}', not '{task.tier}'"
+                )
             return existing
         round_epsilon, after = self.check(task)
         event = task_event(task)
@@ -310,7 +312,9 @@ class PrivacyLedger:
             self._unbounded = set(body["unbounded_tiers"])
             self._resets = list(body["resets"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise LedgerTamperedError(f"privacy ledger {self._path} is malformed ({exc}); {RESET_HINT}") from exc
+            raise LedgerTamperedError(
+                f"privacy ledger {self._path} is malformed ({exc}); {RESET_HINT}"
+            ) from exc
         if not consistent:  # crash between marker and ledger writes: the marker is one ahead; undo it
             self._seal.write_marker(Marker(self._sequence, self._digest, None))
 
@@ -363,7 +367,9 @@ def open_device_ledger(
     state_dir: Path, signing_key_file: Path, tiers: TierConfig, *, clock: Callable[[], float] = time.time
 ) -> PrivacyLedger:
     """The device's ledger at `state_dir`/ledger.json, sealed with its identity key."""
-    return PrivacyLedger(Path(state_dir) / LEDGER_FILE, tiers, seal=device_seal(signing_key_file), clock=clock)
+    return PrivacyLedger(
+        Path(state_dir) / LEDGER_FILE, tiers, seal=device_seal(signing_key_file), clock=clock
+    )
 
 
 __all__ = [

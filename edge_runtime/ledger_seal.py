@@ -100,7 +100,9 @@ class LedgerSeal:
                 raise ValueError("marker MAC does not verify")
             marker = Marker(int(body["sequence"]), str(body["ledger_sha256"]), body["previous_sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LedgerTamperedError(f"ledger marker {self.marker_path} is invalid ({exc}); {RESET_HINT}") from exc
+            raise LedgerTamperedError(
+                f"ledger marker {self.marker_path} is invalid ({exc}); {RESET_HINT}"
+            ) from exc
         return marker
 
     def write_marker(self, marker: Marker) -> None:
@@ -132,7 +134,8 @@ class LedgerSeal:
             )
         if marker is None:
             raise LedgerTamperedError(
-                f"privacy ledger {ledger_path} exists but its marker {self.marker_path} is missing; {RESET_HINT}"
+                f"privacy ledger {ledger_path} exists but its marker {self.marker_path} is missing; "
+                f"{RESET_HINT}"
             )
         digest = hashlib.sha256(raw).hexdigest()
         if sequence == marker.sequence and hmac.compare_digest(digest, marker.ledger_sha256):

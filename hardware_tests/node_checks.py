@@ -199,10 +199,13 @@ def check_ledger(ctx: DiagContext) -> CheckResult:
     path = ctx.config.device.state_dir / "ledger.json"
     if not path.exists():
         return skipped("ledger", f"no ledger yet at {path} (the device has not taken part in a round)")
-    from edge_runtime.ledger import PrivacyLedger
+    from edge_runtime.ledger import open_device_ledger
 
     try:
-        summary = PrivacyLedger(path, ctx.config.tiers).summary()
+        config = ctx.config
+        summary = open_device_ledger(
+            config.device.state_dir, config.identity.signing_key_file, config.tiers
+        ).summary()
     except Exception as exc:  # noqa: BLE001 - the ledger's own message says why
         return failed("ledger", str(exc), path=str(path))
     spent = [t for t, s in summary.items() if s["epsilon_spent"] >= s["epsilon_budget"]]

@@ -55,7 +55,9 @@ def resolve_noise_multiplier(
         assert event is not None
         return list(event.rdp(DEFAULT_ORDERS))
 
-    z = calibrate_event_noise(rdp_of, target_epsilon=section.target_epsilon, delta=section.delta, rounds=rounds)
+    z = calibrate_event_noise(
+        rdp_of, target_epsilon=section.target_epsilon, delta=section.delta, rounds=rounds
+    )
     logger.info(
         "calibrated noise_multiplier %.4g for ε=%g, δ=%g over %d rounds",
         z,
@@ -67,7 +69,13 @@ def resolve_noise_multiplier(
 
 
 def check_ring_holds_noise(
-    *, quant_bits: int, ring_bits: int, max_clients: int, noise_multiplier: float, clip_norm: float, scale: float
+    *,
+    quant_bits: int,
+    ring_bits: int,
+    max_clients: int,
+    noise_multiplier: float,
+    clip_norm: float,
+    scale: float,
 ) -> None:
     """ConfigError unless Z_{2^ring_bits} holds `max_clients` q-bit values plus the summed noise.
 
@@ -78,8 +86,8 @@ def check_ring_holds_noise(
     if ring_bits < needed:
         raise ConfigError(
             f"[codec].ring_bits={ring_bits} < {needed} needed for {max_clients} clients' {quant_bits}-bit "
-            f"values plus {headroom} bits of DP noise (σ = z·C·s = {noise_multiplier * clip_norm * scale:.4g} "
-            "integer units): raise ring_bits or lower quant_bits"
+            f"values plus {headroom} bits of DP noise (σ = z·C·s = {noise_multiplier * clip_norm * scale:.4g}"
+            " integer units): raise ring_bits or lower quant_bits"
         )
 
 

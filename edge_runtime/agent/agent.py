@@ -28,11 +28,11 @@ from edge_runtime.agent.round import (
     UploadDue,
     task_refusal,
 )
-from edge_runtime.agent.state import LEDGER_FILE, OUTBOX_DIR, DeviceState, Phase, write_plain_update
+from edge_runtime.agent.state import OUTBOX_DIR, DeviceState, Phase, write_plain_update
 from edge_runtime.agent.status import StatusPublisher, epsilon_details
 from edge_runtime.agent.trusted_round import TrustedDeviceRound
 from edge_runtime.agent.worker import TrainingJob, TrainingOutcome, TrainingWorker
-from edge_runtime.ledger import PrivacyLedger
+from edge_runtime.ledger import open_device_ledger, round_ref
 from edge_runtime.text_tokenizer import load_tokenizer
 from edge_runtime.trainer import Trainer, create_trainer
 from fl_protocol.codec.pipeline import codec_chain_text
@@ -85,7 +85,7 @@ class DeviceAgent:
         )
         state_dir = config.device.state_dir
         self.state = DeviceState(state_dir)
-        self.ledger = PrivacyLedger(state_dir / LEDGER_FILE, config.tiers)
+        self.ledger = open_device_ledger(state_dir, config.identity.signing_key_file, config.tiers)
         self.trainer = trainer or create_trainer(
             config.device.bundle_dir, backend=config.device.backend, device=config.device.compute_device
         )
@@ -199,6 +199,7 @@ class DeviceAgent:
             tokenizer=self.tokenizer,
             seq_len=self.trainer.manifest.seq_len,
             model_dimension=self.trainer.total_length,
+            ref=round_ref(task, fleet=self.fleet, cloud_id=self.cloud_id),
         )
         self._last_details = dict(decision.details)
         if not isinstance(decision, Ready):
@@ -383,12 +384,7 @@ class DeviceAgent:
         current, outcome = self.round, self._outcome
         assert current is not None and outcome is not None and outcome.delta is not None
         task = current.task
-        self.ledger.charge(
-            task.round_id,
-            tier=task.tier,
-            clip_norm=task.dp.clip_norm,
-            noise_multiplier=task.dp.noise_multiplier,
-        )
+        self.ledger.charge(round_ref(task, fleet=self.fleet, cloud_id=self.cloud_id), task)
         encoded = encode_for_task(
             outcome.delta,
             residual=self.state.load_residual(outcome.delta.shape[0]),

@@ -65,7 +65,9 @@ def encode_for_task(
             scale=settings.scale,
             min_survivors=dp.min_survivors,
         )
-        logger.debug("%s noise share: std %.4g integer units per coordinate", dp.mechanism, math.sqrt(variance))
+        logger.debug(
+            "%s noise share: std %.4g integer units per coordinate", dp.mechanism, math.sqrt(variance)
+        )
         if dp.mechanism == "skellam":
 
             def integer_noise(size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from edge_runtime.agent.config import DeviceConfig
 from edge_runtime.agent.gates import check_gates
 from edge_runtime.data import LocalDataset, load_records
 from edge_runtime.errors import NoLocalDataError
-from edge_runtime.ledger import PrivacyLedger
+from edge_runtime.ledger import PrivacyLedger, RoundRef
 from edge_runtime.text_tokenizer import TextTokenizer
 from fl_protocol.errors import ConfigError, PrivacyError
 from fl_protocol.wire.messages import RoundTask
@@ -48,8 +48,11 @@ def decide(
     tokenizer: TextTokenizer,
     seq_len: int,
     model_dimension: int,
+    ref: RoundRef | None = None,
 ) -> Ready | Skip:
-    """Run the checks of docs/round-protocol.md "The device" step 1 in order, cheapest first."""
+    """Run the checks of docs/round-protocol.md "The device" step 1 in order, cheapest first.
+
+    `ref` names the release in the ledger (federation, round, task digest): one already charged costs 0."""
     if task.secagg.trusted and not config.device.allow_trusted_gateway:
         return Skip(
             "trusted-gateway round (updates sent without secure aggregation) and "
@@ -65,9 +68,7 @@ def decide(
             details,
         )
     try:
-        round_epsilon, _after = ledger.check(
-            tier=task.tier, clip_norm=task.dp.clip_norm, noise_multiplier=task.dp.noise_multiplier
-        )
+        round_epsilon, _after = ledger.check(task, ref)
     except (PrivacyError, ConfigError) as exc:
         return Skip(f"privacy ledger: {exc}", details)
     try:

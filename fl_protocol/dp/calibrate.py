@@ -142,4 +142,6 @@ def calibrate_event_noise(
         curve = np.asarray(rdp_of(noise_multiplier), dtype=np.float64)
         return rdp.rdp_to_epsilon(curve * rounds, delta=delta, orders=orders)[0]
 
-    return _bisect_least_noise(epsilon_of, target_epsilon=target_epsilon, start=1.0, rel_tolerance=rel_tolerance)
+    return _bisect_least_noise(
+        epsilon_of, target_epsilon=target_epsilon, start=1.0, rel_tolerance=rel_tolerance
+    )

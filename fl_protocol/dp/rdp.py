@@ -86,8 +86,9 @@ def _log_a_integer(order: int, sample_rate: float, noise_multiplier: float) -> f
     """log A_α for integer α ([MTZ19] Section 3.3), as log1p of A_α − 1 so tiny q never rounds to 0:
 
     A_α = Σ_{k=0}^{α} C(α,k) (1−q)^{α−k} q^k exp((k² − k) / (2σ²)). The binomial weights sum to 1 and
-    the k = 0, 1 terms have exp(0) = 1, so A_α − 1 = Σ_{k=2}^{α} C(α,k) (1−q)^{α−k} q^k (e^{(k²−k)/(2σ²)} − 1),
-    a sum of positive terms, taken as a log-sum-exp. (The direct sum loses A_α − 1 ~ q² below 1e-16.)
+    the k = 0, 1 terms have exp(0) = 1, so
+    A_α − 1 = Σ_{k=2}^{α} C(α,k) (1−q)^{α−k} q^k (e^{(k²−k)/(2σ²)} − 1), a sum of positive terms, taken
+    as a log-sum-exp. (The direct sum loses A_α − 1 ~ q² below 1e-16.)
     """
     k = np.arange(2, order + 1, dtype=np.float64)
     log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, order + 1, dtype=np.float64)))))

@@ -54,7 +54,9 @@ def round_privacy_event(
     if mechanism == "skellam":
         l1 = rounded_l1_bound(l2_bound=l2, dim=sparse_length)
         return SkellamEvent(central, l1, l2, ROUND_SAMPLE_RATE)
-    return DiscreteGaussianEvent(math.sqrt(central / min_survivors), int(min_survivors), l2, int(sparse_length))
+    return DiscreteGaussianEvent(
+        math.sqrt(central / min_survivors), int(min_survivors), l2, int(sparse_length)
+    )
 
 
 def noise_headroom_bits(*, central_stddev: float, tail_sigmas: float = 12.0) -> int:

@@ -21,7 +21,9 @@ def test_gaussian_rounds_are_the_distributed_discrete_gaussian() -> None:
     l2 = rounded_l2_bound(clip_norm=1.0, scale=100.0, dim=64, beta=ROUNDING_BETA)
     for _ in range(3):
         cloud.record_round(clip_norm=1.0, scale=100.0, sparse_length=64)
-        direct.step_discrete_gaussian(local_stddev=1.1 * 100.0 / 2.0, min_summands=4, l2_sensitivity=l2, dim=64)
+        direct.step_discrete_gaussian(
+            local_stddev=1.1 * 100.0 / 2.0, min_summands=4, l2_sensitivity=l2, dim=64
+        )
     assert cloud.epsilon() == pytest.approx(direct.get_epsilon(delta=1e-5), rel=1e-12)
     restored = CloudAccountant(section, 1.1, cloud.to_json())
     assert restored.epsilon() == cloud.epsilon()
@@ -85,7 +87,9 @@ def test_docs_cloud_example_is_not_amplified() -> None:
 
 
 def test_ring_must_hold_the_noise() -> None:
-    check_ring_holds_noise(quant_bits=8, ring_bits=32, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8)
+    check_ring_holds_noise(
+        quant_bits=8, ring_bits=32, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8
+    )
     with pytest.raises(ConfigError, match="bits of DP noise"):
         check_ring_holds_noise(
             quant_bits=8, ring_bits=20, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8

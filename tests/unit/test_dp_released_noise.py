@@ -21,45 +21,17 @@ from scipy import stats
 from edge_runtime.agent.encode import encode_for_task
 from fl_protocol.codec.pipeline import decode_sum
 from fl_protocol.codec.quantize import ring_sum
-from fl_protocol.codec.settings import CodecSettings, default_scale, sparse_count
 from fl_protocol.dp.accountant import DiscreteGaussianEvent, SkellamEvent
 from fl_protocol.dp.rounds import round_privacy_event
 from fl_protocol.wire.messages import RoundTask
-from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
+from tests.dp_tasks import make_dp_task
 
 CONFIDENCE = 0.999
 MIN_RATIO = 0.95
 
 
-def make_task(
-    *, mechanism: str, dim: int, quant_bits: int = 8, z: float = 1.0, clip: float = 1.0, min_survivors: int = 20
-) -> RoundTask:
-    """A task with the cloud's own scale choice (default_scale) and a 32-bit ring."""
-    k = sparse_count(dim, 1.0)
-    codec = CodecSettings(
-        clip_norm=clip,
-        sparsity_fraction=1.0,
-        index_seed=bytes(range(32)),
-        rotate=True,
-        rotation_seed=bytes(range(1, 33)),
-        quant_bits=quant_bits,
-        ring_bits=32,
-        scale=default_scale(clip, quant_bits, k, rotate=True),
-        error_feedback=False,
-    )
-    return RoundTask(
-        round_id=1,
-        model_version=0,
-        model_sha256=bytes(32),
-        training=TrainingSettings(local_steps=1, batch_size=1, learning_rate=1e-3),
-        codec=codec,
-        dp=DpSettings(mechanism, z, clip, min_survivors, 1e-5),
-        secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=0, ring_bits=32),
-        min_cohort=min_survivors,
-        deadlines_ms={"masked": 1},
-        tier="personal",
-        model_dimension=dim,
-    )
+def make_task(*, mechanism: str, dim: int, **kw: float) -> RoundTask:
+    return make_dp_task(mechanism=mechanism, dim=dim, **kw)  # type: ignore[arg-type]
 
 
 def released_sum(task: RoundTask, deltas: list[np.ndarray], seed: int) -> np.ndarray:
