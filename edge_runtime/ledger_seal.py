@@ -14,8 +14,8 @@ under-count must stop participation instead:
   ledger digest, so a crash between the two writes leaves a state the loader recognises (the previous
   ledger, no charge lost: the charge is written before any update is released).
 
-Refused states (`LedgerTamperedError`): ledger without marker, marker without ledger (after a first
-write), sequence or digest mismatch, MAC failure, unreadable or malformed files. Only
+Refused states (`LedgerTamperedError`): ledger without marker, marker without ledger (even a crash
+inside the very first write, indistinguishable from deleting the first ledger, fails closed), sequence or digest mismatch, MAC failure, unreadable or malformed files. Only
 `fedlora device ledger-reset` (edge_runtime.ledger_reset) gets a device out of them, explicitly and logged.
 Deleting both files AND the device's round history is not detectable locally (docs/privacy.md).
 """
@@ -125,9 +125,9 @@ class LedgerSeal:
         two writes; the caller rewrites the marker). Raises LedgerTamperedError otherwise.
         """
         marker = self.read_marker()
-        if raw is None:
-            if marker is None or (marker.sequence == 1 and marker.previous_sha256 is None):
-                return marker is None
+        if raw is None:  # a crash before the very first ledger write also lands here: fail closed
+            if marker is None:
+                return True
             raise LedgerTamperedError(
                 f"privacy ledger {ledger_path} is missing but its marker records {marker.sequence} writes "
                 f"(deleted ledger); {RESET_HINT}"

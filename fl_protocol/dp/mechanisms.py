@@ -112,7 +112,7 @@ def distributed_discrete_gaussian_share(
 
     Added in the integer domain after clipping and conditional rounding (never before the q-bit clamp),
     so the noise reaches the sum untouched. The sum of k ≥ min_survivors shares has variance
-    ≥ central_variance (up to the discrete Gaussian's variance deficit, < 1e-8 relative for σ ≥ 1);
+    ≥ central_variance (up to the discrete Gaussian's variance deficit, < 1e-6 relative for σ ≥ 1);
     its privacy is [KLS21] (`rdp.distributed_discrete_gaussian_rdp`), not the continuous Gaussian's.
     """
     _check_min_survivors(min_survivors)

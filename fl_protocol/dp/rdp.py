@@ -321,12 +321,17 @@ def poisson_subsampled_rdp(
         # parts apart from the 1 so a tiny q does not round the whole bound to 0
         log_first = (alpha - 1) * log_1mq + math.log1p((alpha - 1) * q)
         top = float(np.max(terms))
-        excess = math.expm1(log_first) + math.exp(top) * float(np.sum(np.exp(terms - top)))
+        log_terms = top + math.log(float(np.sum(np.exp(terms - top))))
         unamplified = float(plain[alpha - 2])
-        if not (math.isfinite(excess) and excess > 0.0):  # round-off: claim no amplification
-            out[idx] = unamplified
-            continue
-        out[idx] = min(unamplified, math.log1p(excess) / (alpha - 1))
+        if log_terms > 30.0:  # the sum is far from 1: plain log-sum-exp is exact enough
+            log_sum = float(np.logaddexp(log_first, log_terms))
+        else:
+            excess = math.expm1(log_first) + math.exp(log_terms)
+            if not (math.isfinite(excess) and excess > 0.0):  # round-off: claim no amplification
+                out[idx] = unamplified
+                continue
+            log_sum = math.log1p(excess)
+        out[idx] = min(unamplified, log_sum / (alpha - 1))
     return out
 
 

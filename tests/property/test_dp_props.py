@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fl_protocol.dp import mechanisms as mech
@@ -110,14 +110,13 @@ def test_skellam_empirical_variance(variance: float) -> None:
 def test_gaussian_share_empirical_variance(
     noise_multiplier: float, clip_norm: float, min_survivors: int
 ) -> None:
-    share = mech.distributed_gaussian_share(
-        N_SAMPLES,
-        noise_multiplier=noise_multiplier,
-        clip_norm=clip_norm,
-        min_survivors=min_survivors,
-        rng=np.random.default_rng(SEED),
+    scale = 100.0  # integer units per float unit, as the codec's scale
+    central = (noise_multiplier * clip_norm * scale) ** 2
+    assume(central / min_survivors >= 1.0)  # below σ = 1 the discrete Gaussian's variance is < σ²
+    share = mech.distributed_discrete_gaussian_share(
+        N_SAMPLES, central_variance=central, min_survivors=min_survivors, rng=np.random.default_rng(SEED)
     )
-    target = (noise_multiplier * clip_norm) ** 2 / min_survivors
+    target = central / min_survivors
     assert abs(float(share.var()) - target) <= _variance_tolerance(target, 0.0, N_SAMPLES)
 
 

@@ -75,6 +75,7 @@ def test_integer_noise_is_added_in_the_integer_domain() -> None:
         settings=s,
         rng=np.random.default_rng(0),
         integer_noise=lambda k: np.full(k, -3, np.int64),
+        max_rounded_l2=1e9,
     )
     decoded = decode_sum(out.ring_values, count=1, settings=s, dimension=D)
     support = index_set(s.index_seed, D, 100)
@@ -86,6 +87,15 @@ def test_integer_noise_is_added_in_the_integer_domain() -> None:
             settings=s,
             rng=np.random.default_rng(0),
             integer_noise=lambda k: np.zeros(k),
+            max_rounded_l2=1e9,
+        )
+    with pytest.raises(ValueError, match="max_rounded_l2"):  # noise without the accounted sensitivity
+        encode_update(
+            delta,
+            residual=None,
+            settings=s,
+            rng=np.random.default_rng(0),
+            integer_noise=lambda k: np.full(k, -3, np.int64),
         )
 
 

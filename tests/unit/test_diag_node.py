@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.ledger import PrivacyLedger
+from edge_runtime.ledger import open_device_ledger, round_ref
 from fedlora.provision.cli import add_arguments, run
 from hardware_tests import diag_cli, node_checks
 from hardware_tests.context import DiagContext
 from hardware_tests.result import Status
+from tests.dp_tasks import make_dp_task
 
 _DAY_S = 86400.0
 
@@ -98,11 +99,13 @@ def test_ledger_absent_readable_spent_and_corrupt(config_path: Path) -> None:
     assert ctx.config is not None
     state = ctx.config.device.state_dir
     assert node_checks.check_ledger(ctx).status is Status.SKIP
-    ledger = PrivacyLedger(state / "ledger.json", ctx.config.tiers)
-    ledger.charge(1, tier="personal", clip_norm=1.0, noise_multiplier=1.0)
+    ledger = open_device_ledger(state, ctx.config.identity.signing_key_file, ctx.config.tiers)
+    task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
+    ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     ok = node_checks.check_ledger(ctx)
     assert ok.status is Status.PASS and ok.details["tiers"]["personal"]["epsilon_spent"] > 0
-    ledger.charge(2, tier="public", clip_norm=1.0, noise_multiplier=0.0)  # no noise: ε is infinite
+    task = make_dp_task(mechanism="none", tier="public", round_id=2)  # no noise: ε is infinite
+    ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = node_checks.check_ledger(ctx)
     assert spent.status is Status.WARN and "public" in spent.reason
     (state / "ledger.json").write_text("{not json")

@@ -27,13 +27,26 @@ def test_skellam_noise_variance_and_dtype(variance: float) -> None:
     assert abs(noise.mean()) <= 6.0 * math.sqrt(variance / N_SAMPLES)
 
 
-def test_gaussian_share_std() -> None:
-    share = mech.distributed_gaussian_share(
-        N_SAMPLES, noise_multiplier=1.1, clip_norm=0.5, min_survivors=4, rng=np.random.default_rng(3)
+@pytest.mark.parametrize("central_variance", [40.0, 1e4, 4e6])
+def test_discrete_gaussian_share_variance_and_dtype(central_variance: float) -> None:
+    share = mech.distributed_discrete_gaussian_share(
+        N_SAMPLES, central_variance=central_variance, min_survivors=4, rng=np.random.default_rng(3)
     )
-    target = (1.1 * 0.5) ** 2 / 4
-    assert share.dtype == np.float64
+    target = central_variance / 4
+    assert share.dtype == np.int64 and share.shape == (N_SAMPLES,)
     assert abs(share.var() - target) <= _variance_tolerance(target, 0.0)
+    assert abs(share.mean()) <= 6.0 * math.sqrt(target / N_SAMPLES)
+
+
+def test_discrete_gaussian_matches_its_pmf_at_small_sigma() -> None:
+    sigma, n = 1.3, 200_000
+    noise = mech.discrete_gaussian_noise(n, stddev=sigma, rng=np.random.default_rng(4))
+    support = np.arange(-12, 13)
+    pmf = np.exp(-(support**2) / (2 * sigma**2))
+    pmf /= pmf.sum()
+    for value, p in zip(support[8:17], pmf[8:17], strict=True):
+        observed = float(np.mean(noise == value))
+        assert abs(observed - p) <= 5 * math.sqrt(p * (1 - p) / n), value
 
 
 def test_skellam_matches_exact_pmf_at_small_variance() -> None:
@@ -96,9 +109,8 @@ def test_secure_generator_is_fresh() -> None:
         lambda rng: mech.skellam_noise(3, variance=math.inf, rng=rng),
         lambda rng: mech.skellam_noise(3, variance=1e17, rng=rng),
         lambda rng: mech.distributed_skellam_share(3, central_variance=1.0, min_survivors=0, rng=rng),
-        lambda rng: mech.distributed_gaussian_share(
-            3, noise_multiplier=1.0, clip_norm=-1.0, min_survivors=2, rng=rng
-        ),
+        lambda rng: mech.distributed_discrete_gaussian_share(3, central_variance=-1.0, min_survivors=2, rng=rng),
+        lambda rng: mech.discrete_gaussian_noise(3, stddev=math.nan, rng=rng),
     ],
 )
 def test_invalid_inputs(call) -> None:  # type: ignore[no-untyped-def]

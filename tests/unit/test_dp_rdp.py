@@ -154,3 +154,29 @@ def test_invalid_parameters_raise_config_error() -> None:
         rdp.subsampled_gaussian_rdp(noise_multiplier=1.0, sample_rate=1.5)
     with pytest.raises(ConfigError):
         rdp.gaussian_rdp(noise_multiplier=1.0, orders=(1.0,))
+
+
+def test_tiny_sampling_rate_never_reports_zero() -> None:
+    """Issue 11 finding 8: z = 0.5, q = 1e-9, 10^12 steps gave ε = 0.0 (the per-step RDP rounded to 0);
+    dp-accounting reports 0.947. Every order's RDP must stay > 0 and ε must not be below the true bound."""
+    curve = rdp.subsampled_gaussian_rdp(noise_multiplier=0.5, sample_rate=1e-9)
+    assert np.all(curve > 0)
+    epsilon, _ = rdp.rdp_to_epsilon(curve * 1e12, delta=1e-5)
+    assert 0.947 <= epsilon <= 1.2
+    skellam = rdp.poisson_subsampled_rdp(
+        lambda orders: rdp.skellam_rdp(variance=4.0, l1_sensitivity=2.0, l2_sensitivity=1.0, orders=orders),
+        sample_rate=1e-9,
+    )
+    finite = skellam[np.isfinite(skellam)]
+    assert np.all(finite > 0)
+
+
+def test_tiny_sampling_rate_matches_dp_accounting() -> None:
+    dp_accounting = pytest.importorskip("dp_accounting")
+    ours = RdpAccountant()
+    ours.step(noise_multiplier=0.8, sample_rate=1e-6, steps=10**8)
+    reference = dp_accounting.rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(1e-6, dp_accounting.GaussianDpEvent(0.8))
+    reference.compose(dp_accounting.SelfComposedDpEvent(event, 10**8))
+    theirs = reference.get_epsilon(1e-5)
+    assert theirs * 0.98 <= ours.get_epsilon(delta=1e-5) <= theirs * 1.1

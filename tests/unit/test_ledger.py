@@ -176,9 +176,10 @@ def _spend(tmp: Path, rounds: int) -> PrivacyLedger:
     return ledger
 
 
-def test_deleted_ledger_stops_participation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_deleted_ledger_stops_participation(tmp_path: Path, rounds: int) -> None:
     """Deleting the ledger reset ε to 0 and 22 more rounds were accepted."""
-    _spend(tmp_path, 2)
+    _spend(tmp_path, rounds)
     (tmp_path / "state" / "ledger.json").unlink()
     with pytest.raises(LedgerTamperedError, match="missing.*ledger-reset"):
         _ledger(tmp_path)
