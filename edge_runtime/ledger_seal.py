@@ -14,9 +14,10 @@ under-count must stop participation instead:
   ledger digest, so a crash between the two writes leaves a state the loader recognises (the previous
   ledger, no charge lost: the charge is written before any update is released).
 
-Refused states (`LedgerTamperedError`): ledger without marker, marker without ledger (even a crash
-inside the very first write, indistinguishable from deleting the first ledger, fails closed), sequence or digest mismatch, MAC failure, unreadable or malformed files. Only
-`fedlora device ledger-reset` (edge_runtime.ledger_reset) gets a device out of them, explicitly and logged.
+Refused states (`LedgerTamperedError`): ledger without marker; marker without ledger (a crash inside
+the very first write cannot be told from deleting the first ledger, so it fails closed too); sequence or
+digest mismatch; MAC failure; unreadable or malformed files. Only `fedlora device ledger-reset`
+(edge_runtime.cli) gets a device out of them, explicitly and logged.
 Deleting both files AND the device's round history is not detectable locally (docs/privacy.md).
 """
 

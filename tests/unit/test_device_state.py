@@ -11,7 +11,7 @@ import pytest
 
 from edge_runtime.agent.encode import encode_for_task
 from edge_runtime.agent.state import STATE_FILE, DeviceState, Phase
-from fl_protocol.codec.pipeline import decode_sum, encode_update
+from fl_protocol.codec.pipeline import encode_update
 from fl_protocol.errors import ConfigError
 from fl_protocol.wire.task_settings import DpSettings
 from tests.unit.test_device_round import make_task

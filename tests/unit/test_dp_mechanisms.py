@@ -109,7 +109,9 @@ def test_secure_generator_is_fresh() -> None:
         lambda rng: mech.skellam_noise(3, variance=math.inf, rng=rng),
         lambda rng: mech.skellam_noise(3, variance=1e17, rng=rng),
         lambda rng: mech.distributed_skellam_share(3, central_variance=1.0, min_survivors=0, rng=rng),
-        lambda rng: mech.distributed_discrete_gaussian_share(3, central_variance=-1.0, min_survivors=2, rng=rng),
+        lambda rng: mech.distributed_discrete_gaussian_share(
+            3, central_variance=-1.0, min_survivors=2, rng=rng
+        ),
         lambda rng: mech.discrete_gaussian_noise(3, stddev=math.nan, rng=rng),
     ],
 )
