@@ -434,9 +434,9 @@ def test_ledger_refusal_publishes_skipped_with_the_reason(fleet, broker, tmp_pat
     agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port))
     scripted = Scripted(fleet, broker.port)
     try:
-        scripted.publish_task(scripted.make_task(1, tier="health", noise=0.5))  # health needs z >= 1.0
+        scripted.publish_task(scripted.make_task(1, tier="health", noise=0.5))  # health needs z >= 6.0
         skipped = scripted.wait_status("dev-1", lambda s: s.state == "skipped")
-        assert "privacy ledger" in skipped.reason and "min_noise_multiplier=1" in skipped.reason
+        assert "privacy ledger" in skipped.reason and "min_noise_multiplier=6" in skipped.reason
         assert skipped.details["round"] == 1 and "temp_c" in skipped.details
         time.sleep(0.5)
         scripted.pump(0.2)
