@@ -353,8 +353,10 @@ def _finite(value: float) -> float:
 
 
 def marker_path_for(signing_key_file: Path) -> Path:
-    """Default marker location: beside the identity key, outside the state directory."""
-    return Path(signing_key_file).with_name("ledger.marker")
+    """Marker location: beside the identity key (outside the state directory), named after the key file,
+    so two nodes whose keys share a directory never share a marker."""
+    key = Path(signing_key_file)
+    return key.with_name(f"{key.name}.ledger-marker")
 
 
 def device_seal(signing_key_file: Path) -> LedgerSeal:

@@ -197,8 +197,6 @@ def check_ledger(ctx: DiagContext) -> CheckResult:
     if ctx.config is None:
         return skipped("ledger", "no device config: state directory unknown")
     path = ctx.config.device.state_dir / "ledger.json"
-    if not path.exists():
-        return skipped("ledger", f"no ledger yet at {path} (the device has not taken part in a round)")
     from edge_runtime.ledger import open_device_ledger
 
     try:
@@ -206,8 +204,10 @@ def check_ledger(ctx: DiagContext) -> CheckResult:
         summary = open_device_ledger(
             config.device.state_dir, config.identity.signing_key_file, config.tiers
         ).summary()
-    except Exception as exc:  # noqa: BLE001 - the ledger's own message says why
+    except Exception as exc:  # noqa: BLE001 - the ledger's own message says why (incl. a deleted ledger)
         return failed("ledger", str(exc), path=str(path))
+    if not path.exists():
+        return skipped("ledger", f"no ledger yet at {path} (the device has not taken part in a round)")
     spent = [t for t, s in summary.items() if s["epsilon_spent"] >= s["epsilon_budget"]]
     if spent:
         return warned(

@@ -99,6 +99,7 @@ class CloudCoordinator:
             quant_bits=config.codec.quant_bits,
             ring_bits=config.codec.ring_bits,
             max_clients=max(config.cloud.total_devices, config.min_cohort),
+            min_survivors=config.privacy.min_survivors,
             noise_multiplier=noise,
             clip_norm=config.privacy.clip_norm,
             scale=self._shape.scale,

@@ -73,21 +73,26 @@ def check_ring_holds_noise(
     quant_bits: int,
     ring_bits: int,
     max_clients: int,
+    min_survivors: int,
     noise_multiplier: float,
     clip_norm: float,
     scale: float,
 ) -> None:
     """ConfigError unless Z_{2^ring_bits} holds `max_clients` q-bit values plus the summed noise.
 
-    The noise is added after the q-bit clamp (so the clamp never eats it) and must not wrap the ring.
+    The noise is added after the q-bit clamp (so the clamp never eats it) and must not wrap the ring. With
+    n ≥ min_survivors shares of variance (z C s)² / min_survivors the summed noise has
+    σ = z C s sqrt(n / min_survivors); the check uses n = max_clients.
     """
-    headroom = noise_headroom_bits(central_stddev=noise_multiplier * clip_norm * scale)
-    needed = quant_bits + math.ceil(math.log2(max(max_clients, 1))) + headroom
+    n = max(max_clients, min_survivors, 1)
+    sigma = noise_multiplier * clip_norm * scale * math.sqrt(n / max(min_survivors, 1))
+    headroom = noise_headroom_bits(central_stddev=sigma)
+    needed = quant_bits + math.ceil(math.log2(n)) + headroom
     if ring_bits < needed:
         raise ConfigError(
-            f"[codec].ring_bits={ring_bits} < {needed} needed for {max_clients} clients' {quant_bits}-bit "
-            f"values plus {headroom} bits of DP noise (σ = z·C·s = {noise_multiplier * clip_norm * scale:.4g}"
-            " integer units): raise ring_bits or lower quant_bits"
+            f"[codec].ring_bits={ring_bits} < {needed} needed for {n} clients' {quant_bits}-bit values plus "
+            f"{headroom} bits of DP noise (summed σ = {sigma:.4g} integer units): raise ring_bits, lower "
+            "quant_bits or lower total_devices"
         )
 
 

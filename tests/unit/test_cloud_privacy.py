@@ -87,10 +87,9 @@ def test_docs_cloud_example_is_not_amplified() -> None:
 
 
 def test_ring_must_hold_the_noise() -> None:
-    check_ring_holds_noise(
-        quant_bits=8, ring_bits=32, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8
-    )
+    kw = {"quant_bits": 8, "min_survivors": 20, "noise_multiplier": 1.0, "clip_norm": 1.0, "scale": 4543.8}
+    check_ring_holds_noise(ring_bits=32, max_clients=40, **kw)  # 8 + 6 + 18 bits
     with pytest.raises(ConfigError, match="bits of DP noise"):
-        check_ring_holds_noise(
-            quant_bits=8, ring_bits=20, max_clients=100, noise_multiplier=1.0, clip_norm=1.0, scale=4543.8
-        )
+        check_ring_holds_noise(ring_bits=20, max_clients=100, **kw)
+    with pytest.raises(ConfigError, match="bits of DP noise"):  # 2^20 survivors: more noise, more values
+        check_ring_holds_noise(ring_bits=32, max_clients=1 << 20, **kw)

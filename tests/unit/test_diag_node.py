@@ -110,6 +110,9 @@ def test_ledger_absent_readable_spent_and_corrupt(config_path: Path) -> None:
     assert spent.status is Status.WARN and "public" in spent.reason
     (state / "ledger.json").write_text("{not json")
     assert node_checks.check_ledger(ctx).status is Status.FAIL
+    (state / "ledger.json").unlink()  # a deleted ledger is a failure, not "no ledger yet"
+    deleted = node_checks.check_ledger(ctx)
+    assert deleted.status is Status.FAIL and "ledger-reset" in deleted.reason
 
 
 def test_cli_exit_codes_and_json(
