@@ -102,8 +102,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def device_config(
     fleet: dict[str, object], tmp: Path, node: str, port: int, *, allow_trusted_gateway: bool = False
 ) -> Path:
-    """A device.toml for `node` (plain TCP broker, test hook writing plain updates into tmp/plain)."""
+    """A device.toml for `node` (plain TCP broker, test hook writing plain updates into tmp/plain).
+
+    The keys are shared by the module's tests but each test's device starts fresh: without a state
+    directory there must be no privacy-ledger marker either (it would read as a deleted ledger)."""
     root = fleet["root"]
+    if not (tmp / f"state-{node}").exists():
+        Path(f"{root}/{node}.key.ledger-marker").unlink(missing_ok=True)
     text = f"""
 [node]
 id = "{node}"
