@@ -18,7 +18,7 @@ Refused states (`LedgerTamperedError`): ledger without marker; marker without le
 the very first write cannot be told from deleting the first ledger, so it fails closed too); sequence or
 digest mismatch; MAC failure; unreadable or malformed files. Only `fedlora device ledger-reset`
 (edge_runtime.cli) gets a device out of them, explicitly and logged.
-Deleting both files AND the device's round history is not detectable locally (docs/privacy.md).
+Deleting both files, or restoring older copies of both, is not detectable locally (docs/privacy.md §8).
 """
 
 from __future__ import annotations
