@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args))
     except FedloraError as exc:
         print(f"fedlora {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"fedlora {args.command}: interrupted", file=sys.stderr)
         return 130

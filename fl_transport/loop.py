@@ -1,8 +1,14 @@
 """A role's event loop: MQTT messages arrive on paho's thread, all protocol logic runs on one thread.
 
 Roles (device, gateway, cloud) register handlers by topic kind and a periodic `tick` that enforces
-deadlines with the injected clock. Handler exceptions are logged and the loop goes on: one malformed or
-hostile message must never stop a node.
+deadlines with the injected clock. The failure policy (docs/failure-policy.md) is enforced here:
+
+- a message a peer got wrong (`DecodeError`: malformed, unsigned, over its size budget; `ProtocolError`:
+  wrong stage, round or set) is rejected with one WARNING line and the loop goes on: no peer can stop a node;
+- any other exception from a handler or the tick is the role's own fault (a bug, a failed write, a broken
+  store): it is logged once with its traceback and `run` raises `RoleFault`, so the process exits with
+  code 70 and its supervisor restarts it from durable state. A role never runs on with half-applied state
+  and never stalls.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from fl_protocol.errors import DecodeError, FedloraError
+from fl_protocol.errors import DecodeError, ProtocolError, RoleFault
 from fl_protocol.topics import Topic, parse_topic
 
 logger = logging.getLogger(__name__)
@@ -47,7 +53,11 @@ class EventLoop:
         return self._stopped.is_set()
 
     def run(self, *, until: Callable[[], bool] | None = None) -> None:
-        """Dispatch messages and ticks until `stop()` or `until()` is true."""
+        """Dispatch messages and ticks until `stop()` or `until()` is true.
+
+        Raises RoleFault (after logging the cause with its traceback) when a handler or the tick raises
+        anything but DecodeError or ProtocolError; the loop is stopped then.
+        """
         while not self._stopped.is_set() and not (until is not None and until()):
             try:
                 item = self._queue.get(timeout=self._tick_interval_s)
@@ -71,13 +81,19 @@ class EventLoop:
             return
         self._guard(topic_text, lambda: self._handler(topic, payload))
 
-    @staticmethod
-    def _guard(what: str, action: Callable[[], None]) -> None:
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
         try:
             action()
         except DecodeError:
-            logger.warning("ignored %s: invalid, unsigned or wrongly signed message", what)
-        except FedloraError as exc:
+            logger.warning("ignored %s: invalid, unsigned, oversized or wrongly signed message", what)
+        except ProtocolError as exc:
             logger.warning("ignored %s: %s", what, exc)
-        except Exception:
-            logger.exception("handler for %s failed", what)
+        except Exception as exc:
+            self._stopped.set()
+            logger.critical(
+                "fatal: %s failed with %s; stopping this process so it restarts from durable state",
+                what,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            raise RoleFault(f"{what} failed with {type(exc).__name__}: {exc}") from exc

@@ -26,7 +26,7 @@ from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import CloudConfig
 from aggregator_gateway.cloud.optimizer import make_optimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
-from aggregator_gateway.cloud.records import COMPLETED, FAILED, RoundLog, RoundRecord
+from aggregator_gateway.cloud.records import COMPLETED, FAILED, RUNNING, RoundLog, RoundRecord
 from aggregator_gateway.cloud.store import ModelStore
 from aggregator_gateway.cloud.tasks import build_codec, build_task, codec_shape
 from fl_protocol.atomic_file import PUBLIC_MODE, write_atomic
@@ -108,6 +108,7 @@ class CloudCoordinator:
         self._optimizer = make_optimizer(config.optimizer)
         self._restore_optimizer()
         self._log = RoundLog([RoundRecord.from_dict(r) for r in store.rounds()])
+        self._interrupted = self._settle_interrupted()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._round: _OpenRound | None = None
         self._published_model: int | None = None
@@ -140,6 +141,8 @@ class CloudCoordinator:
 
     def start(self) -> None:
         """Publish our status and the first (or resumed) round."""
+        for round_id in self._interrupted:  # a restart: its task must not stay retained
+            self._publisher.publish(task_topic(self._identity.fleet, round_id), b"", retain=True)
         if len(self._log.completed()) >= self._config.cloud.rounds:
             logger.info("all %d rounds already completed in the store", self._config.cloud.rounds)
             self._finish(success=True)
@@ -192,6 +195,8 @@ class CloudCoordinator:
             dense_fp32_bytes=self._uplink.dense_fp32_bytes,
             delta=self._config.privacy.delta,
         )
+        # Durable before the task goes out: a restart never reuses this round id (docs/failure-policy.md).
+        self._store.save_round(round_id, record.to_dict())
         self._round = _OpenRound(task, record)
         self._log.add(record)
         self._publisher.publish(
@@ -256,11 +261,9 @@ class CloudCoordinator:
         if new_vector is None:
             self._fail_round(record)
             return
-        info = self._store.add(
-            new_vector, parent=current.task.model_version, round_id=round_id, created_ms=now_ms
-        )
-        self._save_optimizer(info.version)
-        record.state, record.new_version = COMPLETED, info.version
+        # Commit order (a crash between two steps is settled on restart, see _settle_interrupted): the
+        # privacy spend first (a crash then over-counts, never under-counts), then the model version (the
+        # round's commit point), then the optimizer state and the record.
         record.survivors = sum(p.count for p in usable)
         self._log.close(record)
         self._accountant.record_round(
@@ -268,8 +271,14 @@ class CloudCoordinator:
             scale=self._shape.scale,
             sparse_length=self._shape.sparse_length,
         )
-        record.epsilon = self._accountant.epsilon()
         self._store.set_meta("accountant", self._accountant.to_json())
+        info = self._store.add(
+            new_vector, parent=current.task.model_version, round_id=round_id, created_ms=now_ms
+        )
+        self._save_optimizer(info.version)
+        record.state, record.new_version = COMPLETED, info.version
+        self._log.close(record)
+        record.epsilon = self._accountant.epsilon()
         self._store.save_round(round_id, record.to_dict())
         self._failures_in_a_row = 0
         self._publish_model(info.version, round_id)
@@ -314,6 +323,26 @@ class CloudCoordinator:
             record.model_version,
         )
         self._start_round()
+
+    def _settle_interrupted(self) -> list[int]:
+        """Records a crash left "running": completed if their model version was committed, else failed.
+
+        Returns their round ids (their retained tasks are cleared by `start`)."""
+        produced = {v.round: v.version for v in self._store.versions() if v.round is not None}
+        settled = []
+        for record in self._log.records():
+            if record.state != RUNNING:
+                continue
+            version = produced.get(record.round)
+            record.state, record.new_version = (FAILED, None) if version is None else (COMPLETED, version)
+            self._log.close(record)
+            record.epsilon = self._accountant.epsilon()
+            self._store.save_round(record.round, record.to_dict())
+            logger.warning(
+                "round %d was interrupted by a restart: recorded as %s", record.round, record.state
+            )
+            settled.append(record.round)
+        return settled
 
     # -- statuses, persistence, output -----------------------------------------------------------------
     def _on_status(self, node: str, payload: bytes) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from fl_protocol.errors import DecodeError
 from fl_protocol.message_types import MessageType
+from fl_protocol.wire.fields import DEFAULT_MAX_BYTES, MAX_COHORT_DEVICES, FieldLimits
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ Fields = dict[str, FieldValue]
 
 MAX_NODE_ID_CHARS = 128
 MAX_REASON_CHARS = 512
+
+
+def _limits(*, items: int, depth: int, arrays: int = 0, max_bytes: int = DEFAULT_MAX_BYTES) -> FieldLimits:
+    """A message's decoding budget (see fl_protocol.wire.fields.FieldLimits); 64 items of slack."""
+    return FieldLimits(max_bytes=max_bytes, max_items=64 + items, max_depth=depth, max_arrays=arrays)
+
+
+_SMALL = _limits(items=0, depth=1, max_bytes=8192)
 
 
 def _fail(reason: str) -> DecodeError:
@@ -87,6 +96,7 @@ class AdvertiseKeys:
     """Device -> gateway: the two X25519 public keys, signed by the device's Ed25519 identity key."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ADVERTISE_KEYS
+    FIELD_LIMITS: ClassVar[FieldLimits] = _SMALL
     round_id: int
     sender: str
     c_public: bytes
@@ -125,6 +135,7 @@ class Roster:
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROSTER
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=6 * MAX_COHORT_DEVICES, depth=3)
     round_id: int
     sender: str
     members: tuple[AdvertiseKeys, ...]
@@ -173,6 +184,7 @@ class ShareKeys:
     (`keys.self_mask_commitment`) that the gateway checks a reconstructed b_u against."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.SHARE_KEYS
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=MAX_COHORT_DEVICES, depth=2)
     round_id: int
     sender: str
     ciphertexts: dict[str, bytes]
@@ -204,6 +216,7 @@ class RoutedShares:
     """Gateway -> one device: the ciphertexts addressed to it, keyed by their source."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROUTED_SHARES
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=MAX_COHORT_DEVICES, depth=2)
     round_id: int
     sender: str
     recipient: str
@@ -235,6 +248,7 @@ class MaskedUpdate:
     """Device -> gateway: the masked update, uint32 values in [0, 2^ring_bits)."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.MASKED_UPDATE
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=0, depth=1, arrays=1)
     round_id: int
     sender: str
     ring_bits: int
@@ -269,6 +283,7 @@ class Survivors:
     """Gateway -> devices: the sorted set of nodes whose masked update arrived (to be signed)."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.SURVIVORS
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=MAX_COHORT_DEVICES, depth=2)
     round_id: int
     sender: str
     survivors: tuple[str, ...]
@@ -293,6 +308,7 @@ class ConsistencySignature:
     """Device -> gateway: Ed25519 signature over (fleet, round, sorted survivors, global model hash)."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.CONSISTENCY_SIGNATURE
+    FIELD_LIMITS: ClassVar[FieldLimits] = _SMALL
     round_id: int
     sender: str
     signature: bytes
@@ -318,6 +334,7 @@ class UnmaskRequest:
     consistency signatures proving at least t survivors signed this survivor set."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.UNMASK_REQUEST
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=3 * MAX_COHORT_DEVICES, depth=2)
     round_id: int
     sender: str
     survivors: tuple[str, ...]
@@ -353,6 +370,7 @@ class UnmaskShares:
     dropped peers; never both kinds for one peer."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.UNMASK_SHARES
+    FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=2 * MAX_COHORT_DEVICES, depth=2)
     round_id: int
     sender: str
     b_shares: dict[str, int]
@@ -384,6 +402,7 @@ class Abort:
     """Gateway -> devices: the cohort is aborted for this round; nothing will be released."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ABORT
+    FIELD_LIMITS: ClassVar[FieldLimits] = _SMALL
     round_id: int
     sender: str
     reason: str

@@ -37,7 +37,10 @@ def check_float(
     """A finite number in [lo, hi] (or (lo, hi] with lo_open), returned as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"{name} must be a number")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond the float range (e.g. 2**1100 off the wire)
+        raise ConfigError(f"{name} must be finite") from None
     if not math.isfinite(result) or result > hi or result < lo or (lo_open and result == lo):
         raise ConfigError(f"{name} must be finite and in {'(' if lo_open else '['}{lo}, {hi}]")
     return result

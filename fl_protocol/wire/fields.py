@@ -7,6 +7,8 @@ encoding of the same message. See docs/wire-format.md for the tag table and limi
 
 Decoding is strict: every length is checked against the remaining bytes and the limits before anything is
 allocated; any failure is an opaque `DecodeError` (the reason is logged at DEBUG). No pickle, ever.
+`FieldLimits` bounds the cost of decoding one body (bytes, values, nesting, arrays); every message class
+declares its own (`FIELD_LIMITS`), so a hostile frame costs at most that message type's budget.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import math
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Union
 
@@ -30,10 +33,36 @@ FieldValue = Union[  # noqa: UP007 - a runtime alias; `X | Y` of a recursive str
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 16
-MAX_ITEMS = 1_000_000  # list elements + dict entries + array elements are not counted here (arrays are bytes)
+MAX_ITEMS = 1_000_000  # decoded values (every scalar, str, bytes, array, list and dict counts one)
 MAX_INT_BYTES = 1024  # 8192-bit integers: ample for Shamir shares over a 256..2048-bit prime
 MAX_KEY_BYTES = 256
 MAX_NDIM = 8
+# The largest cohort (devices in one gateway's round) any per-message budget admits: it sizes the budgets of
+# messages that carry one entry per device (roster, survivors, shares, partial aggregate survivors).
+MAX_COHORT_DEVICES = 16_384
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """What one decoded body may cost: checked before anything is allocated, DecodeError when exceeded.
+
+    max_bytes: encoded body size; max_items: decoded values (each scalar, str, bytes, ndarray, list and dict
+    counts one, so a list of n empty lists counts n + 1); max_depth: nesting (a top-level scalar field is
+    depth 1); max_arrays: ndarray values. Peak memory is about the body size plus ~100 bytes per item.
+    """
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_items: int = MAX_ITEMS
+    max_depth: int = MAX_DEPTH
+    max_arrays: int = MAX_ITEMS
+
+    def __post_init__(self) -> None:
+        values = (self.max_bytes, self.max_items, self.max_depth, self.max_arrays)
+        if any(not isinstance(v, int) or v < 0 for v in values) or self.max_depth > MAX_DEPTH:
+            raise ValueError(f"field limits must be non-negative ints and max_depth <= {MAX_DEPTH}")
+
+
+DEFAULT_LIMITS = FieldLimits()
 
 
 class Tag(IntEnum):
@@ -164,10 +193,12 @@ class _Malformed(Exception):
 class _Reader:
     """Cursor over the input that refuses to read past the end or past the item budget."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, limits: FieldLimits) -> None:
         self.view = memoryview(data)
         self.pos = 0
         self.items = 0
+        self.arrays = 0
+        self.limits = limits
 
     def take(self, size: int) -> memoryview:
         """The next `size` bytes, refusing before any copy if fewer remain."""
@@ -181,38 +212,50 @@ class _Reader:
         """Read a fixed-size struct."""
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
-    def count(self, n: int) -> None:
-        """Charge `n` list items / dict entries against the MAX_ITEMS budget."""
-        self.items += n
-        if self.items > MAX_ITEMS:
+    def count(self) -> None:
+        """Charge one decoded value against the item budget."""
+        self.items += 1
+        if self.items > self.limits.max_items:
             raise _Malformed("too many items")
 
+    def check_count(self, count: int) -> None:
+        """Refuse a list/dict count that cannot fit the remaining bytes or the item budget."""
+        if count > len(self.view) - self.pos:  # every value takes at least one byte
+            raise _Malformed("count exceeds remaining bytes")
+        if count > self.limits.max_items - self.items:
+            raise _Malformed("count exceeds the item budget")
 
-def decode_fields(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, FieldValue]:
+
+def decode_fields(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, limits: FieldLimits = DEFAULT_LIMITS
+) -> dict[str, FieldValue]:
     """Decode bytes produced by `encode_fields`; the exact inverse on canonical input.
 
-    Any malformed, non-canonical, truncated or over-limit input and any trailing byte raise `DecodeError`.
-    Arrays come back as writable, native little-endian ndarrays of the encoded dtype and shape.
+    Any malformed, non-canonical, truncated or over-limit input (`max_bytes` and every bound of `limits`)
+    and any trailing byte raise `DecodeError`, and nothing else. Arrays come back as writable, native
+    little-endian ndarrays of the encoded dtype and shape.
     """
     try:
-        if len(data) > max_bytes:
+        if len(data) > min(max_bytes, limits.max_bytes):
             raise _Malformed("body over max_bytes")
-        reader = _Reader(bytes(data))
+        reader = _Reader(bytes(data), limits)
         (tag,) = reader.unpack("<B")
         if tag != Tag.DICT:
             raise _Malformed("top level is not a mapping")
+        reader.count()
         result = _decode_dict(reader, depth=0)
         if reader.pos != len(reader.view):
             raise _Malformed("trailing bytes")
         return result
-    except (_Malformed, struct.error, UnicodeDecodeError, ValueError) as exc:
+    except (_Malformed, struct.error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         logger.debug("field decode failed: %s", exc)
         raise DecodeError() from None
 
 
 def _decode_value(reader: _Reader, depth: int) -> FieldValue:
-    if depth > MAX_DEPTH:
+    if depth > reader.limits.max_depth:
         raise _Malformed("nesting too deep")
+    reader.count()
     (tag,) = reader.unpack("<B")
     if tag == Tag.NONE:
         return None
@@ -230,9 +273,7 @@ def _decode_value(reader: _Reader, depth: int) -> FieldValue:
         return _decode_array(reader)
     if tag == Tag.LIST:
         (count,) = reader.unpack("<I")
-        reader.count(count)
-        if count > len(reader.view) - reader.pos:  # every value takes at least one byte
-            raise _Malformed("list count exceeds remaining bytes")
+        reader.check_count(count)
         return [_decode_value(reader, depth + 1) for _ in range(count)]
     if tag == Tag.DICT:
         return _decode_dict(reader, depth)
@@ -250,6 +291,9 @@ def _decode_int(reader: _Reader) -> int:
 
 
 def _decode_array(reader: _Reader) -> np.ndarray:
+    reader.arrays += 1
+    if reader.arrays > reader.limits.max_arrays:
+        raise _Malformed("too many arrays")
     code_raw, ndim = reader.unpack("<BB")
     if code_raw not in DtypeCode._value2member_map_ or ndim > MAX_NDIM:
         raise _Malformed("bad array dtype or ndim")
@@ -264,9 +308,7 @@ def _decode_array(reader: _Reader) -> np.ndarray:
 
 def _decode_dict(reader: _Reader, depth: int) -> dict[str, FieldValue]:
     (count,) = reader.unpack("<I")
-    reader.count(count)
-    if count > len(reader.view) - reader.pos:
-        raise _Malformed("dict count exceeds remaining bytes")
+    reader.check_count(count)
     result: dict[str, FieldValue] = {}
     previous: str | None = None
     for _ in range(count):

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.message_types import MessageType
 from fl_protocol.topics import is_valid_id
-from fl_protocol.wire.fields import decode_fields, encode_fields
+from fl_protocol.wire.fields import FieldLimits, decode_fields, encode_fields
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ _PREFIX = struct.Struct("<4sBBI")  # magic, version, type, header_bytes
 _LENGTH = struct.Struct("<I")
 _HEADER_KEYS = frozenset({"codec_chain", "created_ms", "fleet", "message_type", "round_id", "sender"})
 MIN_FRAME_BYTES = _PREFIX.size + _LENGTH.size + SIGNATURE_BYTES
+HEADER_LIMITS = FieldLimits(max_bytes=MAX_HEADER_BYTES, max_items=16, max_depth=1, max_arrays=0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _parse(data: bytes, max_frame_bytes: int) -> tuple[FrameHeader, int, int]:
     if header_bytes > MAX_HEADER_BYTES or header_bytes > total - MIN_FRAME_BYTES:
         raise _Malformed("header length out of range")
     header_end = _PREFIX.size + header_bytes
-    header = _header_from_fields(decode_fields(data[_PREFIX.size : header_end], max_bytes=MAX_HEADER_BYTES))
+    header = _header_from_fields(decode_fields(data[_PREFIX.size : header_end], limits=HEADER_LIMITS))
     if header.message_type != type_byte:
         raise _Malformed("type byte disagrees with header")
     (body_bytes,) = _LENGTH.unpack_from(data, header_end)

@@ -28,12 +28,15 @@ from fl_protocol.wire.checks import (
     check_vector,
     exact_keys,
 )
+from fl_protocol.wire.fields import DEFAULT_MAX_BYTES, MAX_COHORT_DEVICES, FieldLimits
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 logger = logging.getLogger(__name__)
 
 SHA256_BYTES = 32
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+MAX_STATUS_DETAILS = 64
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class RoundTask:
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROUND_TASK
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
+        max_bytes=64 * 1024, max_items=512, max_depth=2, max_arrays=0
+    )
 
     round_id: int
     model_version: int
@@ -126,6 +132,7 @@ class GlobalModel:
     """A version of the global LoRA vector: zstd-compressed float32 little-endian bytes plus their SHA-256."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.GLOBAL_MODEL
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_items=16, max_depth=1, max_arrays=0)
 
     model_version: int
     model_sha256: bytes = field(repr=False)
@@ -173,6 +180,9 @@ class PartialAggregate:
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PARTIAL_AGGREGATE
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
+        max_bytes=DEFAULT_MAX_BYTES, max_items=64 + MAX_COHORT_DEVICES, max_depth=2, max_arrays=1
+    )
 
     gateway: str
     round_id: int
@@ -232,6 +242,7 @@ class PlainUpdate:
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PLAIN_UPDATE
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_items=16, max_depth=1, max_arrays=1)
 
     round_id: int
     sender: str
@@ -280,10 +291,15 @@ class Status:
     """A node's retained state (also its MQTT last will): state is an id such as 'training' or 'offline'.
 
     details: small, non-private facts for operators (round id, backend, ε spent per tier, local train
-    loss); never keys, seeds, shares or updates. Values are numbers or short strings.
+    loss); never keys, seeds, shares or updates. At most 64 entries; values are ints in [-2^63, 2^63),
+    floats (NaN and ±inf allowed: "unknown") or strings of at most 1024 chars. A Status is untrusted input
+    at the cloud (any device publishes its own), so these bounds hold for every reader.
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.STATUS
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
+        max_bytes=128 * 1024, max_items=16 + MAX_STATUS_DETAILS, max_depth=2, max_arrays=0
+    )
 
     node: str
     state: str
@@ -297,11 +313,17 @@ class Status:
         check_text("reason", self.reason)
         check_int("time_ms", self.time_ms)
         details = dict(check_mapping("details", self.details))
+        if len(details) > MAX_STATUS_DETAILS:
+            raise ConfigError(f"details has more than {MAX_STATUS_DETAILS} entries")
         for key, value in details.items():
             check_id("details key", key)
             if isinstance(value, str):
                 check_text(f"details {key}", value)
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                details[key] = check_int(f"details {key}", value, lo=MIN_INT64, hi=MAX_INT64)
+            elif isinstance(value, (float, np.floating)):
+                details[key] = float(value)
+            else:
                 raise ConfigError(f"details {key} must be a number or a short string")
         object.__setattr__(self, "details", dict(sorted(details.items())))
 
@@ -327,6 +349,7 @@ class Abort:
     """The round (or this node's part of it) is abandoned; nothing of it is released."""
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ABORT
+    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_bytes=8192, max_items=8, max_depth=1, max_arrays=0)
 
     round_id: int
     reason: str
