@@ -26,8 +26,8 @@ from fl_protocol.wire.framing import (
     MAX_HEADER_BYTES,
     MIN_FRAME_BYTES,
     FrameHeader,
-    decode_frame,
     encode_frame,
+    verified_body,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ def decode_message(
     """
     limits = message_limits(expected_type)
     frame_budget = MIN_FRAME_BYTES + MAX_HEADER_BYTES + limits.max_bytes
-    header, body = decode_frame(
-        data, verify_key=verify_key, max_frame_bytes=min(max_frame_bytes, frame_budget)
+    header, body = verified_body(
+        bytes(data), verify_key=verify_key, max_frame_bytes=min(max_frame_bytes, frame_budget)
     )
     try:
         if header.message_type != expected_type.MESSAGE_TYPE:

@@ -190,10 +190,27 @@ class _Malformed(Exception):
     """Internal: a decode failure with its reason; turned into an opaque DecodeError at the boundary."""
 
 
+_U32 = struct.Struct("<I")
+_T_NONE, _T_FALSE, _T_TRUE, _T_INT, _T_FLOAT = (
+    Tag.NONE.value,
+    Tag.FALSE.value,
+    Tag.TRUE.value,
+    Tag.INT.value,
+    Tag.FLOAT.value,
+)
+_T_STR, _T_BYTES, _T_ARRAY, _T_LIST, _T_DICT = (
+    Tag.STR.value,
+    Tag.BYTES.value,
+    Tag.ARRAY.value,
+    Tag.LIST.value,
+    Tag.DICT.value,
+)
+
+
 class _Reader:
     """Cursor over the input that refuses to read past the end or past the item budget."""
 
-    def __init__(self, data: bytes, limits: FieldLimits) -> None:
+    def __init__(self, data: bytes | memoryview, limits: FieldLimits) -> None:
         self.view = memoryview(data)
         self.pos = 0
         self.items = 0
@@ -212,6 +229,21 @@ class _Reader:
         """Read a fixed-size struct."""
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
+    def byte(self) -> int:
+        """The next byte (a tag)."""
+        if self.pos >= len(self.view):
+            raise _Malformed("length exceeds remaining bytes")
+        self.pos += 1
+        return int(self.view[self.pos - 1])
+
+    def u32(self) -> int:
+        """The next little-endian u32 (a length or count)."""
+        if self.pos + 4 > len(self.view):
+            raise _Malformed("length exceeds remaining bytes")
+        (value,) = _U32.unpack_from(self.view, self.pos)
+        self.pos += 4
+        return int(value)
+
     def count(self) -> None:
         """Charge one decoded value against the item budget."""
         self.items += 1
@@ -227,7 +259,7 @@ class _Reader:
 
 
 def decode_fields(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, limits: FieldLimits = DEFAULT_LIMITS
+    data: bytes | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES, limits: FieldLimits = DEFAULT_LIMITS
 ) -> dict[str, FieldValue]:
     """Decode bytes produced by `encode_fields`; the exact inverse on canonical input.
 
@@ -238,7 +270,7 @@ def decode_fields(
     try:
         if len(data) > min(max_bytes, limits.max_bytes):
             raise _Malformed("body over max_bytes")
-        reader = _Reader(bytes(data), limits)
+        reader = _Reader(data if isinstance(data, memoryview) else bytes(data), limits)
         (tag,) = reader.unpack("<B")
         if tag != Tag.DICT:
             raise _Malformed("top level is not a mapping")
@@ -256,27 +288,26 @@ def _decode_value(reader: _Reader, depth: int) -> FieldValue:
     if depth > reader.limits.max_depth:
         raise _Malformed("nesting too deep")
     reader.count()
-    (tag,) = reader.unpack("<B")
-    if tag == Tag.NONE:
-        return None
-    if tag in (Tag.FALSE, Tag.TRUE):
-        return tag == Tag.TRUE
-    if tag == Tag.INT:
-        return _decode_int(reader)
-    if tag == Tag.FLOAT:
-        return float(reader.unpack("<d")[0])
-    if tag in (Tag.STR, Tag.BYTES):
-        (length,) = reader.unpack("<I")
-        raw = bytes(reader.take(length))
-        return raw.decode("utf-8", errors="strict") if tag == Tag.STR else raw
-    if tag == Tag.ARRAY:
-        return _decode_array(reader)
-    if tag == Tag.LIST:
-        (count,) = reader.unpack("<I")
+    tag = reader.byte()
+    if tag == _T_LIST:
+        count = reader.u32()
         reader.check_count(count)
         return [_decode_value(reader, depth + 1) for _ in range(count)]
-    if tag == Tag.DICT:
+    if tag == _T_STR or tag == _T_BYTES:
+        raw = bytes(reader.take(reader.u32()))
+        return raw.decode("utf-8", errors="strict") if tag == _T_STR else raw
+    if tag == _T_INT:
+        return _decode_int(reader)
+    if tag == _T_DICT:
         return _decode_dict(reader, depth)
+    if tag == _T_NONE:
+        return None
+    if tag == _T_FALSE or tag == _T_TRUE:
+        return tag == _T_TRUE
+    if tag == _T_FLOAT:
+        return float(reader.unpack("<d")[0])
+    if tag == _T_ARRAY:
+        return _decode_array(reader)
     raise _Malformed(f"unknown tag {tag}")
 
 
@@ -307,7 +338,7 @@ def _decode_array(reader: _Reader) -> np.ndarray:
 
 
 def _decode_dict(reader: _Reader, depth: int) -> dict[str, FieldValue]:
-    (count,) = reader.unpack("<I")
+    count = reader.u32()
     reader.check_count(count)
     result: dict[str, FieldValue] = {}
     previous: str | None = None

@@ -184,16 +184,28 @@ def decode_frame(
     (a broken key store is a local fault, not a bad frame).
     """
     data = bytes(data)
+    header, body = verified_body(data, verify_key=verify_key, max_frame_bytes=max_frame_bytes)
+    return header, bytes(body)
+
+
+def verified_body(
+    data: bytes,
+    *,
+    verify_key: Callable[[str], Ed25519PublicKey | None],
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> tuple[FrameHeader, memoryview]:
+    """`decode_frame` without copying: the body is a read-only view into `data` (bytes)."""
+    view = memoryview(data)
     try:
         header, body_offset, signed_bytes = _parse(data, max_frame_bytes)
         public_key = verify_key(header.sender)
         if public_key is None:
             raise _Malformed("unknown sender")
-        public_key.verify(data[signed_bytes:], data[:signed_bytes])
+        public_key.verify(view[signed_bytes:], view[:signed_bytes])
     except InvalidSignature:
         logger.debug("frame rejected: bad signature")
         raise DecodeError() from None
     except (_Malformed, DecodeError, ConfigError) as exc:
         logger.debug("frame rejected: %s", exc)
         raise DecodeError() from None
-    return header, data[body_offset:signed_bytes]
+    return header, view[body_offset:signed_bytes]
