@@ -73,7 +73,7 @@ def samples() -> list[Any]:
         secagg.ShareKeys(ROUND, SENDER, {"dev-b": b"\x00" * 160}),
         secagg.RoutedShares(ROUND, "gw", "dev-b", {SENDER: b"\xff" * 160}),
         secagg.MaskedUpdate(ROUND, SENDER, 20, np.arange(7, dtype=np.uint32)),
-        secagg.Survivors(ROUND, "gw", (SENDER, "dev-b")),
+        secagg.Survivors(ROUND, "gw", ("dev-b", SENDER)),
         secagg.ConsistencySignature(ROUND, SENDER, b"\x02" * 64),
         secagg.UnmaskRequest(ROUND, "gw", (SENDER,), ("dev-b",), {SENDER: b"\x03" * 64}),
         secagg.UnmaskShares(ROUND, SENDER, {SENDER: 2**520 + 5}, {"dev-b": 0}),
