@@ -19,11 +19,12 @@ from fedlora.demo.monitor import BusEvent, BusObserver
 from fedlora.demo.processes import NodeProcess
 from fedlora.demo.workspace import BundleSpec, default_cache_dir, ensure_bundle, prepare_data
 from fl_protocol.config import load_fleet_keys
-from fl_protocol.errors import ConfigError, FedloraError
+from fl_protocol.errors import EXIT_ROLE_FAULT, ConfigError, FedloraError
 
 Progress = Callable[[str], None]
 FLEET = "demo"
 DOWN_S = (0.3, 6.0)  # a dropped device dies this many seconds after the task: before, during or after upload
+MAX_RESTARTS = 3  # per node: a role that exits on a fault is restarted from its durable state this often
 
 
 @dataclass(frozen=True)
@@ -227,9 +228,13 @@ class _Driver:
         self.reported: set[int] = set()
         self.round_started: dict[int, float] = {}
         self.alive_at_task: dict[int, int] = {}  # round id -> device processes running when its task went out
+        self.restarts: dict[str, int] = {}
 
     def run(self, deadline: float) -> int:
-        while self.fed.cloud.running and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            self._supervise()
+            if not self.fed.cloud.running:
+                break
             try:
                 self._on_event(self.observer.events.get(timeout=0.2))
             except queue.Empty:
@@ -240,6 +245,26 @@ class _Driver:
             return 1
         self._report_new_rounds()
         return self.fed.cloud.returncode or 0
+
+    def _supervise(self) -> None:
+        """Restart, at most MAX_RESTARTS times each, a node that exited on its own with a non-zero code: any
+        gateway or device, and the cloud on a role fault (its exit code 1 means "rounds failed": final)."""
+        for proc in self.fed.all:
+            code = proc.returncode
+            if (
+                code in (None, 0)
+                or proc in self.to_restart
+                or self.restarts.get(proc.node_id, 0) >= MAX_RESTARTS
+            ):
+                continue
+            if proc is self.fed.cloud and code != EXIT_ROLE_FAULT:
+                continue
+            self.restarts[proc.node_id] = self.restarts.get(proc.node_id, 0) + 1
+            self.progress(
+                f"{proc.node_id} exited with code {code}; restarting it from its durable state "
+                f"({self.restarts[proc.node_id]}/{MAX_RESTARTS})"
+            )
+            proc.start()
 
     def _on_event(self, event: BusEvent) -> None:
         if event.kind == "task" and event.round_id not in self.seen_rounds:
