@@ -25,7 +25,7 @@ from aggregator_gateway.gateway.rounds import GroupPolicy, Outgoing, RoundDriver
 from aggregator_gateway.gateway.store import RoundStore
 from aggregator_gateway.gateway.trusted import TrustedPolicy, TrustedRoundDriver
 from fl_protocol.config import load_fleet_keys, load_signing_key
-from fl_protocol.errors import DecodeError, FedloraError
+from fl_protocol.errors import ConfigError, DecodeError, FedloraError, ProtocolError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort
 from fl_protocol.topics import (
@@ -120,12 +120,16 @@ class Gateway:
         return TRUSTED_STAGES if task.secagg.trusted else ROUND_STAGES
 
     def _start_round(self, task: RoundTask, task_frame: bytes) -> None:
+        seed = self._seed_bytes(GRAPH_SEED_BYTES)
+        try:  # validate the task fully before any state changes (docs/failure-policy.md)
+            driver = self._new_driver(task, seed)
+        except (ConfigError, ValueError) as exc:
+            raise ProtocolError(f"task of round {task.round_id} cannot be run here: {exc}") from None
         if self.driver is not None and not self.driver.finished:
             self._publish_outgoing(self.driver, self.driver.abort(f"superseded by round {task.round_id}"))
             self._finish(self.driver)
-        seed = self._seed_bytes(GRAPH_SEED_BYTES)
         self.store.begin_round(task.round_id, task_frame=task_frame, graph_seed=seed, now_ms=self._clock_ms())
-        self.driver = self._new_driver(task, seed)
+        self.driver = driver
         logger.info(
             "round %d: started in %s mode (%d expected devices, %d group(s) at most)",
             task.round_id,

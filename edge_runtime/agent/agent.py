@@ -38,7 +38,7 @@ from edge_runtime.trainer import Trainer, create_trainer
 from fl_protocol.codec.pipeline import codec_chain_text
 from fl_protocol.config import load_fleet_keys, load_signing_key
 from fl_protocol.dp.mechanisms import secure_generator
-from fl_protocol.errors import DecodeError, ProtocolError
+from fl_protocol.errors import DecodeError, ProtocolError, RoleFault
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.message_types import MessageType
 from fl_protocol.secagg import Abort, Roster, RoutedShares, SecAggClient, Survivors, UnmaskRequest
@@ -134,17 +134,22 @@ class DeviceAgent:
             )
         else:
             self.status.publish("idle", "started", **self._epsilon_details())
+        faulted = False
         try:
             self.loop.run(until=until)
+        except RoleFault:
+            faulted = True
+            raise
         finally:
-            self._shutdown()
+            self._shutdown(after_fault=faulted)
 
     def stop(self) -> None:
         """Ask `run` to return (thread- and signal-safe)."""
         self.loop.stop()
 
-    def _shutdown(self) -> None:
-        if self.round is not None and not self.round.done:
+    def _shutdown(self, *, after_fault: bool = False) -> None:
+        # After a fault no more round logic runs: the restart withdraws the round from the durable state.
+        if not after_fault and self.round is not None and not self.round.done:
             self._execute(self.round.withdraw("device shutting down"))
         self.worker.close()
         try:
