@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fl_protocol.errors import DecodeError
-from fl_protocol.wire import decode_message
+from fl_protocol.wire import GlobalModel, decode_message
 from fl_protocol.wire.fields import encode_fields
 from tests import wire_samples as ws
 
@@ -178,6 +178,11 @@ def _fuzz(total: int, seed: int) -> dict[str, int]:
             else:
                 assert isinstance(message, cls)
                 outcomes["decoded"] += 1
+                if isinstance(message, GlobalModel):  # the model's own payload decoder, too
+                    try:
+                        message.vector(max_elements=1000)
+                    except DecodeError:
+                        pass
             seconds = time.thread_time() - started
             peak = tracemalloc.get_traced_memory()[1] - baseline
             worst_s, worst_bytes = max(worst_s, seconds), max(worst_bytes, peak)
