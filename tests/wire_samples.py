@@ -70,7 +70,7 @@ def samples() -> list[Any]:
         Abort(ROUND, "fewer than t survivors"),
         advert,
         secagg.Roster(ROUND, "gw", (advert, other), b"s" * 32, 1, 2, 10, 16),
-        secagg.ShareKeys(ROUND, SENDER, {"dev-b": b"\x00" * 160}),
+        secagg.ShareKeys(ROUND, SENDER, {"dev-b": b"\x00" * 160}, b"\x05" * 32),
         secagg.RoutedShares(ROUND, "gw", "dev-b", {SENDER: b"\xff" * 160}),
         secagg.MaskedUpdate(ROUND, SENDER, 20, np.arange(7, dtype=np.uint32)),
         secagg.Survivors(ROUND, "gw", ("dev-b", SENDER)),
