@@ -17,12 +17,61 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 10.0
-FLUSH_TIMEOUT_S = 10.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the cloud's arguments."""
     parser.add_argument("--config", type=Path, required=True, help="cloud.toml (see docs/cloud.md)")
+    add_log_level_argument(parser)
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """`--log-level` of the long-running roles (cloud, gateway): lifecycle lines at INFO by default."""
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="log level (default: info; -vv: debug)"
+    )
+
+
+def apply_log_level(args: argparse.Namespace) -> None:
+    """Lower the root logger to `--log-level` (fedlora's `-v` flags may lower it further, never raise)."""
+    root = logging.getLogger()
+    wanted = getattr(logging, str(getattr(args, "log_level", "info")).upper())
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(min(root.level or logging.WARNING, wanted))
+
+
+def warn_tier_mismatch(config: Any) -> list[str]:
+    """Warn (and return the lines) when the task's settings break the default policy of its built-in
+    tier: devices keeping that default would sit out every round (docs/operations.md)."""
+    from fl_protocol.dp.tiers import TierConfig
+
+    privacy = config.privacy
+    policy = TierConfig().policies.get(privacy.tier)
+    lines = []
+    if policy is not None:
+        if privacy.clip_norm > policy.max_clip_norm:
+            lines.append(f"clip_norm {privacy.clip_norm} > the tier's max_clip_norm {policy.max_clip_norm}")
+        noise = privacy.noise_multiplier
+        if privacy.mechanism != "none" and noise is not None and noise < policy.min_noise_multiplier:
+            lines.append(
+                f"noise_multiplier {noise} < the tier's min_noise_multiplier {policy.min_noise_multiplier}"
+            )
+        if privacy.mechanism == "none" and policy.min_noise_multiplier > 0:
+            lines.append(
+                f"mechanism 'none' (no noise) but the tier needs noise >= {policy.min_noise_multiplier}"
+            )
+        target = privacy.target_epsilon
+        if target is not None and target > policy.epsilon_budget:
+            lines.append(f"target_epsilon {target} > the tier's epsilon_budget {policy.epsilon_budget}")
+    for line in lines:
+        logger.warning(
+            "[privacy] tier %r: %s; devices with the default policy of that tier refuse these rounds",
+            privacy.tier,
+            line,
+        )
+    return lines
 
 
 def _clock_ms() -> int:
@@ -53,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
     from aggregator_gateway.cloud.store import ModelStore
     from fl_protocol.config import load_fleet_keys, load_signing_key
     from fl_protocol.identity import NodeIdentity
-    from fl_protocol.topics import cloud_partial_filter, status_filter, status_topic
+    from fl_protocol.topics import cloud_abort_filter, cloud_partial_filter, status_filter, status_topic
     from fl_protocol.wire.messages import Status
     from fl_transport.loop import EventLoop
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
 
+    apply_log_level(args)
     config = CloudConfig.load(args.config)
+    warn_tier_mismatch(config)
     initial, bundle_id = _load_initial_vector(config.cloud.bundle_dir)
     node = config.node
     identity = NodeIdentity(
@@ -89,15 +140,25 @@ def run(args: argparse.Namespace) -> int:
         clock_ms=_clock_ms,
     )
     holder["c"] = coordinator
-    page = None
-    if config.cloud.http_port:
-        page = StatusPage(coordinator.snapshot, host=config.cloud.http_host, port=config.cloud.http_port)
-        page.start()
+    page = _start_status_page(
+        StatusPage, coordinator.snapshot, config.cloud.http_host, config.cloud.http_port
+    )
     connection.subscribe(cloud_partial_filter(node.fleet))
+    connection.subscribe(cloud_abort_filter(node.fleet))
     connection.subscribe(status_filter(node.fleet))
     connection.start()
+    logger.info(
+        "cloud %s of fleet %s: %d round(s), gateways %s, broker %s:%d",
+        node.id,
+        node.fleet,
+        config.cloud.rounds,
+        ", ".join(config.cloud.gateways),
+        b.host,
+        b.port,
+    )
     try:
         connection.wait_connected(CONNECT_TIMEOUT_S)
+        logger.info("connected to the broker")
         coordinator.start()
         loop.run(until=lambda: coordinator.done)
         # paho drops unacknowledged QoS 1 messages on disconnect: the final model and status must be out.
@@ -110,3 +171,17 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     logger.info("cloud finished: %s", "every round completed" if coordinator.succeeded else "FAILED")
     return 0 if coordinator.succeeded else 1
+
+
+def _start_status_page(page_class: Any, snapshot: Any, host: str, port: int) -> Any:
+    """The status page on host:port, or None when port is 0 or cannot be bound (logged; the run goes on)."""
+    if not port:
+        logger.info("status page off ([cloud] http_port = 0)")
+        return None
+    try:
+        page = page_class(snapshot, host=host, port=port)
+    except OSError as exc:
+        logger.warning("status page not started: cannot listen on %s:%d (%s)", host, port, exc)
+        return None
+    page.start()
+    return page

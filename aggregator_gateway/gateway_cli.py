@@ -8,6 +8,7 @@ runs it without the `fedlora` entry point (used by the integration tests).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,17 +16,31 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `fedlora gateway`."""
+    from aggregator_gateway.cloud_cli import add_log_level_argument
+
     parser.add_argument(
         "--config", type=Path, required=True, help="gateway config.toml (from fedlora provision)"
     )
+    add_log_level_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config and run the gateway (blocks until stopped)."""
+    from aggregator_gateway.cloud_cli import apply_log_level
     from aggregator_gateway.gateway.config import load_gateway_config
     from aggregator_gateway.gateway.gateway import run_gateway
 
-    return run_gateway(load_gateway_config(args.config))
+    apply_log_level(args)
+    config = load_gateway_config(args.config)
+    logging.getLogger(__name__).info(
+        "gateway %s of fleet %s: %d expected device(s), broker %s:%d",
+        config.node.id,
+        config.node.fleet,
+        len(config.expected_devices),
+        config.broker.host,
+        config.broker.port,
+    )
+    return run_gateway(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

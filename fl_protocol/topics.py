@@ -54,6 +54,7 @@ class TopicKind(str, Enum):
     GATEWAY_STAGE = "gateway_stage"
     INBOX = "inbox"
     PARTIAL = "partial"
+    ABORT = "abort"
     STATUS = "status"
 
 
@@ -141,6 +142,13 @@ def partial_topic(fleet: str, round_id: int, gateway: str) -> str:
     return f"{fleet_prefix(fleet)}/round/{_number(round_id, 'round_id')}/partial/{gw}"
 
 
+def abort_topic(fleet: str, round_id: int, gateway: str) -> str:
+    """`round/{r}/abort/{gw}`: a gateway's signed Abort to the cloud (bridged like the partial), so the
+    cloud closes the round as soon as every gateway reported a partial or an abort."""
+    gw = validate_id(gateway, "gateway")
+    return f"{fleet_prefix(fleet)}/round/{_number(round_id, 'round_id')}/abort/{gw}"
+
+
 def status_topic(fleet: str, node: str) -> str:
     """`status/{node}` (retained, also the last will): a node's state."""
     return f"{fleet_prefix(fleet)}/status/{validate_id(node, 'node')}"
@@ -178,6 +186,11 @@ def cloud_partial_filter(fleet: str) -> str:
     return f"{fleet_prefix(fleet)}/round/+/partial/+"
 
 
+def cloud_abort_filter(fleet: str) -> str:
+    """Subscription filter for the aborts of every gateway and round."""
+    return f"{fleet_prefix(fleet)}/round/+/abort/+"
+
+
 def parse_topic(topic: str) -> Topic:
     """Parse a topic of the DESIGN.md §8 table; anything else (or an invalid id) raises DecodeError."""
     try:
@@ -203,6 +216,8 @@ def _parse(levels: list[str]) -> Topic:
             return Topic(TopicKind.TASK, fleet, round_id=_int(r))
         case ["round", r, "partial", gw]:
             return Topic(TopicKind.PARTIAL, fleet, round_id=_int(r), gateway=validate_id(gw))
+        case ["round", r, "abort", gw]:
+            return Topic(TopicKind.ABORT, fleet, round_id=_int(r), gateway=validate_id(gw))
         case ["model", version]:
             return Topic(TopicKind.MODEL, fleet, model_version=_int(version))
         case ["status", node]:

@@ -57,7 +57,8 @@ class CloudSection:
 
     total_devices: fleet size, sizes the ring-width check (0: unknown). It never lowers ε: rounds are
         accounted with sample rate 1, since devices join by availability, not by random sampling.
-    http_port: status page port (0: no status page). max_retries: failed attempts allowed per round.
+    http_port: status page port (default 8080 on http_host 127.0.0.1; 0: no status page).
+    max_retries: failed attempts allowed per round.
     """
 
     bundle_dir: Path
@@ -66,7 +67,7 @@ class CloudSection:
     store_dir: Path
     total_devices: int = 0
     http_host: str = "127.0.0.1"
-    http_port: int = 0
+    http_port: int = 8080
     max_retries: int = 3
     min_cohort: int = 0  # 0: equal to privacy.min_survivors
     stage_timeouts_s: StageTimeouts = field(default_factory=StageTimeouts)
@@ -135,7 +136,7 @@ class PrivacySection:
     target_epsilon: float | None = None
     min_survivors: int = 2
     delta: float = 1e-5
-    tier: str = "public"
+    tier: str = "personal"  # the devices' default record tier ([device] default_tier): defaults meet
 
     def __post_init__(self) -> None:
         if self.mechanism not in DP_MECHANISMS:

@@ -27,6 +27,7 @@ from aggregator_gateway.cloud.config import CloudConfig
 from aggregator_gateway.cloud.optimizer import make_optimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
 from aggregator_gateway.cloud.records import COMPLETED, FAILED, RUNNING, RoundLog, RoundRecord
+from aggregator_gateway.cloud.round_watch import RoundWatch, fleet_devices
 from aggregator_gateway.cloud.store import ModelStore
 from aggregator_gateway.cloud.tasks import build_codec, build_task, codec_shape
 from fl_protocol.atomic_file import PUBLIC_MODE, write_atomic
@@ -34,6 +35,7 @@ from fl_protocol.codec.pipeline import uplink_payload_bytes
 from fl_protocol.errors import ConfigError, FedloraError, ProtocolError
 from fl_protocol.flatvec import FlatVector, save_flat_vector
 from fl_protocol.identity import NodeIdentity
+from fl_protocol.secagg import Abort
 from fl_protocol.topics import Topic, TopicKind, model_topic, status_topic, task_topic
 from fl_protocol.wire.messages import GlobalModel, PartialAggregate, RoundTask, Status
 
@@ -78,6 +80,8 @@ class CloudCoordinator:
         self._config, self._identity, self._publisher, self._store = config, identity, publisher, store
         self._bundle_id, self._clock_ms, self._random_bytes = bundle_id, clock_ms, random_bytes
         self._gateways = frozenset(config.cloud.gateways)
+        self._fleet_devices = fleet_devices(config.identity.fleet_keys_file, self._gateways)
+        self._watch = RoundWatch(0, self._gateways, self._fleet_devices)
         if store.latest() is None:
             store.add(
                 np.asarray(initial_vector, np.float32), parent=None, round_id=None, created_ms=clock_ms()
@@ -155,6 +159,8 @@ class CloudCoordinator:
             return  # a cleared retained message
         if topic.kind is TopicKind.PARTIAL:
             self._on_partial(topic, payload)
+        elif topic.kind is TopicKind.ABORT:
+            self._on_gateway_abort(topic, payload)
         elif topic.kind is TopicKind.STATUS and topic.node not in (None, self._identity.node_id):
             self._on_status(topic.node, payload)
 
@@ -198,6 +204,7 @@ class CloudCoordinator:
         # Durable before the task goes out: a restart never reuses this round id (docs/failure-policy.md).
         self._store.save_round(round_id, record.to_dict())
         self._round = _OpenRound(task, record)
+        self._watch = RoundWatch(round_id, self._gateways, self._fleet_devices)
         self._log.add(record)
         self._publisher.publish(
             task_topic(self._identity.fleet, round_id),
@@ -241,7 +248,42 @@ class CloudCoordinator:
             raise ProtocolError(f"partial from {gateway} has the wrong length or non-finite values")
         current.partials[gateway] = partial
         logger.info("round %d: partial from %s (%d devices)", topic.round_id, gateway, partial.count)
-        if set(current.partials) == self._gateways:
+        if self._watch.answered(current.partials):
+            self._close_round()
+
+    def _on_gateway_abort(self, topic: Topic, payload: bytes) -> None:
+        """A gateway's signed Abort: close the round once every gateway sent a partial or an abort."""
+        gateway, current = topic.gateway, self._round
+        if gateway not in self._gateways:
+            logger.warning("abort on topic of unregistered gateway %s ignored", gateway)
+            return
+        header, abort = self._identity.decode(payload, Abort, senders={gateway})
+        if abort.sender != gateway or header.round_id != topic.round_id or abort.round_id != topic.round_id:
+            raise ProtocolError(f"abort from {gateway}: gateway or round differs from its topic")
+        if current is None or topic.round_id != current.task.round_id or gateway in current.partials:
+            logger.info("abort of round %s from %s ignored: not the open round", topic.round_id, gateway)
+            return
+        if self._watch.gateway_aborted(gateway, abort.reason):
+            logger.warning("round %d: gateway %s aborted: %s", topic.round_id, gateway, abort.reason)
+        if self._watch.answered(current.partials):
+            logger.info("round %d: every gateway sent a partial or an abort; closing it", topic.round_id)
+            self._close_round()
+
+    def _note_sit_out(self, node: str, status: Status) -> None:
+        """Log a device's sit-out of the open round; close the round when every device sat out."""
+        current = self._round
+        round_id = status.details.get("round")
+        if status.state != "skipped" or current is None or round_id != current.task.round_id:
+            return
+        if self._watch.device_sat_out(node, status.reason):
+            logger.info("round %d: %s sits out: %s", round_id, node, status.reason)
+        if self._watch.everyone_sat_out():
+            logger.warning(
+                "round %d: every device (%d) sits out: %s",
+                round_id,
+                len(self._watch.devices),
+                self._watch.sit_out_summary(),
+            )
             self._close_round()
 
     def _close_round(self) -> None:
@@ -356,6 +398,7 @@ class CloudCoordinator:
             "details": dict(status.details),
         }
         record = self._log.device_report(node, status.state, dict(status.details))
+        self._note_sit_out(node, status)
         if record is not None and record.state != "running":
             self._store.save_round(record.round, record.to_dict())
         self._refresh_snapshot()

@@ -32,6 +32,7 @@ from fl_protocol.topics import (
     Stage,
     Topic,
     TopicKind,
+    abort_topic,
     fleet_prefix,
     gateway_stage_topic,
     gateway_uplink_filter,
@@ -217,12 +218,10 @@ class Gateway:
         round_id = driver.round_id
         if driver.result is None:
             abort = driver.aborted or Abort(round_id=round_id, sender=self.node_id, reason="aborted")
-            self.store.finish_round(
-                round_id,
-                state="aborted",
-                outcome_frame=self.identity.encode(abort, round_id=round_id),  # type: ignore[arg-type]
-            )
-            logger.warning("round %d: aborted, no partial", round_id)
+            abort_frame = self.identity.encode(abort, round_id=round_id)  # type: ignore[arg-type]
+            self.store.finish_round(round_id, state="aborted", outcome_frame=abort_frame)
+            self._publish(abort_topic(self.fleet, round_id, self.node_id), abort_frame)  # to the cloud
+            logger.warning("round %d: aborted, no partial (%s); cloud told", round_id, abort.reason)
             return
         result = driver.result
         if self._sums_dir is not None:
@@ -257,8 +256,9 @@ class Gateway:
         if latest is None:
             return
         if latest.state != "active":
-            if latest.outcome_frame is not None and latest.state == "done":
-                self._publish(partial_topic(self.fleet, latest.round_id, self.node_id), latest.outcome_frame)
+            if latest.outcome_frame is not None:
+                outcome = partial_topic if latest.state == "done" else abort_topic
+                self._publish(outcome(self.fleet, latest.round_id, self.node_id), latest.outcome_frame)
             return
         _header, task = self.identity.decode(latest.task_frame, RoundTask, senders={self.settings.cloud_id})
         driver = self._new_driver(task, latest.graph_seed)

@@ -29,6 +29,8 @@ _CREATE_ONLY = {
     "valid_days": 365,
     "max_packet_bytes": 32 * 1024 * 1024,
     "broker_root": None,  # default: absolute path of DIR/brokers
+    "bind_address": "",  # default: every interface
+    "broker_user": "mosquitto",
     "device_names": None,
     "devices": None,
     "force": False,
@@ -98,6 +100,20 @@ def _add_create_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: absolute path of DIR/brokers)",
     )
     parser.add_argument(
+        "--bind-address",
+        default=None,
+        metavar="ADDR|NAME=ADDR,...",
+        help="address the brokers' listeners bind to: one for every broker, or per broker name "
+        "(default: every interface); kept by --add-devices and --revoke",
+    )
+    parser.add_argument(
+        "--broker-user",
+        default=None,
+        metavar="USER",
+        help="user mosquitto drops to when started as root (default mosquitto); as root with the "
+        "default --broker-root, brokers/ is given to this user",
+    )
+    parser.add_argument(
         "--force", action="store_true", default=None, help="replace a previous provisioning in DIR"
     )
 
@@ -120,6 +136,10 @@ def _settings(args: argparse.Namespace) -> FleetSettings:
         if not sep:
             raise ProvisionConfigError(f"--gateway-hosts entry {item!r} is not NAME=HOST")
         hosts[gw] = host
+    binds: dict[str, str] = {}
+    for item in _split(opt("bind_address")):
+        name, sep, address = item.rpartition("=")
+        binds[name if sep else "*"] = address
     cloud_name = opt("cloud_name")
     return FleetSettings(
         fleet=args.fleet,
@@ -131,6 +151,8 @@ def _settings(args: argparse.Namespace) -> FleetSettings:
         valid_days=opt("valid_days"),
         max_packet_bytes=opt("max_packet_bytes"),
         broker_root=opt("broker_root") or str((args.out / "brokers").resolve()),
+        bind_addresses=binds,
+        broker_user=opt("broker_user"),
     )
 
 
@@ -149,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
             raise ProvisionConfigError(f"{flags} only apply when creating a fleet (--fleet)")
     if args.revoke is not None:
         node = provisioner.revoke_node(args.out, args.revoke, ca_key=args.ca_key, progress=progress)
-        progress(f"revoked {node.id}; restart the brokers to load {args.out / 'crl.pem'}")
+        progress(
+            f"revoked {node.id}; copy crl.pem and acl to every broker and reload it "
+            "(SIGHUP: kill -HUP <mosquitto pid>, or systemctl reload); docs/provisioning.md"
+        )
         return 0
     if args.add_devices is not None:
         new = provisioner.add_devices(
@@ -159,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
             ca_key=args.ca_key,
             progress=progress,
         )
-        progress(f"added {len(new)} device(s); copy nodes/<id>/ to them and reload the gateway brokers")
+        progress(
+            f"added {len(new)} device(s); copy nodes/<id>/ to them and reload the gateway brokers (SIGHUP)"
+        )
         return 0
     if (args.devices is None) == (args.device_names is None):
         raise ProvisionConfigError("give exactly one of --devices N and --device-names a,b,c")

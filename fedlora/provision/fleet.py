@@ -19,6 +19,8 @@ ROLES = ("device", "gateway", "cloud")
 MQTT_MAX_PACKET_BYTES = 268_435_455  # largest packet the MQTT remaining-length field can describe
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+DEFAULT_BROKER_USER = "mosquitto"  # the user mosquitto 2.0 drops to when started as root
 
 
 def check_name(name: str, what: str) -> str:
@@ -58,6 +60,10 @@ class FleetSettings:
     valid_days: int
     max_packet_bytes: int
     broker_root: str  # where brokers/<name>/ lives on the broker hosts; paths in mosquitto.conf use it
+    # Listener bind address per broker name; "*" is the default for brokers not named; absent or "":
+    # every interface (mosquitto's default).
+    bind_addresses: dict[str, str] = field(default_factory=dict)
+    broker_user: str = DEFAULT_BROKER_USER  # `user` of every mosquitto.conf (privileges dropped to it)
 
     def __post_init__(self) -> None:
         check_name(self.fleet, "fleet name")
@@ -74,8 +80,18 @@ class FleetSettings:
             raise ProvisionConfigError(
                 f"--max-packet-bytes must be 1024..{MQTT_MAX_PACKET_BYTES}, got {self.max_packet_bytes}"
             )
+        for name, address in self.bind_addresses.items():
+            if name != "*":
+                check_name(name, "broker name")
+            check_host(address)
+        if not _USER_RE.fullmatch(self.broker_user):
+            raise ProvisionConfigError(f"invalid broker user {self.broker_user!r}")
         if not self.broker_root.startswith("/"):
             raise ProvisionConfigError(f"broker root must be an absolute path, got {self.broker_root!r}")
+
+    def bind_address(self, broker: str) -> str:
+        """The address broker `broker`'s listener binds to ("" = every interface)."""
+        return self.bind_addresses.get(broker, self.bind_addresses.get("*", ""))
 
     @property
     def topic_prefix(self) -> str:

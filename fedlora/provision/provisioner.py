@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import pwd
 import shutil
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -176,7 +179,34 @@ def _refresh(layout: Layout, fleet: Fleet, ca: IssuedCert, progress: Progress) -
         write_public(bdir / mc.CA_FILE, ca.cert_pem())
         write_public(bdir / mc.CRL_FILE, crl)
         progress(f"broker {name}: {bdir / mc.CONF_FILE}")
+    _hand_brokers_to_user(layout, fleet, progress)
     write_public(layout.fleet_json, fleet.to_json())
+
+
+def _hand_brokers_to_user(layout: Layout, fleet: Fleet, progress: Progress) -> None:
+    """Run in place as root: give brokers/<name>/ to the broker user, so that mosquitto, which drops to
+    that user (`user` line) before it loads its keys, can read them and write its persistence.
+
+    Only when the configs point at this directory (default --broker-root) and this process is root;
+    a broker root elsewhere is installed by the operator (docs/provisioning.md, "Running the brokers")."""
+    s = fleet.settings
+    if os.geteuid() != 0 or Path(s.broker_root) != layout.brokers.resolve():
+        return
+    try:
+        user = pwd.getpwnam(s.broker_user)
+    except KeyError:
+        progress(f"note: no user {s.broker_user!r} here; brokers/ stays owned by root")
+        return
+    for name in [s.cloud_name, *fleet.gateway_names()]:
+        for path in [layout.broker_dir(name), *layout.broker_dir(name).rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    progress(f"brokers/: owned by {s.broker_user} (mosquitto drops to that user when started as root)")
+    closed = [p for p in layout.brokers.resolve().parents if not p.stat().st_mode & stat.S_IXOTH]
+    if closed:
+        progress(
+            f"warning: {closed[0]} is not searchable by other users: mosquitto running as "
+            f"{s.broker_user} cannot reach its files there (chmod o+x, or install brokers/ elsewhere)"
+        )
 
 
 def create_fleet(
@@ -201,6 +231,9 @@ def create_fleet(
     unknown = set(settings.gateway_hosts) - set(gateways)
     if unknown:
         raise ProvisionConfigError(f"host given for unknown gateway(s): {', '.join(sorted(unknown))}")
+    unknown = set(settings.bind_addresses) - {"*", settings.cloud_name, *gateways}
+    if unknown:
+        raise ProvisionConfigError(f"bind address given for unknown broker(s): {', '.join(sorted(unknown))}")
     layout = Layout(out_dir)
     _prepare_out_dir(layout, force=force)
     ca = create_ca(settings.fleet, valid_days=settings.valid_days)
@@ -265,7 +298,8 @@ def revoke_node(
 ) -> NodeRecord:
     """Revoke `node_id`: its certificate goes on the CRL, it leaves the ACLs and fleet_keys.json.
 
-    The brokers must be restarted to load the new CRL (docs/provisioning.md)."""
+    Running brokers load the new CRL and ACL on SIGHUP (mosquitto 2.0 re-reads both on reload; tested in
+    tests/integration/test_provision_broker.py); see docs/provisioning.md."""
     layout, fleet, ca = _load_fleet_and_ca(out_dir, ca_key)
     node = fleet.nodes.get(node_id)
     if node is None:

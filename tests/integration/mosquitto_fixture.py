@@ -11,9 +11,10 @@
 or the pytest fixture `mosquitto_factory` (defined here; import it into a test module or conftest) which
 stops every broker it started at teardown.
 
-Only the config text given is used, plus one line: when the tests run as root, mosquitto 2.0 would drop
-privileges to the `mosquitto` user and could no longer read 0600 key files owned by root, so
-`user <current user>` is appended unless the config already sets `user`.
+Only the config text given is used, with one change: when the tests run as root, mosquitto 2.0 would drop
+privileges to the `mosquitto` user (or the config's `user`) and could no longer read 0600 key files owned
+by root in the test's 0700 temporary directory, so any `user` line is replaced by `user <current user>`.
+(tests/integration/test_operator_path.py starts brokers exactly as docs/provisioning.md says instead.)
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ class MosquittoHandle:
 
 
 def _with_user_line(text: str) -> str:
-    has_user = any(line.split()[:1] == ["user"] for line in text.splitlines())
-    if os.geteuid() == 0 and not has_user:
-        text = text.rstrip("\n") + f"\nuser {getpass.getuser()}\n"
-    return text
+    if os.geteuid() != 0:
+        return text
+    kept = [line for line in text.splitlines() if line.split()[:1] != ["user"]]
+    return "\n".join(kept).rstrip("\n") + f"\nuser {getpass.getuser()}\n"
 
 
 def start_mosquitto(

@@ -13,7 +13,14 @@ from aggregator_gateway.gateway.store import RoundStore
 from fl_protocol.errors import DecodeError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort
-from fl_protocol.topics import Stage, device_stage_topic, gateway_stage_topic, parse_topic, task_topic
+from fl_protocol.topics import (
+    Stage,
+    abort_topic,
+    device_stage_topic,
+    gateway_stage_topic,
+    parse_topic,
+    task_topic,
+)
 from fl_protocol.wire.messages import RoundTask
 from tests.integration.gateway_scripted import (
     CLOUD,
@@ -78,7 +85,7 @@ def test_task_from_another_sender_is_refused(tmp_path: Path) -> None:
     assert gateway.driver is None
 
 
-def test_cohort_below_minimum_publishes_abort_on_the_roster_topic(tmp_path: Path) -> None:
+def test_cohort_below_minimum_publishes_abort_on_the_roster_topic_and_to_the_cloud(tmp_path: Path) -> None:
     clock, sent = Clock(), []
     gateway = _gateway(tmp_path, clock, sent)
     task = _send_task(gateway, 1)
@@ -86,12 +93,16 @@ def test_cohort_below_minimum_publishes_abort_on_the_roster_topic(tmp_path: Path
     _advertise(gateway, task, "d1")
     clock.now_ms = task.deadlines_ms["advertise"]
     gateway.tick()
-    assert [topic for topic, _ in sent] == [gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)]
-    _h, abort = gateway.identity.decode(sent[0][1], Abort, senders={GATEWAY})
-    assert "below the minimum" in abort.reason
+    assert [topic for topic, _ in sent] == [
+        gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER),
+        abort_topic(FLEET, 1, GATEWAY),  # bridged to the cloud, which closes the round early
+    ]
+    for _topic, frame in sent:
+        _h, abort = gateway.identity.decode(frame, Abort, senders={GATEWAY})
+        assert "below the minimum" in abort.reason and abort.round_id == 1
     assert gateway.store.latest_round().state == "aborted"  # type: ignore[union-attr]
     _send_task(gateway, 1)  # the retained task again: stale, ignored
-    assert len(sent) == 1 and gateway.driver is not None and gateway.driver.finished
+    assert len(sent) == 2 and gateway.driver is not None and gateway.driver.finished
 
 
 def test_restart_replays_the_log_and_republishes_the_roster(tmp_path: Path) -> None:
@@ -112,4 +123,7 @@ def test_restart_replays_the_log_and_republishes_the_roster(tmp_path: Path) -> N
     assert len(restarted.store.events(1)) == 4  # three advertisements and one close
     _send_task(restarted, 2)  # a newer task supersedes the unfinished round: it is aborted
     assert restarted.store.latest_round().round_id == 2  # type: ignore[union-attr]
-    assert resent[-1][0] == gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)
+    assert [t for t, _ in resent[-2:]] == [
+        gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER),
+        abort_topic(FLEET, 1, GATEWAY),
+    ]
