@@ -1,0 +1,149 @@
+"""The cloud closes a round early, long before its `partial` deadline, when every gateway sent a partial or
+an abort (gateways publish their Abort on `round/{r}/abort/{gw}`) or when every device of the fleet sat
+the round out; the log says why. Real mosquitto, the cloud through `cloud_cli.run`, scripted peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aggregator_gateway import cloud_cli
+from fl_protocol.identity import NodeIdentity
+from fl_protocol.secagg import Abort
+from fl_protocol.topics import abort_topic, partial_topic, status_topic
+from fl_protocol.wire.messages import PartialAggregate, RoundTask, Status
+from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.integration.test_cloud import _connect, _write_bundle
+
+pytestmark = pytest.mark.integration
+FLEET, DIM = "f1", 8
+DEVICES = {"dev1": "g1", "dev2": "g2"}
+NODES = ("cloud", "g1", "g2", *DEVICES)
+LONG_S = 60.0  # every stage timeout: a round that waited for its deadline would take minutes
+
+
+def _write_fleet(root: Path) -> dict[str, Ed25519PrivateKey]:
+    keys = {name: Ed25519PrivateKey.generate() for name in NODES}
+    nodes = {}
+    for name, key in keys.items():
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        role = "device" if name in DEVICES else "gateway" if name.startswith("g") else "cloud"
+        nodes[name] = {"role": role, "gateway": DEVICES.get(name), "ed25519_public_key": raw.hex()}
+    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
+    pem = keys["cloud"].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (root / "signing.key").write_bytes(pem)
+    return keys
+
+
+def _write_config(root: Path, port: int) -> Path:
+    timeouts = "\n".join(
+        f"{s} = {LONG_S}" for s in ("advertise", "shares", "masked", "consistency", "unmask", "partial")
+    )
+    (root / "cloud.toml").write_text(
+        f"""
+[node]
+id = "cloud"
+role = "cloud"
+fleet = "{FLEET}"
+[broker]
+host = "{HOST}"
+port = {port}
+[identity]
+signing_key_file = "signing.key"
+fleet_keys_file = "fleet_keys.json"
+[cloud]
+bundle_dir = "bundle"
+rounds = 1
+gateways = ["g1", "g2"]
+store_dir = "store"
+max_retries = 1
+http_port = 0
+[cloud.stage_timeouts_s]
+{timeouts}
+[privacy]
+noise_multiplier = 1.0
+"""
+    )
+    return root / "cloud.toml"
+
+
+def _identity(name: str, keys: dict[str, Ed25519PrivateKey]) -> NodeIdentity:
+    public = {n: k.public_key() for n, k in keys.items()}
+    return NodeIdentity(name, FLEET, keys[name], public, clock_ms=lambda: int(time.time() * 1000))
+
+
+def _run_cloud(tmp_path: Path, answer: object) -> tuple[int, float, dict]:
+    """Run the cloud against `answer(conn, task, ids)` called for each task; (rc, seconds, rounds.json)."""
+    port = free_port()
+    broker = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
+    keys = _write_fleet(tmp_path)
+    _write_bundle(tmp_path / "bundle", np.zeros(DIM, np.float32))
+    args = argparse.Namespace(config=_write_config(tmp_path, port))
+    result: dict[str, int] = {}
+    cloud = threading.Thread(target=lambda: result.update(rc=cloud_cli.run(args)))
+    conn, inbox = _connect(port, "script", [f"fl/v1/{FLEET}/round/+/task"])
+    ids = {name: _identity(name, keys) for name in NODES}
+    started = time.monotonic()
+    try:
+        cloud.start()
+        while cloud.is_alive() and time.monotonic() - started < 30:
+            try:
+                _topic, payload = inbox.get(timeout=0.1)
+            except Exception:  # noqa: BLE001 - queue.Empty
+                continue
+            if payload:
+                _h, task = ids["g1"].decode(payload, RoundTask, senders={"cloud"})
+                answer(conn, task, ids)  # type: ignore[operator]
+        cloud.join(timeout=5)
+        assert not cloud.is_alive(), "the cloud waited for its deadlines"
+    finally:
+        conn.stop()
+        broker.stop()
+    report = json.loads((tmp_path / "store" / "rounds.json").read_text())
+    return result["rc"], time.monotonic() - started, report
+
+
+def test_gateway_aborts_close_the_round_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def answer(conn: object, task: RoundTask, ids: dict[str, NodeIdentity]) -> None:
+        r = task.round_id
+        if r == 1:  # g1 sends a partial, g2 aborts: the round closes with g1's partial
+            vec = np.ones(DIM)
+            partial = PartialAggregate("g1", r, task.model_version, vec, 2, 2.0, ("dev1", "x"))
+            conn.publish(partial_topic(FLEET, r, "g1"), ids["g1"].encode(partial, round_id=r))  # type: ignore[attr-defined]
+            abort = Abort(round_id=r, sender="g2", reason="cohort of 1 below the minimum of 2")
+            conn.publish(abort_topic(FLEET, r, "g2"), ids["g2"].encode(abort, round_id=r))  # type: ignore[attr-defined]
+
+    caplog.set_level(logging.INFO)
+    rc, seconds, report = _run_cloud(tmp_path, answer)
+    assert rc == 0 and seconds < 20  # the partial deadline alone is 6 × 60 s away
+    assert [(r["round"], r["state"]) for r in report["rounds"]] == [(1, "completed")]
+    assert "gateway g2 aborted: cohort of 1 below the minimum of 2" in caplog.text
+
+
+def test_every_device_sitting_out_fails_the_round_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def answer(conn: object, task: RoundTask, ids: dict[str, NodeIdentity]) -> None:
+        reason = "no local records of tier 'personal' (3 record(s) of other tiers)"
+        for dev in DEVICES:
+            status = Status(dev, "skipped", reason, int(time.time() * 1000), {"round": task.round_id})
+            frame = ids[dev].encode(status, round_id=task.round_id)
+            conn.publish(status_topic(FLEET, dev), frame, retain=True)  # type: ignore[attr-defined]
+
+    caplog.set_level(logging.INFO)
+    rc, seconds, report = _run_cloud(tmp_path, answer)
+    assert rc == 1 and seconds < 20  # gave up after max_retries, without waiting for any deadline
+    assert [(r["round"], r["state"]) for r in report["rounds"]] == [(1, "failed"), (2, "failed")]
+    assert "every device (2) sits out: 2 × no local records of tier 'personal'" in caplog.text
