@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=None,
-        help=f"device.toml (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} if it exists; "
-        "without a config the node, broker and bundle checks skip)",
+        help=f"device.toml (default: ${CONFIG_ENV}, else the install's own PREFIX/etc/device.toml when "
+        f"run from PREFIX/venv, else {DEFAULT_CONFIG} if it exists; without a config the node, broker "
+        "and bundle checks skip)",
     )
     parser.add_argument(
         "--json",
@@ -35,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="also write the report as JSON to FILE ('-' for stdout instead of the table)",
+    )
+    parser.add_argument(
+        "--junit",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a JUnit XML report (one test case per check) for device CI; needs no pytest",
     )
     parser.add_argument("--only", default="", metavar="CHECK[,CHECK]", help="run only these checks")
     parser.add_argument("--benchmark-steps", type=int, default=5, help="training steps timed (default 5)")
@@ -46,13 +54,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_config(given: Path | None, environ: dict[str, str] | None = None) -> Path | None:
-    """The config to check: `--config`, else $FEDLORA_DEVICE_CONFIG, else the default install's if present."""
+def install_config(venv_prefix: str | None = None) -> Path | None:
+    """PREFIX/etc/device.toml of the install.sh install this interpreter belongs to (PREFIX/venv), if any."""
+    prefix = Path(sys.prefix if venv_prefix is None else venv_prefix)
+    if prefix.name != "venv":
+        return None
+    candidate = prefix.parent / "etc" / "device.toml"
+    return candidate if candidate.is_file() else None
+
+
+def resolve_config(
+    given: Path | None, environ: dict[str, str] | None = None, venv_prefix: str | None = None
+) -> Path | None:
+    """The config to check: `--config`, else $FEDLORA_DEVICE_CONFIG, else the config of the install this
+    `fedlora` runs from (PREFIX/venv -> PREFIX/etc/device.toml, any --prefix), else the default install's."""
     env = os.environ if environ is None else environ
     if given is not None:
         return given
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV])
+    own = install_config(venv_prefix)
+    if own is not None:
+        return own
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
@@ -61,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hardware_tests.context import DiagContext
-    from hardware_tests.report import dumps, table, to_json
+    from hardware_tests.report import dumps, junit_xml, table, to_json
     from hardware_tests.result import Status, verdict
     from hardware_tests.runner import CHECK_NAMES, run_checks
 
@@ -92,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(report)
+    if getattr(args, "junit", None) is not None:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(junit_xml(results))
     return 1 if verdict(results) is Status.FAIL else 0
 
 

@@ -1,5 +1,5 @@
 """Checks of the node's identity and connectivity: config, certificates against the clock, the broker
-(TCP, mutual TLS, MQTT CONNECT), and the privacy ledger."""
+(TCP, mutual TLS and the broker's verdict on the node certificate), and the privacy ledger."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from hardware_tests.result import CheckResult, failed, passed, skipped, warned
 logger = logging.getLogger(__name__)
 
 CERT_WARN_DAYS = 30.0
+BUDGET_WARN_FRACTION = 0.9  # warn once a tier has spent this share of its ε budget
+VERDICT_WAIT_S = 1.0  # how long the broker gets to refuse the node certificate after the handshake
 _DAY_S = 86400.0
 
 
@@ -163,8 +165,44 @@ def _mqtt_connect(ctx: DiagContext, tls: bool) -> str | None:
         client.loop_stop()
 
 
+def _tls_probe(ctx: DiagContext, sock: socket.socket, details: dict[str, object]) -> str | None:
+    """Mutual-TLS handshake, then wait briefly for the broker's verdict on our certificate (TLS 1.3
+    servers check it after the handshake and answer with an alert: revoked, unknown CA, ...), then a
+    clean close_notify, so the broker logs a closed connection rather than an OpenSSL "unexpected eof".
+    None when the broker accepted the certificate, else why not.
+
+    No MQTT CONNECT: the brokers bind the client id to the certificate (`use_username_as_clientid`), so a
+    CONNECT with the node's certificate would displace the running agent's session."""
+    assert ctx.config is not None
+    host = ctx.config.broker.host
+    try:
+        tls_sock = _tls_context(ctx).wrap_socket(sock, server_hostname=host)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"TLS handshake failed: {exc}"
+    details["tls_version"] = tls_sock.version()
+    peer = tls_sock.getpeercert() or {}
+    details["broker_subject"] = dict(x[0] for x in peer.get("subject", ()))
+    tls_sock.settimeout(min(VERDICT_WAIT_S, ctx.broker_timeout_s))
+    problem = None
+    try:
+        if tls_sock.recv(1) == b"":
+            problem = "the broker closed the connection after the TLS handshake"
+    except TimeoutError:
+        pass  # silence: the broker accepted the certificate and waits for CONNECT
+    except ssl.SSLError as exc:
+        problem = f"the broker refused the node certificate: {exc.reason or exc}"
+    except OSError as exc:
+        problem = f"the broker dropped the connection after the TLS handshake: {exc}"
+    try:
+        tls_sock.unwrap()
+    except (OSError, ssl.SSLError, ValueError):
+        pass  # already refused or closed: nothing to say goodbye to
+    return problem
+
+
 def check_broker(ctx: DiagContext) -> CheckResult:
-    """TCP connect, then (with TLS) a mutual-TLS handshake with the node certificate, then MQTT CONNECT."""
+    """TCP connect, then (with TLS) a mutual-TLS handshake with the node certificate and the broker's
+    verdict on it; without TLS an MQTT CONNECT under a diag client id."""
     if ctx.config is None:
         return skipped("broker", "no device config: broker unknown")
     broker = ctx.config.broker
@@ -176,20 +214,19 @@ def check_broker(ctx: DiagContext) -> CheckResult:
         return failed("broker", f"cannot reach {broker.host}:{broker.port}: {exc}", **details)
     with sock:
         if tls:
-            try:
-                with _tls_context(ctx).wrap_socket(sock, server_hostname=broker.host) as tls_sock:
-                    details["tls_version"] = tls_sock.version()
-                    peer = tls_sock.getpeercert() or {}
-                    details["broker_subject"] = dict(x[0] for x in peer.get("subject", ()))
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                return failed(
-                    "broker", f"TLS handshake with {broker.host}:{broker.port} failed: {exc}", **details
-                )
+            problem = _tls_probe(ctx, sock, details)
+            if problem is not None:
+                return failed("broker", f"{broker.host}:{broker.port}: {problem}", **details)
+            return passed(
+                "broker",
+                f"{broker.host}:{broker.port} accepted the node certificate over mutual TLS "
+                f"({details.get('tls_version')})",
+                **details,
+            )
     problem = _mqtt_connect(ctx, tls)
     if problem is not None:
         return failed("broker", f"MQTT CONNECT to {broker.host}:{broker.port}: {problem}", **details)
-    mode = f"mutual TLS ({details.get('tls_version')})" if tls else "plain TCP (no TLS configured)"
-    return passed("broker", f"{broker.host}:{broker.port} accepted MQTT CONNECT over {mode}", **details)
+    return passed("broker", f"{broker.host}:{broker.port} accepted MQTT CONNECT over plain TCP", **details)
 
 
 def check_ledger(ctx: DiagContext) -> CheckResult:
@@ -213,6 +250,20 @@ def check_ledger(ctx: DiagContext) -> CheckResult:
         return warned(
             "ledger",
             f"privacy budget spent for tier(s) {', '.join(spent)}: those rounds are refused",
+            path=str(path),
+            tiers=summary,
+        )
+    near = {
+        t: s["epsilon_spent"] / s["epsilon_budget"]
+        for t, s in summary.items()
+        if 0 < s["epsilon_budget"] < float("inf")
+        and s["epsilon_spent"] >= BUDGET_WARN_FRACTION * s["epsilon_budget"]
+    }
+    if near:
+        shares = ", ".join(f"{t} {100 * share:.1f}%" for t, share in sorted(near.items()))
+        return warned(
+            "ledger",
+            f"privacy budget nearly spent ({shares} of ε): rounds of those tiers will soon be refused",
             path=str(path),
             tiers=summary,
         )

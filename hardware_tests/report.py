@@ -6,9 +6,10 @@ import datetime as dt
 import json
 import math
 import platform
+import xml.etree.ElementTree as ET
 from typing import Any
 
-from hardware_tests.result import CheckResult, verdict
+from hardware_tests.result import CheckResult, Status, verdict
 
 REPORT_FORMAT = "fedlora-diag"
 REPORT_VERSION = 1
@@ -57,3 +58,27 @@ def table(results: list[CheckResult]) -> str:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines.append(f"verdict: {verdict(results).value.upper()} ({summary})")
     return "\n".join(lines) + "\n"
+
+
+def junit_xml(results: list[CheckResult]) -> str:
+    """JUnit XML (one `testcase` per check: fail -> failure, skip -> skipped, warn -> system-out) for
+    device CI, written by `fedlora diag --junit` without pytest on the device."""
+    suite = ET.Element(
+        "testsuite",
+        name="fedlora-diag",
+        tests=str(len(results)),
+        failures=str(sum(r.status is Status.FAIL for r in results)),
+        skipped=str(sum(r.status is Status.SKIP for r in results)),
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite, "testcase", classname="hardware_tests", name=r.name, time=f"{r.seconds:.3f}"
+        )
+        if r.status is Status.FAIL:
+            ET.SubElement(case, "failure", message=r.reason)
+        elif r.status is Status.SKIP:
+            ET.SubElement(case, "skipped", message=r.reason)
+        elif r.status is Status.WARN:
+            ET.SubElement(case, "system-out").text = f"warning: {r.reason}"
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

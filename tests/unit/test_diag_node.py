@@ -132,3 +132,67 @@ def test_cli_exit_codes_and_json(
 def test_resolve_config_order(tmp_path: Path) -> None:
     assert diag_cli.resolve_config(tmp_path / "a.toml", {}) == tmp_path / "a.toml"
     assert diag_cli.resolve_config(None, {diag_cli.CONFIG_ENV: "/x/d.toml"}) == Path("/x/d.toml")
+
+
+def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> None:
+    """At 99.8 % of a tier's ε budget the check warns (it used to pass silently until 100 %)."""
+    state = tmp_path / "s"
+    base = config_path.read_text().replace(
+        f'state_dir = "{config_path.parents[3] / "s"}"', f'state_dir = "{state}"'
+    )
+    assert f'state_dir = "{state}"' in base
+    first = tmp_path / "device.toml"
+    first.write_text(base)
+    ctx = DiagContext.from_config_path(first)
+    assert ctx.config is not None
+    ledger = PrivacyLedger(state / "ledger.json", ctx.config.tiers)
+    ledger.charge(1, tier="personal", clip_norm=1.0, noise_multiplier=1.0)
+    spent = ledger.summary()["personal"]["epsilon_spent"]
+    near = tmp_path / "near.toml"
+    near.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent / 0.998!r}\n")
+    result = node_checks.check_ledger(DiagContext.from_config_path(near))
+    assert result.status is Status.WARN and "personal 99.8%" in result.reason
+    far = tmp_path / "far.toml"
+    far.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent * 2!r}\n")
+    assert node_checks.check_ledger(DiagContext.from_config_path(far)).status is Status.PASS
+
+
+def test_diag_finds_the_config_of_its_own_install(tmp_path: Path) -> None:
+    """`PREFIX/venv/bin/fedlora diag` on a custom --prefix checks PREFIX/etc/device.toml by itself."""
+    prefix = tmp_path / "custom"
+    (prefix / "venv").mkdir(parents=True)
+    assert diag_cli.resolve_config(None, {}, venv_prefix=str(prefix / "venv")) in (
+        None,
+        diag_cli.DEFAULT_CONFIG,
+    )
+    (prefix / "etc").mkdir()
+    (prefix / "etc" / "device.toml").write_text("")
+    own = prefix / "etc" / "device.toml"
+    assert diag_cli.resolve_config(None, {}, venv_prefix=str(prefix / "venv")) == own
+    assert diag_cli.resolve_config(
+        None, {diag_cli.CONFIG_ENV: "/x/d.toml"}, venv_prefix=str(prefix / "venv")
+    ) == (Path("/x/d.toml"))
+    assert diag_cli.resolve_config(None, {}, venv_prefix=str(tmp_path / "not-a-venv")) != own
+
+
+def test_junit_report_needs_no_pytest(config_path: Path, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "diag.xml"
+    code = diag_cli.main(
+        [
+            "--config",
+            str(config_path),
+            "--only",
+            "config,clock,broker",
+            "--broker-timeout-s",
+            "1",
+            "--junit",
+            str(out),
+        ]
+    )
+    assert code == 1  # the broker host "g1" does not resolve here
+    suite = ET.parse(out).getroot()
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["config", "clock", "broker"] and suite.get("failures") == "1"
+    assert cases["broker"].find("failure") is not None and cases["config"].find("failure") is None
