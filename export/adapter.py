@@ -42,19 +42,26 @@ def adapter_tensors(manifest: Manifest, flat: np.ndarray) -> dict[str, np.ndarra
 def _adapter_config(manifest: Manifest, base_model: str | None) -> dict[str, object]:
     config = dict(manifest.raw["lora"]["peft_config"])
     source = manifest.raw["model"]["source"]
-    if base_model is None:
+    if base_model is None:  # an absolute path: the adapter loads from any working directory
         if manifest.raw["model"].get("base_model_dir"):
-            base_model = str(manifest.path(manifest.raw["model"]["base_model_dir"]))
+            base_model = str(manifest.path(manifest.raw["model"]["base_model_dir"]).resolve())
+        elif source.startswith("path:"):
+            base_model = str(Path(source.removeprefix("path:")).resolve())
         else:
-            base_model = source.removeprefix("path:")
+            base_model = source
     config["base_model_name_or_path"] = base_model
     config["inference_mode"] = True
     return config
 
 
 def write_adapter(bundle_dir: Path, weights: Path, out_dir: Path, *, base_model: str | None = None) -> Path:
-    """Write the PEFT adapter for `weights` (a flat vector file bound to `bundle_dir`) into `out_dir`."""
-    manifest = load_manifest(bundle_dir)
+    """Write the PEFT adapter for `weights` (a flat vector file bound to `bundle_dir`) into `out_dir`.
+
+    `base_model_name_or_path` is `base_model` when given (a hub name or a path on the machine that will
+    load the adapter), else the absolute path of the bundle's `base_model/` (built-in models) or of the
+    export's source directory, so `AutoPeftModelForCausalLM.from_pretrained(out_dir)` works from any
+    working directory on this machine."""
+    manifest = load_manifest(Path(bundle_dir).resolve())
     if not Path(weights).is_file():
         raise ExportError(f"weights file {weights} does not exist")
     flat = load_flat_vector(weights, expected_bundle_id=manifest.bundle_id)
