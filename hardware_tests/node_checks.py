@@ -190,7 +190,8 @@ def _tls_probe(ctx: DiagContext, sock: socket.socket, details: dict[str, object]
     except TimeoutError:
         pass  # silence: the broker accepted the certificate and waits for CONNECT
     except ssl.SSLError as exc:
-        problem = f"the broker refused the node certificate: {exc.reason or exc}"
+        why = (exc.reason or "").lower().replace("_", " ") or str(exc)  # "sslv3 alert certificate revoked"
+        problem = f"the broker refused the node certificate: {why}"
     except OSError as exc:
         problem = f"the broker dropped the connection after the TLS handshake: {exc}"
     try:

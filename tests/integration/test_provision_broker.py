@@ -114,9 +114,18 @@ class Clients:
     def __init__(self) -> None:
         self._all: list[mqtt.Client] = []
 
-    def connect(self, port: int, ca: Path, cert: Path | None, key: Path | None) -> Client | None:
+    def connect(
+        self,
+        port: int,
+        ca: Path,
+        cert: Path | None,
+        key: Path | None,
+        *,
+        client_id: str = "",
+        on_disconnect: object = None,
+    ) -> Client | None:
         """Connect with TLS; the connected Client, or None if the broker refused (TLS or CONNACK)."""
-        mqttc = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        mqttc = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         mqttc.tls_set(
             ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None
         )
@@ -128,7 +137,13 @@ class Clients:
             client.settled.set()
 
         mqttc.on_connect = on_connect
-        mqttc.on_disconnect = lambda *args: client.settled.set()
+
+        def disconnected(*args: object) -> None:
+            client.settled.set()
+            if callable(on_disconnect):
+                on_disconnect()
+
+        mqttc.on_disconnect = disconnected
         mqttc.on_message = lambda c, u, msg: client.messages.put(msg)
         self._all.append(mqttc)
         try:
@@ -139,9 +154,9 @@ class Clients:
         client.settled.wait(CONNECT_TIMEOUT_S)
         return client if client.connected.is_set() else None
 
-    def node(self, fleet_dir: Path, node_id: str, port: int) -> Client | None:
+    def node(self, fleet_dir: Path, node_id: str, port: int, **kwargs: object) -> Client | None:
         d = fleet_dir / "nodes" / node_id
-        return self.connect(port, d / "ca.crt", d / "node.crt", d / "node.key")
+        return self.connect(port, d / "ca.crt", d / "node.crt", d / "node.key", **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         for mqttc in self._all:
@@ -271,8 +286,92 @@ def test_bridge_carries_task_in_and_partial_and_status_out(fleet_dir, tmp_path, 
         late.wait_for(f"{P}/round/1/task", b"task-1")
         gw.publish(f"{P}/round/1/partial/g1", b"partial-g1")
         cloud.wait_for(f"{P}/round/1/partial/g1", b"partial-g1")
+        cloud.subscribe(f"{P}/round/+/abort/+")
+        gw.publish(f"{P}/round/2/abort/g1", b"abort-g1")  # a gateway's abort reaches the cloud
+        cloud.wait_for(f"{P}/round/2/abort/g1", b"abort-g1")
         dev1.publish(f"{P}/status/dev-0001", b"online")
         cloud.wait_for(f"{P}/status/dev-0001", b"online")
     finally:
         g1_broker.stop()
         cloud_broker.stop()
+
+
+def test_device_certificate_cannot_take_over_the_gateway_client_id(fleet_dir, g1_broker, clients) -> None:
+    """`use_username_as_clientid`: a device connecting with client id "g1" (clean session, 4 times) gets
+    its own CN as client id; the gateway's connection and session stay untouched."""
+    drops: list[float] = []
+    gw = clients.node(fleet_dir, "g1", g1_broker.port, client_id="g1", on_disconnect=lambda: drops.append(1))
+    assert gw is not None, g1_broker.log()
+    gw.subscribe(f"{P}/gw/g1/round/+/+/+")
+    for _ in range(4):
+        thief = clients.node(fleet_dir, "dev-0001", g1_broker.port, client_id="g1")
+        assert thief is not None
+        thief.mqttc.disconnect()
+        time.sleep(0.2)
+    dev = clients.node(fleet_dir, "dev-0003", g1_broker.port, client_id="dev-0003")
+    assert dev is not None
+    dev.publish(f"{P}/gw/g1/round/1/advertise/dev-0003", b"still-served")
+    gw.wait_for(f"{P}/gw/g1/round/1/advertise/dev-0003", b"still-served")
+    assert drops == [], g1_broker.log()
+    assert "as dev-0001 (" in g1_broker.log() and "as g1 (" in g1_broker.log()
+
+
+def test_revocation_takes_effect_on_a_running_broker_with_sighup(tmp_path, clients) -> None:
+    """mosquitto 2.0.11 re-reads the CRL and the ACL on SIGHUP: the revoked certificate is refused at
+    the next TLS handshake, and its connection that is still open loses every right (no ACL entry)."""
+    out = tmp_path / "fleet"
+    _provision(out)
+    broker = _start_broker(out, "g1", tmp_path)
+    try:
+        gw = clients.node(out, "g1", broker.port, client_id="g1")
+        assert gw is not None, broker.log()
+        gw.subscribe(f"{P}/gw/g1/round/+/+/+")
+        _provision(out, "--revoke", "dev-0001")
+        lingering = clients.node(out, "dev-0001", broker.port, client_id="dev-0001")
+        assert lingering is not None  # not yet refused: the broker still has the old CRL
+        broker.reload()
+        time.sleep(1.0)  # SIGHUP is handled on a later turn of the broker loop
+        assert clients.node(out, "dev-0001", broker.port) is None, broker.log()
+        lingering.publish(f"{P}/gw/g1/round/3/advertise/dev-0001", b"from-revoked")
+        still = clients.node(out, "dev-0003", broker.port, client_id="dev-0003")
+        assert still is not None, broker.log()
+        still.publish(f"{P}/gw/g1/round/3/advertise/dev-0003", b"control")
+        got = gw.wait_for(f"{P}/gw/g1/round/3/advertise/dev-0003", b"control") + gw.received(SILENCE_S)
+        assert not [m for m in got if m[1] == b"from-revoked"], got
+    finally:
+        broker.stop()
+
+
+def test_diag_broker_probe_is_clean_and_names_a_revoked_certificate(tmp_path) -> None:
+    """The diag probe leaves no OpenSSL "unexpected eof" in the broker log, sends no MQTT CONNECT (which
+    would displace the running agent), and reports a revoked certificate as such."""
+    from hardware_tests.context import DiagContext
+    from hardware_tests.node_checks import check_broker
+
+    out = tmp_path / "fleet"
+    _provision(out)
+    broker = _start_broker(out, "g1", tmp_path)
+
+    def probe(node: str) -> object:
+        node_dir = out / "nodes" / node
+        config = node_dir / "device.toml"
+        text = (node_dir / "config.toml").read_text().replace('host = "g1"', f'host = "{HOST}"')
+        text = re.sub(r"^port = \d+$", f"port = {broker.port}", text, flags=re.M)
+        config.write_text(text + f'\n[device]\nbundle_dir = "{tmp_path}/b"\ndata_dir = "{tmp_path}/d"\n')
+        ctx = DiagContext.from_config_path(config)
+        assert ctx.config is not None, ctx.config_error
+        return check_broker(ctx)
+
+    try:
+        ok = probe("dev-0001")
+        assert ok.status.value == "pass", ok.reason
+        _provision(out, "--revoke", "dev-0003")
+        broker.reload()
+        time.sleep(1.0)
+        refused = probe("dev-0003")
+        assert refused.status.value == "fail" and "revoked" in refused.reason, refused.reason
+        log = "New connection" + broker.log().split("New connection", 1)[1]  # after the fixture's TCP probe
+        assert "unexpected eof" not in log.lower(), log
+        assert "Client <unknown> closed its connection" in log and "New client connected" not in log
+    finally:
+        broker.stop()
