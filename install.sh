@@ -4,6 +4,10 @@
 # fedlora itself comes only from what the operator hands over (--wheelhouse, --wheel or --source), never
 # from a package index. A failed run removes what it created. docs/install.md describes every option.
 set -euo pipefail
+# The caller's Python environment must not leak into the venv: a PYTHONPATH holding a fedlora checkout
+# (or its fedlora.egg-info) would make pip think fedlora is installed already.
+unset PYTHONPATH PYTHONHOME PYTHONUSERBASE
+export PYTHONNOUSERSITE=1
 
 readonly UNIT_NAME="fedlora-device.service"
 readonly SERVICE_USER="fedlora"
