@@ -119,29 +119,6 @@ def _tree(root: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """fedlora (this working tree) and its [device] dependencies as wheels, from the configured registry."""
-    out = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--disable-pip-version-check",
-            "-w",
-            str(out),
-            f"{ROOT}[device]",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return out
-
-
 def _install(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(INSTALL_SH), *args], capture_output=True, text=True, timeout=400, env=env
