@@ -120,3 +120,23 @@ def test_privacy_section_is_required(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         CloudConfig.load(tmp_path / "nope.toml")
+
+
+def test_defaults_meet_the_devices_and_the_status_page_is_on(tmp_path: Path) -> None:
+    """The cloud's default task tier is the devices' default record tier; the page is on, local only."""
+    from edge_runtime.agent.config import DeviceSection
+
+    config = _load(tmp_path, BASE)
+    assert config.privacy.tier == DeviceSection(Path("b"), Path("d")).default_tier == "personal"
+    assert (config.cloud.http_host, config.cloud.http_port) == ("127.0.0.1", 8080)
+
+
+def test_cloud_warns_when_its_settings_break_the_tier_policy(tmp_path: Path) -> None:
+    from aggregator_gateway.cloud_cli import warn_tier_mismatch
+
+    assert warn_tier_mismatch(_load(tmp_path, BASE)) == []  # noise 1.1 >= 0.7, clip 1.0 <= 1.0
+    weak = BASE.replace("noise_multiplier = 1.1", "noise_multiplier = 0.3\nclip_norm = 2.0")
+    lines = warn_tier_mismatch(_load(tmp_path, weak))
+    assert len(lines) == 2 and "max_clip_norm 1.0" in lines[0] and "min_noise_multiplier 0.7" in lines[1]
+    public = weak + 'tier = "public"\n'
+    assert warn_tier_mismatch(_load(tmp_path, public)) == []

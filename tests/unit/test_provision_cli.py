@@ -170,3 +170,60 @@ def test_cli_module_imports_only_the_standard_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_bind_address_and_broker_user_are_kept_across_revoke_and_add_devices(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert (
+        _create(out, "--devices", "3", "--bind-address", "10.0.0.5,g2=10.0.2.7", "--broker-user", "mqtt") == 0
+    )
+
+    def confs() -> dict[str, str]:
+        return {n: (out / "brokers" / n / "mosquitto.conf").read_text() for n in ("cloud", "g1", "g2")}
+
+    def check() -> None:
+        c = confs()
+        port = "8883"
+        assert f"\nlistener {port} 10.0.0.5\n" in c["cloud"] and f"\nlistener {port} 10.0.0.5\n" in c["g1"]
+        assert f"\nlistener {port} 10.0.2.7\n" in c["g2"]
+        assert all(
+            "\nuser mqtt\n" in text and "\nuse_username_as_clientid true\n" in text for text in c.values()
+        )
+
+    check()
+    assert _run("--out", str(out), "--revoke", "dev-0001") == 0
+    check()
+    assert _run("--out", str(out), "--add-devices", "1") == 0
+    check()
+    assert json.loads((out / "fleet.json").read_text())["settings"]["bind_addresses"] == {
+        "*": "10.0.0.5",
+        "g2": "10.0.2.7",
+    }
+
+
+def test_default_listener_binds_every_interface(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert _create(out, "--devices", "1") == 0
+    conf = (out / "brokers" / "g1" / "mosquitto.conf").read_text()
+    assert "\nlistener 8883\n" in conf and "\nuser mosquitto\n" in conf
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("--bind-address", "g9=10.0.0.1"), ("--bind-address", "bad host!"), ("--broker-user", "Root;rm")],
+)
+def test_bad_bind_address_or_broker_user(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    with pytest.raises(ProvisionConfigError):
+        _create(tmp_path / "o", "--devices", "1", *extra)
+    assert not (tmp_path / "o" / "fleet.json").exists()
+
+
+def test_fleet_json_without_the_new_settings_still_loads(tmp_path: Path) -> None:
+    """A fleet provisioned before --bind-address/--broker-user: defaults apply on --revoke."""
+    out = tmp_path / "o"
+    assert _create(out, "--devices", "2") == 0
+    doc = json.loads((out / "fleet.json").read_text())
+    del doc["settings"]["bind_addresses"], doc["settings"]["broker_user"]
+    (out / "fleet.json").write_text(json.dumps(doc))
+    assert _run("--out", str(out), "--revoke", "dev-0002") == 0
+    assert "\nlistener 8883\n" in (out / "brokers" / "g1" / "mosquitto.conf").read_text()
