@@ -124,6 +124,16 @@ def run(args: argparse.Namespace) -> int:
         lambda: agent_ref[0].current_round if agent_ref else None,
         getattr(args, "log_level", "info"),
     )
+    logging.getLogger(__name__).info(
+        "device %s of fleet %s: gateway %s, broker %s:%d, bundle %s, data %s",
+        config.node.id,
+        config.node.fleet,
+        config.node.gateway,
+        config.broker.host,
+        config.broker.port,
+        config.device.bundle_dir,
+        config.device.data_dir,
+    )
     agent = DeviceAgent(config)
     agent_ref.append(agent)
 
