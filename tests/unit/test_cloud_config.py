@@ -133,10 +133,14 @@ def test_defaults_meet_the_devices_and_the_status_page_is_on(tmp_path: Path) -> 
 
 def test_cloud_warns_when_its_settings_break_the_tier_policy(tmp_path: Path) -> None:
     from aggregator_gateway.cloud_cli import warn_tier_mismatch
+    from fl_protocol.dp.tiers import TierConfig
 
-    assert warn_tier_mismatch(_load(tmp_path, BASE)) == []  # noise 1.1 >= 0.7, clip 1.0 <= 1.0
+    personal = TierConfig().policy("personal")
+    fits = BASE.replace("noise_multiplier = 1.1", f"noise_multiplier = {personal.min_noise_multiplier}")
+    assert warn_tier_mismatch(_load(tmp_path, fits)) == []  # the tier's minimum noise, clip 1.0
     weak = BASE.replace("noise_multiplier = 1.1", "noise_multiplier = 0.3\nclip_norm = 2.0")
     lines = warn_tier_mismatch(_load(tmp_path, weak))
-    assert len(lines) == 2 and "max_clip_norm 1.0" in lines[0] and "min_noise_multiplier 0.7" in lines[1]
+    assert len(lines) == 2 and f"max_clip_norm {personal.max_clip_norm}" in lines[0]
+    assert f"min_noise_multiplier {personal.min_noise_multiplier}" in lines[1]
     public = weak + 'tier = "public"\n'
     assert warn_tier_mismatch(_load(tmp_path, public)) == []

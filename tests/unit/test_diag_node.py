@@ -141,18 +141,19 @@ def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> N
         f'state_dir = "{config_path.parents[3] / "s"}"', f'state_dir = "{state}"'
     )
     assert f'state_dir = "{state}"' in base
-    first = tmp_path / "device.toml"
+    first = config_path.parent / "device-near-first.toml"  # beside the keys: relative paths resolve
     first.write_text(base)
     ctx = DiagContext.from_config_path(first)
     assert ctx.config is not None
-    ledger = PrivacyLedger(state / "ledger.json", ctx.config.tiers)
-    ledger.charge(1, tier="personal", clip_norm=1.0, noise_multiplier=1.0)
+    ledger = open_device_ledger(state, ctx.config.identity.signing_key_file, ctx.config.tiers)
+    task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
+    ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = ledger.summary()["personal"]["epsilon_spent"]
-    near = tmp_path / "near.toml"
+    near = config_path.parent / "device-near.toml"
     near.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent / 0.998!r}\n")
     result = node_checks.check_ledger(DiagContext.from_config_path(near))
     assert result.status is Status.WARN and "personal 99.8%" in result.reason
-    far = tmp_path / "far.toml"
+    far = config_path.parent / "device-far.toml"
     far.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent * 2!r}\n")
     assert node_checks.check_ledger(DiagContext.from_config_path(far)).status is Status.PASS
 
