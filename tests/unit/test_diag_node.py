@@ -136,12 +136,17 @@ def test_resolve_config_order(tmp_path: Path) -> None:
 
 def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> None:
     """At 99.8 % of a tier's ε budget the check warns (it used to pass silently until 100 %)."""
+    import shutil
+
+    node = tmp_path / "node"  # a copy of the node without the ledger marker other tests left by its key
+    node.mkdir()
+    for name in ("config.toml", "ca.crt", "node.crt", "node.key", "signing.key", "fleet_keys.json"):
+        shutil.copy2(config_path.parent / name, node / name)
     state = tmp_path / "s"
-    base = config_path.read_text().replace(
-        f'state_dir = "{config_path.parents[3] / "s"}"', f'state_dir = "{state}"'
+    base = (node / "config.toml").read_text() + (
+        f'\n[device]\nbundle_dir = "{tmp_path / "b"}"\ndata_dir = "{tmp_path / "d"}"\nstate_dir = "{state}"\n'
     )
-    assert f'state_dir = "{state}"' in base
-    first = config_path.parent / "device-near-first.toml"  # beside the keys: relative paths resolve
+    first = node / "device.toml"
     first.write_text(base)
     ctx = DiagContext.from_config_path(first)
     assert ctx.config is not None
@@ -149,11 +154,11 @@ def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> N
     task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = ledger.summary()["personal"]["epsilon_spent"]
-    near = config_path.parent / "device-near.toml"
+    near = node / "device-near.toml"
     near.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent / 0.998!r}\n")
     result = node_checks.check_ledger(DiagContext.from_config_path(near))
     assert result.status is Status.WARN and "personal 99.8%" in result.reason
-    far = config_path.parent / "device-far.toml"
+    far = node / "device-far.toml"
     far.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent * 2!r}\n")
     assert node_checks.check_ledger(DiagContext.from_config_path(far)).status is Status.PASS
 
