@@ -3,7 +3,8 @@ provision with a bind address, both mosquitto brokers started as docs/provisioni
 so they drop to the `mosquitto` user), the bridge over mutual TLS, the cloud from a minimal cloud.toml, the
 gateway from its provisioned config.toml as it is, three devices with the default device configuration.
 
-- quick (default suite): devices run from this tree with the device.toml install.sh would write; 1 round.
+- quick (default suite): devices run from this tree with the device.toml install.sh would write; 1 round;
+  the final adapter loads from another directory.
 - slow: devices installed by install.sh from a wheelhouse built as docs/install.md says, started as
   install.sh prints; 2 rounds; the final adapter loads from another directory with AutoPeftModelForCausalLM.
 """
@@ -100,7 +101,7 @@ def _check_run(fleet: OperatorFleet, rounds: int) -> dict:
 
 
 def test_minimal_cloud_toml_and_default_device_configs_complete_a_round(
-    fleet: OperatorFleet, bundle: Path
+    fleet: OperatorFleet, bundle: Path, tmp_path: Path
 ) -> None:
     _start_infrastructure(fleet, bundle)
     for dev in DEVICES:
@@ -110,6 +111,30 @@ def test_minimal_cloud_toml_and_default_device_configs_complete_a_round(
         fleet.start(dev, fedlora("device", "--config", str(config)))
     _start_cloud(fleet, bundle, rounds=1)
     _check_run(fleet, rounds=1)
+    _adapter_loads_from_elsewhere(fleet, tmp_path)
+
+
+def _adapter_loads_from_elsewhere(fleet: OperatorFleet, tmp_path: Path) -> None:
+    """The cloud's final adapter loads with AutoPeftModelForCausalLM from another working directory,
+    offline (HF_HUB_OFFLINE=1): its base_model_name_or_path resolves from anywhere."""
+    adapter = fleet.node_dir("cloud") / "store" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]).is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import sys; from peft import AutoPeftModelForCausalLM;"
+        "m = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]); print(type(m).__name__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script, str(adapter)],
+        cwd=elsewhere,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0 and "PeftModel" in loaded.stdout, loaded.stderr[-3000:]
 
 
 def _install_device(fleet: OperatorFleet, dev: str, bundle: Path, wheelhouse: Path) -> subprocess.Popen[str]:
@@ -137,21 +162,4 @@ def test_operator_path_end_to_end_with_install_sh(
         fleet.start(dev, start.split(), env=env)  # exactly the printed command, the installed wheel
     _start_cloud(fleet, bundle, rounds=2)
     _check_run(fleet, rounds=2)
-    adapter = fleet.node_dir("cloud") / "store" / "adapter"
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert Path(config["base_model_name_or_path"]).is_absolute()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    script = (
-        "import sys; from peft import AutoPeftModelForCausalLM;"
-        "m = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]); print(type(m).__name__)"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", script, str(adapter)],
-        cwd=elsewhere,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert loaded.returncode == 0 and "PeftModel" in loaded.stdout, loaded.stderr[-3000:]
+    _adapter_loads_from_elsewhere(fleet, tmp_path)
