@@ -132,7 +132,7 @@ def _adapter_loads_from_elsewhere(fleet: OperatorFleet, tmp_path: Path) -> None:
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # importing torch + peft took > 300 s at load 20 on 2 cores
     )
     assert loaded.returncode == 0 and "PeftModel" in loaded.stdout, loaded.stderr[-3000:]
 
