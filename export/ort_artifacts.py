@@ -46,6 +46,24 @@ def generate(graph_path: Path, out_dir: Path, *, trainable: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with _native_output_captured():
         _generate(graph_path, out_dir, trainable, frozen)
+    keep_only_loss_output(out_dir / TRAINING_MODEL)
+
+
+def keep_only_loss_output(training_model: Path) -> None:
+    """Drop the logits output from the training model; the eval model keeps (loss, logits).
+
+    A training step needs only the loss. A graph output is never freed or reused by ONNX Runtime's
+    planner, so an output `logits` pins a [batch, seq, vocab] float32 buffer (48 MiB for SmolLM2-135M
+    at 2 x 128) through the whole backward pass; without it the buffer is released once the loss has
+    consumed it. Gradient outputs (`*_grad.accumulation.out`) are kept.
+    """
+    model = onnx.load(str(training_model), load_external_data=False)
+    dropped = [out for out in model.graph.output if out.name in OUTPUT_NAMES[1:]]
+    if not dropped:
+        return
+    for out in dropped:
+        model.graph.output.remove(out)
+    onnx.save(model, str(training_model))
 
 
 def _generate(graph_path: Path, out_dir: Path, trainable: list[str], frozen: list[str]) -> None:

@@ -36,6 +36,24 @@ def training_bindings() -> ModuleType:
     return capi
 
 
+def session_options(capi: ModuleType, *, intra_op_threads: int = 0, spinning: bool = False) -> Any:
+    """SessionOptions for the training, eval and optimizer sessions.
+
+    `intra_op_threads` 0 lets ONNX Runtime use one thread per physical core. `spinning` False makes
+    idle pool threads sleep instead of busy-waiting for the next kernel (`session.intra_op.allow_spinning`
+    = 0): a device trains next to its own agent, MQTT client and other processes, and threads that spin
+    between the ~7,000 kernels of a training step take CPU from them (and from ORT's own main thread
+    when the cores are shared). docs/benchmarks.md has the measurements.
+    """
+    if intra_op_threads < 0:
+        raise ValueError(f"intra_op_threads must be >= 0, got {intra_op_threads}")
+    options = capi.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 class OrtTrainingSession:
     """Checkpoint state + training/eval sessions + AdamW optimizer session of one bundle, on one device.
 
@@ -43,7 +61,15 @@ class OrtTrainingSession:
     """
 
     def __init__(
-        self, *, checkpoint: Path, training_model: Path, eval_model: Path, optimizer_model: Path, device: str
+        self,
+        *,
+        checkpoint: Path,
+        training_model: Path,
+        eval_model: Path,
+        optimizer_model: Path,
+        device: str,
+        intra_op_threads: int = 0,
+        spinning: bool = False,
     ) -> None:
         capi = training_bindings()
         self._capi = capi
@@ -51,7 +77,7 @@ class OrtTrainingSession:
         device_type = capi.OrtDevice.cuda() if device == "cuda" else capi.OrtDevice.cpu()
         self._ort_device = capi.OrtDevice(device_type, capi.OrtDevice.default_memory(), 0)
         self._host_device = capi.OrtDevice(capi.OrtDevice.cpu(), capi.OrtDevice.default_memory(), 0)
-        options = capi.SessionOptions()
+        options = session_options(capi, intra_op_threads=intra_op_threads, spinning=spinning)
         self._state: Any = capi.load_checkpoint(str(checkpoint))
         self._module: Any = capi.Module(
             str(training_model), self._state, str(eval_model), self._ort_device, options

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 from export.adapter import write_adapter
 from export.errors import ExportError
 from export.lora import LoraSettings, attach_lora
-from export.onnx_graph import WRAPPER_PREFIX, CausalLMWithLoss, example_batch
+from export.onnx_graph import WRAPPER_PREFIX, CausalLMWithLoss, example_batch, shift_labels
 from export.ort_artifacts import open_module, write_contiguous
 from export.pipeline import ExportOptions, run_export
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
@@ -100,12 +100,41 @@ def test_ort_loss_matches_torch(exported: tuple[Path, Manifest]) -> None:
     for seq_len, batch_size in ((12, 3), (16, 1)):
         batch = _batch(seq_len, batch_size)
         module.train()
-        ort_loss = float(module(batch["input_ids"], batch["attention_mask"], batch["labels"])[0])
+        ort_loss = float(module(batch["input_ids"], batch["attention_mask"], batch["labels"]))  # loss only
         with torch.no_grad():
             torch_loss, _ = reference(
                 *(torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "labels"))
             )
         assert abs(ort_loss - float(torch_loss)) < TOL, (seq_len, batch_size, ort_loss, float(torch_loss))
+
+
+def test_training_model_outputs_only_the_loss_and_eval_model_the_logits_too(
+    exported: tuple[Path, Manifest],
+) -> None:
+    import onnx
+
+    _, manifest = exported
+    outputs = {}
+    for kind in ("training_model", "eval_model"):
+        graph = onnx.load(str(manifest.path(manifest.raw["artifacts"][kind])), load_external_data=False).graph
+        outputs[kind] = [o.name for o in graph.output if not o.name.endswith("_grad.accumulation.out")]
+    assert outputs == {"training_model": ["loss"], "eval_model": ["loss", "logits"]}
+
+
+def test_loss_on_shifted_labels_equals_loss_on_sliced_logits() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[2, 4:] = -100  # right padding
+    labels[1, :2] = -100  # left padding
+    sliced = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    shifted = shift_labels(labels)
+    assert shifted.dtype == labels.dtype and shifted.shape == labels.shape
+    assert torch.equal(shifted[:, -1], torch.full((3,), -100))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), shifted.reshape(-1), ignore_index=-100)
+    assert abs(float(loss) - float(sliced)) < 1e-6
 
 
 def test_one_step_changes_only_lora(exported: tuple[Path, Manifest]) -> None:
