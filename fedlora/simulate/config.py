@@ -164,9 +164,9 @@ class SimConfig:
         survivors = smallest - round(s.dropout * smallest)
         if survivors < threshold or smallest < 3:
             raise ConfigError(
-                f"a gateway's cohort of {smallest} devices ({survivors} after dropout {s.dropout}) is smaller "
-                f"than the SecAgg threshold t={threshold} (and SecAgg+ needs >= 3): use fewer gateways "
-                "or more devices"
+                f"a gateway's cohort of {smallest} devices ({survivors} after dropout {s.dropout}) is "
+                f"smaller than the SecAgg threshold t={threshold} (and SecAgg+ needs >= 3): "
+                "use fewer gateways or more devices"
             )
         if self.privacy.mechanism != "none" and survivors < self.privacy.min_survivors:
             raise ConfigError(

@@ -113,7 +113,8 @@ def table_row(row: Mapping[str, Any]) -> str:
     eps = "-" if row["epsilon"] is None else f"{row['epsilon']:.3f}"
     return (
         f"{row['round']:>5}  {row['survivors']:>2}/{row['selected']:<2} {row['eval_loss']:>9.4f}  "
-        f"{row['uplink_bytes_per_device']:>12,}  {row['seconds']:>13.1f}  {row['modelled_elapsed_s']:>9.1f}  {eps:>7}"
+        f"{row['uplink_bytes_per_device']:>12,}  {row['seconds']:>13.1f}  "
+        f"{row['modelled_elapsed_s']:>9.1f}  {eps:>7}"
     )
 
 
