@@ -24,7 +24,7 @@ FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--seed": ("simulate", "seed", int, "seed of everything random"),
     "--uplink": ("simulate", "uplink", str, "secagg (fedlora) | dense_fp32 (standard baseline)"),
     "--step-s": ("simulate", "step_s", float, "modelled s per local step (0: measure here)"),
-    "--executor": ("simulate", "executor", str, "local (default) | ray"),
+    "--executor": ("simulate", "executor", str, "local (the only one so far)"),
     "--local-steps": ("training", "local_steps", int, "local AdamW steps per round"),
     "--learning-rate": ("training", "learning_rate", float, "device learning rate"),
     "--sparsity-fraction": ("codec", "sparsity_fraction", float, "shared random-k fraction kept"),

@@ -3,8 +3,7 @@
 `LocalExecutor` (the default) plays every device with one trainer on the bundle in this process: the
 device agent's own `run_job` (edge_runtime.agent.worker) on the device's `LocalDataset`, so training is
 exactly what a device does (fresh AdamW state, `local_steps` steps from the global vector, Δ out).
-`RayExecutor` (optional, `pip install fedlora[ray]`) runs the same jobs as Ray tasks, one trainer per
-worker process, so a simulation can spread over a Ray cluster (fedlora/simulate/ray_executor.py).
+Another executor (e.g. Ray tasks, one trainer per worker) implements the same `Executor` protocol.
 
 Devices may share a data shard (`data_shards` < devices); each still shuffles its rows with its own seed.
 """

@@ -158,8 +158,6 @@ def _fields(section: Any) -> dict[str, Any]:
 
 
 def _executor_factory(name: str) -> Callable[..., Executor]:
-    if name == "ray":
-        from fedlora.simulate.ray_executor import RayExecutor
-
-        return RayExecutor
+    if name != "local":
+        raise ConfigError(f"executor {name!r} is not available; use 'local'")
     return LocalExecutor

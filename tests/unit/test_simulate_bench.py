@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.time_to_target import main, presets, summarize, table, target_loss  # noqa: E402
+from bench.time_to_target import presets, summarize, table, target_loss  # noqa: E402
 from fedlora.simulate.config import SimConfig  # noqa: E402
 
 
@@ -61,34 +61,3 @@ def test_presets_share_everything_but_the_uplink_path() -> None:
     assert baseline.training == fedlora.training and fedlora.codec.quant_bits == 8
     for name in ("devices", "gateways", "rounds", "seed", "fleet_mix", "dropout"):
         assert getattr(baseline.simulate, name) == getattr(fedlora.simulate, name)
-
-
-def test_benchmark_runs_both_presets_on_tiny_llama(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main(
-        [
-            "--devices",
-            "3",
-            "--gateways",
-            "1",
-            "--rounds",
-            "2",
-            "--local-steps",
-            "1",
-            "--batch-size",
-            "4",
-            "--eval-records",
-            "8",
-            "--step-s",
-            "0.5",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "| baseline |" in out and "| fedlora |" in out and "fedlora / baseline" in out
-    assert (tmp_path / "out" / "baseline.json").exists() and (tmp_path / "out" / "loss.png").exists()

@@ -4,11 +4,14 @@ same seed reproduces the same report, and bad input is a one-line error before a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not a package on sys.path
 
 from fedlora.cli import main
 from fedlora.demo.workspace import BundleSpec, ensure_bundle
@@ -127,3 +130,17 @@ def test_cli_prints_one_line_errors(bundle: Path, capsys: pytest.CaptureFixture[
         code = main(["simulate", "--bundle", str(bundle), "--out", "/nonexistent/never-written", *flags])
         err = capsys.readouterr().err
         assert code == 1 and needle in err and err.count("\n") == 1, err
+
+
+def test_time_to_target_benchmark_runs_both_presets(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/time_to_target.py end to end on tiny-llama (its arithmetic: test_simulate_bench.py)."""
+    from bench.time_to_target import main as time_to_target
+
+    flags = "--devices 3 --gateways 1 --rounds 2 --local-steps 1 --batch-size 4 --eval-records 8 --step-s 0.5"
+    code = time_to_target([*flags.split(), "--bundle", str(bundle), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| baseline |" in out and "| fedlora |" in out and "fedlora / baseline" in out
+    assert (tmp_path / "out" / "baseline.json").exists() and (tmp_path / "out" / "loss.png").exists()
