@@ -111,8 +111,16 @@ def protocol_cost(devices: int, rounds: int, dimension: int) -> dict[str, float]
         "devices": devices,
         "gateways": gateways,
         "protocol_s_per_round": float(np.mean(seconds)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not inherit the parent's peak across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def training_job_s(bundle_dir: Path, cache_dir: Path, jobs: int = 4, local_steps: int = 10) -> float:

@@ -131,7 +131,7 @@ class Simulation:
         report = build_report(cfg, self.dimension, rounds, eval_losses, runner, step_s=step_s)
         report["measured"] = {
             "wall_s": time.perf_counter() - start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # ru_maxrss: KiB
             "loadavg": list(os.getloadavg()),
         }
         self.final_vector = vector
