@@ -46,7 +46,12 @@ class TrainRequest:
 
 
 class Executor(Protocol):
-    """Runs the devices' training jobs and evaluates global versions."""
+    """Runs the devices' training jobs and evaluates global versions.
+
+    `initial_vector`: the bundle's initial flat LoRA vector (float32 [d]), version 0 of the model.
+    """
+
+    initial_vector: np.ndarray
 
     def train_many(self, requests: Sequence[TrainRequest]) -> list[TrainingOutcome]:
         """One outcome per request, in order."""

@@ -103,7 +103,7 @@ class Simulation:
         """Play every round; `on_round` gets each round's report row as soon as it is done."""
         cfg, s = self.config, self.config.simulate
         start = time.perf_counter()
-        vector = np.asarray(self.executor.initial_vector, np.float32)  # type: ignore[attr-defined]
+        vector = np.asarray(self.executor.initial_vector, np.float32)
         step_s = s.step_s or self._measure_step_s()
         profiles = FLEET_MIXES[s.fleet_mix].draw(s.devices, np.random.default_rng([s.seed, 0]))
         z = 0.0 if s.uplink == "dense_fp32" else cfg.noise_multiplier(self.dimension)
