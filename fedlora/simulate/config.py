@@ -30,7 +30,7 @@ from aggregator_gateway.cloud.config import (
     SecAggSection,
     TrainingSection,
 )
-from aggregator_gateway.cloud.privacy import resolve_noise_multiplier
+from aggregator_gateway.cloud.privacy import check_ring_holds_noise, resolve_noise_multiplier
 from fedlora.simulate.network import FLEET_MIXES
 from fl_protocol.codec.settings import default_scale, sparse_count
 from fl_protocol.config import read_toml, section_from_table
@@ -39,7 +39,6 @@ from fl_protocol.errors import ConfigError
 UPLINKS = ("secagg", "dense_fp32")
 EXECUTORS = ("local",)  # a Ray executor (issue 10, item 7) is not built yet
 MODELS = ("tiny-llama", "tiny-gpt2", "smollm2-135m")
-TAIL_SIGMAS = 8.0  # noise headroom: the summed noise stays within 8 σ except with probability < 1e-15
 
 
 @dataclass(frozen=True)
@@ -180,17 +179,20 @@ class SimConfig:
             self._check_ring(max(self.cohort_sizes), dimension)
 
     def _check_ring(self, cohort: int, dimension: int) -> None:
-        c = self.codec
+        """The cloud's own rule (aggregator_gateway.cloud.privacy.check_ring_holds_noise) for this cohort."""
+        c, p = self.codec, self.privacy
         if c.quant_bits > c.ring_bits:
             raise ConfigError(f"[codec].quant_bits={c.quant_bits} exceeds ring_bits={c.ring_bits}")
-        # |sum| < n·2^(q-1) + TAIL_SIGMAS·σ_noise must stay below 2^(b-1) (centred ring, DESIGN.md §5)
-        bound = cohort * (1 << (c.quant_bits - 1)) + TAIL_SIGMAS * self.noise_std_quantized(dimension)
-        needed = math.ceil(math.log2(bound)) + 1
-        if c.ring_bits < needed:
-            raise ConfigError(
-                f"[codec].ring_bits={c.ring_bits} cannot hold the sum of {cohort} devices' "
-                f"{c.quant_bits}-bit values plus DP noise: at least {needed} bits needed"
-            )
+        _k, scale = self.codec_shape(dimension)
+        check_ring_holds_noise(
+            quant_bits=c.quant_bits,
+            ring_bits=c.ring_bits,
+            max_clients=cohort,
+            min_survivors=p.min_survivors,
+            noise_multiplier=self.noise_multiplier(dimension),
+            clip_norm=p.clip_norm,
+            scale=scale,
+        )
 
     def codec_shape(self, dimension: int) -> tuple[int, float]:
         """(k, scale) of a d-dimensional model: what the cloud derives (aggregator_gateway.cloud.tasks)."""
@@ -203,11 +205,6 @@ class SimConfig:
         return resolve_noise_multiplier(
             self.privacy, rounds=self.simulate.rounds, scale=scale, sparse_length=k
         )
-
-    def noise_std_quantized(self, dimension: int) -> float:
-        """σ of the cohort's summed DP noise in quantized units: z · C · s (0 without DP)."""
-        _k, scale = self.codec_shape(dimension)
-        return self.noise_multiplier(dimension) * self.privacy.clip_norm * scale
 
 
 def _merged(name: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import AggregationSection
 from aggregator_gateway.cloud.optimizer import ServerOptimizer
-from aggregator_gateway.cloud.privacy import CloudAccountant, sample_rate
+from aggregator_gateway.cloud.privacy import CloudAccountant
 from edge_runtime.agent.encode import encode_for_task
 from fedlora.simulate.cohort import CohortOutcome, CohortRun
 from fedlora.simulate.config import SimConfig
@@ -280,7 +280,6 @@ class RoundRunner:
             new_vector = self.optimizer.step(global_vector, mean).astype(np.float32)
             k, scale = self.config.codec_shape(int(global_vector.shape[0]))
             self.accountant.record_round(
-                sample_rate=sample_rate(selected=selected, survivors=len(survivors), total_devices=0),
                 clip_norm=self.config.privacy.clip_norm,
                 scale=scale,
                 sparse_length=k,

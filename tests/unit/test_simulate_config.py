@@ -54,7 +54,7 @@ def test_ring_check_counts_the_noise() -> None:
     quiet = SimConfig.load(None, {"privacy": {"mechanism": "none"}, "codec": {"ring_bits": 14}})
     quiet.check(3584)  # 3 · 2^11 < 2^13: 14 bits hold the noiseless sum
     noisy = quiet.with_changes(privacy={"mechanism": "skellam", "noise_multiplier": 0.5})
-    with pytest.raises(ConfigError, match="plus DP noise"):
+    with pytest.raises(ConfigError, match="bits of DP noise"):
         noisy.check(3584)
 
 
