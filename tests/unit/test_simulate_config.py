@@ -17,7 +17,7 @@ def test_toml_and_flags_merge_flags_win(tmp_path: Path) -> None:
     path.write_text('[simulate]\ndevices = 12\nfleet_mix = "wifi"\n[codec]\nquant_bits = 8\n')
     config = SimConfig.load(path, {"simulate": {"devices": 9, "gateways": None}})
     assert (config.simulate.devices, config.simulate.fleet_mix, config.codec.quant_bits) == (9, "wifi", 8)
-    assert config.codec.ring_bits == 20 and config.privacy.noise_multiplier == 0.5  # the demo's defaults
+    assert config.codec.ring_bits == 20 and config.privacy.mechanism == "none"  # the simulator's defaults
 
 
 @pytest.mark.parametrize(
@@ -39,15 +39,18 @@ def test_bad_files_are_one_line_config_errors(tmp_path: Path, text: str, needle:
 
 
 def test_privacy_override_replaces_the_default_noise() -> None:
-    config = SimConfig.load(None, {"privacy": {"mechanism": "none"}})
-    assert config.privacy.mechanism == "none" and config.privacy.noise_multiplier is None
+    config = SimConfig.load(None, {"privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0}})
+    assert config.privacy.mechanism == "gaussian" and config.privacy.noise_multiplier == 1.0
     changed = config.with_changes(simulate={"devices": 9})
     assert changed.simulate.devices == 9 and changed.privacy == config.privacy
+    quiet = changed.with_changes(privacy={"mechanism": "none"})
+    assert quiet.privacy.noise_multiplier is None
 
 
 def test_dense_baseline_refuses_dp() -> None:
+    config = SimConfig.load(None, {"privacy": {"mechanism": "skellam", "noise_multiplier": 0.5}})
     with pytest.raises(ConfigError, match="no DP"):
-        SimConfig.load(None, {"simulate": {"uplink": "dense_fp32"}}).check_static()
+        config.with_changes(simulate={"uplink": "dense_fp32"}).check_static()
 
 
 def test_ring_check_counts_the_noise() -> None:

@@ -35,6 +35,8 @@ MUST_SHOW = {
         "seed": 7,
     },
     "training": {"local_steps": 2, "batch_size": 4},
+    "privacy": {"mechanism": "skellam", "noise_multiplier": 0.5},  # distributed DP noise shares on
+    "codec": {"quant_bits": 8, "ring_bits": 28},  # the cloud's ring rule: 8 + 2 + 14 noise bits <= 28
 }
 
 
@@ -104,7 +106,7 @@ def _never(*_args: object) -> None:
         ({"simulate": {"fleet_mix": "5g-dream"}}, "unknown fleet mix '5g-dream'"),
         ({"simulate": {"devices": 4, "gateways": 2}}, "smaller than the SecAgg threshold"),
         ({"simulate": {"devices": 9, "gateways": 3, "dropout": 0.5}}, "smaller than the SecAgg threshold"),
-        ({"codec": {"quant_bits": 12, "ring_bits": 13}}, "needed for"),
+        ({"codec": {"quant_bits": 8, "ring_bits": 20}}, "needed for"),
     ],
 )
 def test_bad_input_is_refused_before_training(
@@ -125,7 +127,7 @@ def test_cli_prints_one_line_errors(bundle: Path, capsys: pytest.CaptureFixture[
     for flags, needle in (
         (["--fleet-mix", "carrier-pigeon"], "unknown fleet mix"),
         (["--devices", "4", "--gateways", "2"], "SecAgg threshold"),
-        (["--quant-bits", "12", "--ring-bits", "14"], "needed for"),
+        (["--mechanism", "skellam", "--noise-multiplier", "0.5", "--ring-bits", "22"], "needed for"),
     ):
         code = main(["simulate", "--bundle", str(bundle), "--out", "/nonexistent/never-written", *flags])
         err = capsys.readouterr().err
