@@ -115,7 +115,8 @@ def test_bad_input_is_refused_before_training(
     config = SimConfig.load(None, MUST_SHOW)
     with pytest.raises(ConfigError, match=message):
         merged = {
-            n: {**MUST_SHOW.get(n, {}), **changes.get(n, {})} for n in ("simulate", "training", "codec")
+            n: {**MUST_SHOW.get(n, {}), **changes.get(n, {})}
+            for n in ("simulate", "training", "codec", "privacy")
         }
         config = SimConfig.load(
             None, {**merged, "simulate": {**merged["simulate"], "bundle_dir": str(bundle)}}
