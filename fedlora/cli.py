@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": ("fedlora.demo.cli", "run a whole federation (cloud, gateways, devices, broker) on this machine"),
     "diag": ("hardware_tests.diag_cli", "field diagnostics of this device"),
+    "simulate": (
+        "fedlora.simulate.cli",
+        "N virtual devices behind G gateways through the real code, with a network model (one process)",
+    ),
     "device": ("edge_runtime.cli", "run the device agent: take part in federated rounds over MQTT"),
     "gateway": (
         "aggregator_gateway.gateway_cli",

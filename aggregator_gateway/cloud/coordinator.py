@@ -197,7 +197,6 @@ class CloudCoordinator:
             round=round_id,
             model_version=info.version,
             started_ms=now_ms,
-            uplink_bytes_per_device=self._uplink.payload_bytes,
             dense_fp32_bytes=self._uplink.dense_fp32_bytes,
             delta=self._config.privacy.delta,
         )
@@ -307,6 +306,8 @@ class CloudCoordinator:
         # privacy spend first (a crash then over-counts, never under-counts), then the model version (the
         # round's commit point), then the optimizer state and the record.
         record.survivors = sum(p.count for p in usable)
+        # measured: the survivors' update frames as the gateways received them (issue 10, item 0)
+        record.uplink_bytes_per_device = round(sum(p.uplink_frame_bytes for p in usable) / record.survivors)
         self._log.close(record)
         self._accountant.record_round(
             clip_norm=self._config.privacy.clip_norm,

@@ -72,6 +72,7 @@ class Gateway:
         self._publish, self._clock_ms, self._seed_bytes = publish, clock_ms, seed_bytes
         self._sums_dir = unmasked_sums_dir
         self.driver: Driver | None = None
+        self._update_frame_bytes: dict[str, int] = {}  # device -> measured size of its accepted update frame
         self._not_before_ms = 0  # after a restart, no stage closes before this time
         self.policy = GroupPolicy(
             settings.group_count,
@@ -131,6 +132,7 @@ class Gateway:
             self._finish(self.driver)
         self.store.begin_round(task.round_id, task_frame=task_frame, graph_seed=seed, now_ms=self._clock_ms())
         self.driver = driver
+        self._update_frame_bytes = {}
         logger.info(
             "round %d: started in %s mode (%d expected devices, %d group(s) at most)",
             task.round_id,
@@ -171,6 +173,12 @@ class Gateway:
         message = self._decode_device(driver, stage, topic.device, payload)
         if driver.accept(stage, message):  # type: ignore[arg-type]  # the class matches the driver
             self.store.append_frame(driver.round_id, stage.value, topic.device, payload)
+            self._count_update_frame(stage, topic.device, payload)
+
+    def _count_update_frame(self, stage: Stage, device: str, payload: bytes) -> None:
+        """Remember the measured size of an accepted update frame (masked, or plain in trusted mode)."""
+        if stage is Stage.MASKED:
+            self._update_frame_bytes[device] = len(payload)
 
     def _decode_device(
         self, driver: Driver, stage: Stage, device: str, payload: bytes
@@ -237,6 +245,7 @@ class Gateway:
             count=result.count,
             weight_sum=result.weight_sum,
             survivors=result.survivors,
+            uplink_frame_bytes=sum(self._update_frame_bytes.get(s, 0) for s in result.survivors),
         )
         frame = self.identity.encode(partial, round_id=round_id)
         self.store.finish_round(round_id, state="done", outcome_frame=frame)
@@ -263,6 +272,7 @@ class Gateway:
         _header, task = self.identity.decode(latest.task_frame, RoundTask, senders={self.settings.cloud_id})
         driver = self._new_driver(task, latest.graph_seed)
         self.driver = driver
+        self._update_frame_bytes = {}
         try:
             last = self._replay(driver)
         except (FedloraError, ValueError) as exc:
@@ -284,7 +294,8 @@ class Gateway:
                 last = driver.close()
             elif event.frame is not None:
                 message = self._decode_device(driver, stage, event.sender, event.frame)
-                driver.accept(stage, message)  # type: ignore[arg-type]  # the class matches the driver
+                if driver.accept(stage, message):  # type: ignore[arg-type]  # the class matches the driver
+                    self._count_update_frame(stage, event.sender, event.frame)
         return last
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fl_protocol.codec.pack import pack_bits, packed_bytes, unpack_bits
 from fl_protocol.errors import DecodeError
 from fl_protocol.message_types import MessageType
 from fl_protocol.wire.fields import DEFAULT_MAX_BYTES, MAX_COHORT_DEVICES, FieldLimits
@@ -26,6 +27,7 @@ Fields = dict[str, FieldValue]
 
 MAX_NODE_ID_CHARS = 128
 MAX_REASON_CHARS = 512
+MAX_MASKED_VALUES = 1 << 28  # masked values per update; the frame size limit binds far earlier
 
 
 def _limits(*, items: int, depth: int, arrays: int = 0, max_bytes: int = DEFAULT_MAX_BYTES) -> FieldLimits:
@@ -245,7 +247,13 @@ class RoutedShares:
 
 @dataclass(frozen=True, eq=False)
 class MaskedUpdate:
-    """Device -> gateway: the masked update, uint32 values in [0, 2^ring_bits)."""
+    """Device -> gateway: the masked update, uint32 values in [0, 2^ring_bits).
+
+    On the wire the values travel bit-packed at exactly `ring_bits` bits each (fl_protocol.codec.pack):
+    fields `count` (number of values) and `packed` (ceil(count · ring_bits / 8) bytes), so a device sends
+    k · b bits, not 32 bits per value. The decoder checks the length against count and ring_bits before
+    unpacking and refuses non-zero padding bits.
+    """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.MASKED_UPDATE
     FIELD_LIMITS: ClassVar[FieldLimits] = _limits(items=0, depth=1, arrays=1)
@@ -255,26 +263,30 @@ class MaskedUpdate:
     values: np.ndarray
 
     def to_fields(self) -> Fields:
-        """Plain field mapping for the wire encoder."""
+        """Plain field mapping for the wire encoder (values packed at ring_bits bits)."""
+        values = np.asarray(self.values)
         return {
             "round_id": self.round_id,
             "sender": self.sender,
             "ring_bits": self.ring_bits,
-            "values": self.values,
+            "count": int(values.shape[0]) if values.ndim == 1 else -1,
+            "packed": pack_bits(values, self.ring_bits),
         }
 
     @classmethod
     def from_fields(cls, fields: Fields) -> MaskedUpdate:
-        """Strict inverse of `to_fields` (values must be a 1-D uint32 array)."""
-        _expect_keys(fields, ("round_id", "sender", "ring_bits", "values"))
-        values = fields["values"]
-        if not isinstance(values, np.ndarray) or values.dtype != np.uint32 or values.ndim != 1:
-            raise _fail("values: not a 1-D uint32 array")
+        """Strict inverse of `to_fields`: the packed length must match count and ring_bits exactly."""
+        _expect_keys(fields, ("round_id", "sender", "ring_bits", "count", "packed"))
+        ring_bits = _int(fields, "ring_bits", 8, 32)
+        count = _int(fields, "count", 0, MAX_MASKED_VALUES)
+        packed = fields["packed"]
+        if type(packed) is not bytes or len(packed) != packed_bytes(count, ring_bits):
+            raise _fail("packed: length differs from ceil(count * ring_bits / 8)")
         return cls(
             round_id=_int(fields, "round_id"),
             sender=_str(fields["sender"], "sender"),
-            ring_bits=_int(fields, "ring_bits", 8, 32),
-            values=values,
+            ring_bits=ring_bits,
+            values=unpack_bits(packed, count, ring_bits),
         )
 
 

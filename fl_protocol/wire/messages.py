@@ -176,7 +176,9 @@ class PartialAggregate:
     """A gateway's decoded cohort sum for the cloud (DESIGN.md §4 step 8).
 
     vector_sum: float64 sum of the survivors' decoded updates (not divided); count: number of survivors;
-    weight_sum: sum of the survivors' aggregation weights; survivors: their ids, unique.
+    weight_sum: sum of the survivors' aggregation weights; survivors: their ids, unique;
+    uplink_frame_bytes: measured total size in bytes of the survivors' update frames as the gateway
+    received them (signed frame, header and packed values), so the cloud reports real uplink bytes.
     """
 
     MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PARTIAL_AGGREGATE
@@ -191,9 +193,11 @@ class PartialAggregate:
     count: int
     weight_sum: float
     survivors: tuple[str, ...]
+    uplink_frame_bytes: int = 0
 
     def __post_init__(self) -> None:
         check_id("gateway", self.gateway)
+        check_int("uplink_frame_bytes", self.uplink_frame_bytes, lo=0, hi=2**62)
         check_int("round_id", self.round_id)
         check_int("model_version", self.model_version)
         object.__setattr__(self, "vector_sum", check_vector("vector_sum", self.vector_sum, np.float64))
@@ -224,6 +228,7 @@ class PartialAggregate:
             "count": self.count,
             "weight_sum": self.weight_sum,
             "survivors": list(self.survivors),
+            "uplink_frame_bytes": self.uplink_frame_bytes,
         }
 
     @classmethod

@@ -85,6 +85,7 @@ class ScriptedDevice:
         self.has_roster = threading.Event()
         self.has_shares = threading.Event()
         self.uploaded = False
+        self.masked_frame_bytes = 0
         self.conn = _connect(port, name, self._on_message)
         for topic_filter in device_downlink_filters(FLEET, GATEWAY, name):
             self.conn.subscribe(topic_filter)
@@ -110,7 +111,10 @@ class ScriptedDevice:
     def _send(self, stage: Stage, message: object) -> None:
         assert self.task is not None
         topic = device_stage_topic(FLEET, GATEWAY, self.task.round_id, stage, self.name)
-        self.conn.publish(topic, self.identity.encode(message, round_id=self.task.round_id))  # type: ignore[arg-type]
+        frame = self.identity.encode(message, round_id=self.task.round_id)  # type: ignore[arg-type]
+        if stage is Stage.MASKED:
+            self.masked_frame_bytes = len(frame)
+        self.conn.publish(topic, frame)
 
     def release(self) -> None:
         with self.lock:
@@ -228,8 +232,16 @@ def _deadlines(offsets_s: dict[str, float]) -> dict[str, int]:
     return {stage: now + int(1000 * offsets_s[stage]) for stage in STAGES}
 
 
-def _check_partial(partial: PartialAggregate, task: RoundTask, survivors: list[str], sums_dir: Path) -> None:
+def _check_partial(
+    partial: PartialAggregate,
+    task: RoundTask,
+    survivors: list[str],
+    sums_dir: Path,
+    devices: list[ScriptedDevice],
+) -> None:
     ring, decoded = plain_sum(task, [device_update(name, task) for name in survivors])
+    sent = sum(d.masked_frame_bytes for d in devices if d.name in survivors)
+    assert partial.uplink_frame_bytes == sent  # measured frames, bit-packed (issue 10, item 0)
     assert partial.survivors == tuple(sorted(survivors))
     assert partial.count == len(survivors) and partial.weight_sum == float(len(survivors))
     assert np.allclose(partial.vector_sum, decoded, rtol=0, atol=1e-12)
@@ -285,7 +297,7 @@ def test_partial_is_exact_with_dropouts_and_forged_advertise_ignored(broker: int
             device.join(task)
         partial = cloud.next_partial(timeout_s=15)
         survivors = [d for d in DEVICES if d != "dev-1"]
-        _check_partial(partial, task, survivors, tmp_path / "gw" / "sums")
+        _check_partial(partial, task, survivors, tmp_path / "gw" / "sums", devices)
     finally:
         _stop(gateway)
         for device in devices:
@@ -319,7 +331,7 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
             device.release()  # uploads go to the broker, queued for the gateway's persistent session
         gateway = _start_gateway(config)
         partial = cloud.next_partial(timeout_s=15)
-        _check_partial(partial, task, names, tmp_path / "gw" / "sums")
+        _check_partial(partial, task, names, tmp_path / "gw" / "sums", devices)
 
         task2 = make_task(
             2,
@@ -333,7 +345,7 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
             device.join(task2)
         partial2 = cloud.next_partial(timeout_s=12)
         assert partial2.round_id == 2
-        _check_partial(partial2, task2, names, tmp_path / "gw" / "sums")
+        _check_partial(partial2, task2, names, tmp_path / "gw" / "sums", devices)
         time.sleep(0.3)
         assert cloud.partials.empty(), "a round was published twice"
     finally:

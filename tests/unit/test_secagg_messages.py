@@ -84,8 +84,12 @@ def test_from_fields_rejects_extra_and_missing_keys(message: object) -> None:
         (AdvertiseKeys, "round_id", True),
         (Survivors, "survivors", ["b", "a"]),
         (Survivors, "survivors", ["a", "a"]),
-        (MaskedUpdate, "values", np.arange(3, dtype=np.int64)),
-        (MaskedUpdate, "values", np.zeros((2, 2), dtype=np.uint32)),
+        (MaskedUpdate, "packed", b"\x00" * 17),  # 7 values at 20 bits take 18 bytes
+        (MaskedUpdate, "packed", b"\x00" * 19),
+        (MaskedUpdate, "packed", b"\x00" * 17 + b"\xf0"),  # non-zero padding bits
+        (MaskedUpdate, "packed", np.zeros(18, dtype=np.uint8)),
+        (MaskedUpdate, "count", 8),
+        (MaskedUpdate, "count", -1),
         (MaskedUpdate, "ring_bits", 40),
         (UnmaskShares, "b_shares", {"a": -1}),
         (ConsistencySignature, "signature", b"\x00" * 63),
@@ -97,3 +101,20 @@ def test_from_fields_rejects_bad_values(cls: type, key: str, bad: object) -> Non
     fields = {**sample.to_fields(), key: bad}  # type: ignore[attr-defined]
     with pytest.raises(DecodeError):
         cls.from_fields(fields)
+
+
+@pytest.mark.parametrize("ring_bits", [8, 13, 17, 20, 32])
+def test_masked_update_travels_packed_at_the_ring_width(ring_bits: int) -> None:
+    """k values cost ceil(k b / 8) bytes on the wire, not 4 bytes each (issue 10, item 0)."""
+    k = 1000
+    values = (np.arange(k, dtype=np.uint64) * 2654435761 % (1 << ring_bits)).astype(np.uint32)
+    message = MaskedUpdate(1, "dev-a", ring_bits, values)
+    body = encode_fields(message.to_fields())
+    assert len(body) - (k * ring_bits + 7) // 8 < 100  # field names and lengths only
+    decoded = MaskedUpdate.from_fields(decode_fields(body))
+    assert decoded.values.dtype == np.uint32 and np.array_equal(decoded.values, values)
+
+
+def test_masked_update_refuses_values_outside_the_ring() -> None:
+    with pytest.raises(ValueError):
+        MaskedUpdate(1, "dev-a", 20, np.array([1 << 20], dtype=np.uint32)).to_fields()

@@ -1,0 +1,63 @@
+"""bench/time_to_target.py on tiny-llama (issue 10, item 4): both presets run in one go through the
+simulator with the same devices and seeds, the target comes from the baseline, and the table carries
+both presets and the ratios."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.time_to_target import presets, summarize, table, target_loss  # noqa: E402
+from fedlora.simulate.config import SimConfig  # noqa: E402
+
+
+def _report(losses: list[float], seconds: list[float], uplink: int) -> dict:
+    rows, elapsed = [], 0.0
+    for i, (loss, s) in enumerate(zip(losses[1:], seconds, strict=True), start=1):
+        elapsed += s
+        rows.append(
+            {
+                "round": i,
+                "eval_loss": loss,
+                "modelled_elapsed_s": elapsed,
+                "compute_only_s": 1.0,
+                "uplink_bytes_per_device": uplink,
+            }
+        )
+    final = {
+        "initial_eval_loss": losses[0],
+        "eval_loss": losses[-1],
+        "uplink_bytes_total": 10 * uplink,
+        "downlink_bytes_total": 5,
+        "epsilon": None,
+    }
+    return {"rounds": rows, "final": final}
+
+
+def test_target_and_time_to_target_arithmetic() -> None:
+    baseline = _report([5.0, 4.5, 4.2, 4.0], [10.0, 10.0, 10.0], 1000)
+    target = target_loss(baseline)
+    assert target == pytest.approx(5.0 - 0.9 * 1.0)
+    ours = summarize("fedlora", _report([5.0, 4.6, 4.05, 4.01], [2.0, 2.0, 2.0], 100), target)
+    theirs = summarize("baseline", baseline, target)
+    assert (theirs.rounds_to_target, theirs.seconds_to_target) == (3, 30.0)
+    assert (ours.rounds_to_target, ours.seconds_to_target, ours.compute_only_to_target) == (2, 4.0, 2.0)
+    text = table([theirs, ours], target)
+    assert "0.13x" in text and "10.0x fewer bytes" in text
+    never = summarize("slow", _report([5.0, 4.9, 4.8, 4.7], [1.0, 1.0, 1.0], 100), target)
+    assert never.rounds_to_target is None and "not reached" in table([theirs, never], target)
+
+
+def test_presets_share_everything_but_the_uplink_path() -> None:
+    base = SimConfig.load(None, {"simulate": {"devices": 6, "seed": 3}, "training": {"local_steps": 3}})
+    configs = presets(base, {"codec": {"quant_bits": 8, "ring_bits": 16}})
+    baseline, fedlora = configs["baseline"], configs["fedlora"]
+    assert (baseline.simulate.uplink, fedlora.simulate.uplink) == ("dense_fp32", "secagg")
+    assert baseline.privacy.mechanism == fedlora.privacy.mechanism == "none"
+    assert baseline.training == fedlora.training and fedlora.codec.quant_bits == 8
+    for name in ("devices", "gateways", "rounds", "seed", "fleet_mix", "dropout"):
+        assert getattr(baseline.simulate, name) == getattr(fedlora.simulate, name)

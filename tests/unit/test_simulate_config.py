@@ -1,0 +1,80 @@
+"""`fedlora simulate` configuration (TOML + flags, strict) and its network/device model arithmetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlora.simulate.config import SimConfig
+from fedlora.simulate.network import FLEET_MIXES, LTE_M, RoundTraffic, compute_only_s, device_round_s
+from fl_protocol.errors import ConfigError
+
+
+def test_toml_and_flags_merge_flags_win(tmp_path: Path) -> None:
+    path = tmp_path / "sim.toml"
+    path.write_text('[simulate]\ndevices = 12\nfleet_mix = "wifi"\n[codec]\nquant_bits = 8\n')
+    config = SimConfig.load(path, {"simulate": {"devices": 9, "gateways": None}})
+    assert (config.simulate.devices, config.simulate.fleet_mix, config.codec.quant_bits) == (9, "wifi", 8)
+    assert config.codec.ring_bits == 20 and config.privacy.mechanism == "none"  # the simulator's defaults
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[simulate]\ndevice = 3\n", "unknown key(s) device"),
+        ("[network]\nx = 1\n", "unknown section(s) network"),
+        ('[simulate]\nuplink = "carrier"\n', "uplink must be one of"),
+        ("[simulate]\ndropout = 1.5\n", "dropout must be in"),
+        ('[privacy]\nmechanism = "gaussian"\nnoise_multiplier = 1.0\ntarget_epsilon = 2.0\n', "exactly one"),
+    ],
+)
+def test_bad_files_are_one_line_config_errors(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "sim.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")) as info:
+        SimConfig.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_privacy_override_replaces_the_default_noise() -> None:
+    config = SimConfig.load(None, {"privacy": {"mechanism": "gaussian", "noise_multiplier": 1.0}})
+    assert config.privacy.mechanism == "gaussian" and config.privacy.noise_multiplier == 1.0
+    changed = config.with_changes(simulate={"devices": 9})
+    assert changed.simulate.devices == 9 and changed.privacy == config.privacy
+    quiet = changed.with_changes(privacy={"mechanism": "none"})
+    assert quiet.privacy.noise_multiplier is None
+
+
+def test_dense_baseline_refuses_dp() -> None:
+    config = SimConfig.load(None, {"privacy": {"mechanism": "skellam", "noise_multiplier": 0.5}})
+    with pytest.raises(ConfigError, match="no DP"):
+        config.with_changes(simulate={"uplink": "dense_fp32"}).check_static()
+
+
+def test_ring_check_counts_the_noise() -> None:
+    quiet = SimConfig.load(None, {"privacy": {"mechanism": "none"}, "codec": {"ring_bits": 14}})
+    quiet.check(3584)  # 3 · 2^11 < 2^13: 14 bits hold the noiseless sum
+    noisy = quiet.with_changes(privacy={"mechanism": "skellam", "noise_multiplier": 0.5})
+    with pytest.raises(ConfigError, match="bits of DP noise"):
+        noisy.check(3584)
+
+
+def test_device_time_adds_protocol_download_compute_and_upload() -> None:
+    traffic = RoundTraffic(model_bytes=125_000, control_bytes=12_500, round_trips=5)
+    t = device_round_s(LTE_M, traffic=traffic, payload_bytes=250_000, steps=4, step_s=2.0)
+    assert t.protocol_s == pytest.approx(5 * 0.15 + 0.1)  # 12.5 kB at 1 Mbit/s = 0.1 s
+    assert t.download_s == pytest.approx(1.0 + 0.15)
+    assert t.compute_s == pytest.approx(8.0)
+    assert t.upload_s == pytest.approx(2.0 + 0.075)
+    assert t.total_s == pytest.approx(t.protocol_s + t.download_s + t.compute_s + t.upload_s)
+    assert compute_only_s(steps=4, step_s=2.0, profile=LTE_M) == 8.0
+
+
+def test_fleet_mix_draws_are_reproducible_and_follow_the_shares() -> None:
+    mix = FLEET_MIXES["lte-m"]
+    first = mix.draw(2000, np.random.default_rng(1))
+    assert first == mix.draw(2000, np.random.default_rng(1))
+    stragglers = sum(p.name == "lte-m-straggler" for p in first) / 2000
+    assert 0.07 < stragglers < 0.13
