@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from fl_protocol.identity import NodeIdentity
     from fl_protocol.topics import cloud_abort_filter, cloud_partial_filter, status_filter, status_topic
     from fl_protocol.wire.messages import Status
+    from fl_transport.chunking import ChunkCodec
     from fl_transport.loop import EventLoop
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
 
@@ -129,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
         status_topic(node.fleet, node.id),
         identity.encode(Status(node.id, "offline", "connection lost", _clock_ms()), round_id=0),
     )
-    connection = MqttConnection(MqttSettings.from_broker(b, node.id), loop.submit, will=will)
+    connection = MqttConnection(
+        MqttSettings.from_broker(b, node.id),
+        loop.submit,
+        will=will,
+        chunking=ChunkCodec.for_identity(identity),
+    )
     coordinator = CloudCoordinator(
         config,
         identity=identity,

@@ -27,3 +27,5 @@ class MessageType(IntEnum):
     # any node
     STATUS = 40
     ABORT = 41
+    # transport: one slice of a message larger than the broker's packet limit (fl_protocol.wire.chunks)
+    CHUNK = 50

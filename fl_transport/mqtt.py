@@ -1,14 +1,22 @@
-"""One MQTT connection per node: TLS, QoS 1, persistent session, reconnect with backoff, LWT, outbox.
+"""One MQTT connection per node: TLS, QoS 1, persistent session, reconnect with backoff, LWT, outbox,
+packet-size limit and chunking.
 
 paho-mqtt 2.x with `CallbackAPIVersion.VERSION2`. paho's return codes are turned into exceptions here
 and nowhere else. Incoming messages are handed to one callback from paho's network thread; roles put
 them on a queue and process them on their own thread, so protocol state is single-threaded.
+
+MQTT 5 is spoken first: its CONNACK tells the broker's maximum packet size. A broker that answers
+"unsupported protocol version" (e.g. the demo's embedded amqtt) gets MQTT 3.1.1 on the next attempt, the
+same downgrade paho itself does from 3.1.1 to 3.1; there the limit comes from `max_packet_bytes` in the
+settings (the `[broker]` section). A message whose packet would exceed the limit is split into signed
+chunks (fl_transport.chunking) when the connection has a `ChunkCodec`, and refused with a TransportError
+otherwise: never handed to the broker, which would drop the connection and get it again on every reconnect.
+Until the first CONNACK the limit may be unknown; publishes made then wait (in order) for it.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +25,15 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from fl_protocol.config import BrokerSection
-from fl_protocol.errors import FedloraError
-from fl_transport.outbox import Outbox, OutboxEntry
+from fl_protocol.errors import ConfigError, DecodeError, FedloraError
+from fl_protocol.wire.chunks import is_chunk_frame
+from fl_transport.chunking import ChunkCodec
+from fl_transport.outbox import Outbox
+from fl_transport.tls import TlsDiagnostics
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +58,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     clean_session: bool = False  # persistent session: the broker keeps our subscriptions and QoS 1 queue
+    max_packet_bytes: int | None = None  # the broker's max_packet_size when it cannot tell (MQTT 3.1.1)
 
     @classmethod
     def from_broker(
@@ -64,6 +78,7 @@ class MqttSettings:
             cert_file=broker.cert_file,
             key_file=broker.key_file,
             keepalive_s=broker.keepalive_s,
+            max_packet_bytes=broker.max_packet_bytes,
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=reconnect_max_s,
         )
@@ -78,8 +93,29 @@ class Will:
     retain: bool = True
 
 
+_MQTT_MAX_PACKET_BYTES = 268_435_460  # fixed header + the largest remaining length MQTT can encode
+_UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code (MQTT 5) / return code 1 (3.1.1) as paho maps it
+_SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def publish_packet_bytes(topic: str, payload_bytes: int, *, qos: int, mqtt5: bool) -> int:
+    """Size in bytes of the MQTT PUBLISH packet carrying `payload_bytes` on `topic` (no properties)."""
+    remaining = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + (1 if mqtt5 else 0) + payload_bytes
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    key: str | None  # outbox key, None when not durable
+
+
 class MqttConnection:
-    """A connected (or reconnecting) MQTT client with an optional on-disk outbox."""
+    """A connected (or reconnecting) MQTT client with an optional on-disk outbox and chunking."""
 
     def __init__(
         self,
@@ -88,31 +124,32 @@ class MqttConnection:
         *,
         will: Will | None = None,
         outbox: Outbox | None = None,
+        chunking: ChunkCodec | None = None,
     ) -> None:
         self._settings = settings
         self._on_message = on_message
         self._outbox = outbox
+        self._chunking = chunking
         self._subscriptions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pending_acks: dict[int, str | None] = {}  # mid -> outbox key (None: not durable)
+        self._key_mids: dict[str, int] = {}  # outbox key -> packets still unacknowledged
         self._early_acks: set[int] = set()
+        self._held: list[_Outgoing] = []  # published before the packet limit was known
+        self._limit_known = settings.max_packet_bytes is not None
+        self._max_packet_bytes = settings.max_packet_bytes
         self._connected = threading.Event()
         self._stopping = False
+        self._tls = TlsDiagnostics(f"{settings.host}:{settings.port}")
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            clean_session=settings.clean_session,
-            protocol=paho.MQTTv311,
+            CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5
         )
         self._client.reconnect_delay_set(
             min_delay=max(1, int(settings.reconnect_min_s)), max_delay=max(1, int(settings.reconnect_max_s))
         )
         if settings.ca_file is not None:
-            self._client.tls_set(
-                ca_certs=str(settings.ca_file),
-                certfile=None if settings.cert_file is None else str(settings.cert_file),
-                keyfile=None if settings.key_file is None else str(settings.key_file),
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            self._client.tls_set_context(
+                self._tls.context(settings.ca_file, settings.cert_file, settings.key_file)
             )
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
@@ -126,20 +163,36 @@ class MqttConnection:
         """True while the broker has accepted our connection."""
         return self._connected.is_set()
 
+    @property
+    def max_packet_bytes(self) -> int | None:
+        """The broker's packet limit as learned (CONNACK) or configured; None while unknown or unlimited."""
+        return self._max_packet_bytes
+
     def start(self) -> None:
         """Queue the outbox's leftovers, then connect in the background (paho reconnects by itself)."""
         if self._outbox is not None:
             for entry in self._outbox.pending():
                 logger.info("outbox: re-sending %s left from a previous run", entry.topic)
-                self._send(entry)
-        self._client.connect_async(self._settings.host, self._settings.port, self._settings.keepalive_s)
+                self._submit(_Outgoing(entry.topic, entry.payload, entry.qos, entry.retain, entry.key))
+        properties = Properties(PacketTypes.CONNECT)
+        if not self._settings.clean_session:
+            properties.SessionExpiryInterval = _SESSION_NEVER_EXPIRES  # as a 3.1.1 persistent session
+        self._client.connect_async(
+            self._settings.host,
+            self._settings.port,
+            self._settings.keepalive_s,
+            clean_start=self._settings.clean_session,
+            properties=properties,
+        )
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> None:
-        """Block until connected; TransportError after `timeout_s`."""
+        """Block until connected; TransportError after `timeout_s` (with the TLS reason, if TLS failed)."""
         if not self._connected.wait(timeout_s):
             where = f"{self._settings.host}:{self._settings.port}"
-            raise TransportError(f"no connection to mqtt broker {where} after {timeout_s:g} s")
+            reason = self._tls.last_reason
+            suffix = f": {reason}" if reason else ""
+            raise TransportError(f"no connection to mqtt broker {where} after {timeout_s:g} s{suffix}")
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every QoS>0 message published so far was acknowledged; False on timeout.
@@ -150,7 +203,7 @@ class MqttConnection:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._pending_acks:
+                if not self._pending_acks and not self._held:
                     return True
             time.sleep(0.02)
         return False
@@ -171,19 +224,76 @@ class MqttConnection:
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, durable: bool = False
     ) -> None:
-        """Publish; with `durable` the message goes through the outbox and survives a crash before PUBACK."""
-        if durable and qos > 0 and self._outbox is not None:
-            self._send(self._outbox.add(topic, payload, qos=qos, retain=retain))
-            return
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        self._check(info.rc, f"publish to {topic}")
-        if qos > 0:
-            self._track(info.mid, None)
+        """Publish; with `durable` the message goes through the outbox and survives a crash before PUBACK.
 
-    def _send(self, entry: OutboxEntry) -> None:
-        info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=entry.retain)
-        self._check(info.rc, f"publish to {entry.topic}")
-        self._track(info.mid, entry.key)
+        A message above the broker's packet limit is sent as signed chunks (with a ChunkCodec), else
+        TransportError. Before the first CONNACK (limit unknown) the message waits for it.
+        """
+        if durable and qos > 0 and self._outbox is not None:
+            self._refuse_oversize(topic, len(payload), qos)  # nothing unsendable goes into the outbox
+            entry = self._outbox.add(topic, payload, qos=qos, retain=retain)
+            self._submit(_Outgoing(topic, payload, qos, retain, entry.key))
+            return
+        self._submit(_Outgoing(topic, payload, qos, retain, None))
+
+    def _submit(self, item: _Outgoing) -> None:
+        with self._lock:
+            if not self._limit_known:
+                self._held.append(item)
+                return
+        self._send(item)
+
+    def _refuse_oversize(self, topic: str, payload_bytes: int, qos: int) -> None:
+        limit = self._max_packet_bytes
+        if limit is None or self._chunking is not None:
+            return
+        size = publish_packet_bytes(topic, payload_bytes, qos=qos, mqtt5=self._mqtt5)
+        if size > limit:
+            raise TransportError(
+                f"message of {size} bytes on {topic} exceeds the broker's maximum packet size of {limit} "
+                "bytes and this connection cannot chunk it"
+            )
+
+    @property
+    def _mqtt5(self) -> bool:
+        return bool(self._client.protocol == paho.MQTTv5)
+
+    def _send(self, item: _Outgoing) -> None:
+        limit = self._max_packet_bytes
+        size = publish_packet_bytes(item.topic, len(item.payload), qos=item.qos, mqtt5=self._mqtt5)
+        if limit is None or size <= limit or not item.payload:
+            self._send_packets(item, [item.payload])
+            return
+        if self._chunking is None:
+            self._set_aside(item)
+            raise TransportError(
+                f"message of {size} bytes on {item.topic} exceeds the broker's maximum packet size of "
+                f"{limit} bytes and this connection cannot chunk it"
+            )
+        room = limit - publish_packet_bytes(item.topic, 0, qos=item.qos, mqtt5=True)
+        try:
+            chunks = self._chunking.split(item.topic, item.payload, room)
+        except ConfigError as exc:
+            self._set_aside(item)
+            raise TransportError(f"cannot send {size} bytes on {item.topic}: {exc}") from None
+        logger.info(
+            "sending %d bytes on %s as %d chunks (packet limit %d)", size, item.topic, len(chunks), limit
+        )
+        self._send_packets(item, chunks)
+
+    def _set_aside(self, item: _Outgoing) -> None:
+        if item.key is not None and self._outbox is not None:
+            self._outbox.set_aside(item.key, "oversize")
+
+    def _send_packets(self, item: _Outgoing, packets: list[bytes]) -> None:
+        if item.key is not None and item.qos > 0:
+            with self._lock:
+                self._key_mids[item.key] = self._key_mids.get(item.key, 0) + len(packets)
+        for packet in packets:
+            info = self._client.publish(item.topic, packet, qos=item.qos, retain=item.retain)
+            self._check(info.rc, f"publish to {item.topic}")
+            if item.qos > 0:
+                self._track(info.mid, item.key)
 
     def _track(self, mid: int, key: str | None) -> None:
         # The PUBACK can arrive on paho's thread before publish() returned here; paho holds its own
@@ -195,8 +305,20 @@ class MqttConnection:
                 self._early_acks.discard(mid)
             else:
                 self._pending_acks[mid] = key
-        if acked and key is not None and self._outbox is not None:
-            self._outbox.remove(key)
+        if acked:
+            self._acked(key)
+
+    def _acked(self, key: str | None) -> None:
+        """One packet of outbox entry `key` was acknowledged; the entry goes once all of them were."""
+        if key is None or self._outbox is None:
+            return
+        with self._lock:
+            left = self._key_mids.get(key, 1) - 1
+            if left > 0:
+                self._key_mids[key] = left
+                return
+            self._key_mids.pop(key, None)
+        self._outbox.remove(key)
 
     @staticmethod
     def _check(rc: MQTTErrorCode | int, what: str) -> None:
@@ -213,19 +335,53 @@ class MqttConnection:
         properties: object,
     ) -> None:
         if reason_code.is_failure:
+            if reason_code.value == _UNSUPPORTED_PROTOCOL_VERSION and client.protocol == paho.MQTTv5:
+                self._downgrade(client)
+                return
             logger.warning(
                 "mqtt connection refused by %s:%d: %s", self._settings.host, self._settings.port, reason_code
             )
             return
+        self._tls.connected()
+        self._learn_limit(properties)
         for topic_filter, qos in self._subscriptions.items():
             client.subscribe(topic_filter, qos=qos)
         self._connected.set()
         logger.info(
-            "mqtt connected to %s:%d (session present: %s)",
+            "mqtt connected to %s:%d (MQTT %s, session present: %s, packet limit: %s)",
             self._settings.host,
             self._settings.port,
+            "5" if self._mqtt5 else "3.1.1",
             flags.session_present,
+            self._max_packet_bytes or "none",
         )
+        self._release_held()
+
+    def _downgrade(self, client: paho.Client) -> None:
+        # The broker does not speak MQTT 5: retry with 3.1.1, as paho itself falls back from 3.1.1 to 3.1
+        # (it sets the same private attribute); its next reconnect sends a 3.1.1 CONNECT.
+        logger.info(
+            "broker %s:%d does not speak MQTT 5; using MQTT 3.1.1", self._settings.host, self._settings.port
+        )
+        client._protocol = paho.MQTTv311  # noqa: SLF001
+        client._clean_session = self._settings.clean_session  # noqa: SLF001
+
+    def _learn_limit(self, properties: object) -> None:
+        learned = getattr(properties, "MaximumPacketSize", None) if self._mqtt5 else None
+        configured = self._settings.max_packet_bytes
+        limits = [v for v in (learned, configured) if isinstance(v, int) and v > 0]
+        with self._lock:
+            self._max_packet_bytes = min(limits) if limits else None
+            self._limit_known = True
+
+    def _release_held(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for item in held:
+            try:
+                self._send(item)
+            except TransportError as exc:
+                logger.error("message not sent: %s", exc)
 
     def _handle_disconnect(
         self,
@@ -238,18 +394,36 @@ class MqttConnection:
         self._connected.clear()
         if self._stopping:
             return
+        tls_reason = self._tls.last_reason
         logger.warning(
-            "mqtt disconnected from %s:%d (%s); reconnecting with backoff",
+            "mqtt disconnected from %s:%d (%s%s); reconnecting with backoff",
             self._settings.host,
             self._settings.port,
             reason_code,
+            f"; {tls_reason}" if tls_reason else "",
         )
 
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        payload = bytes(message.payload)
         try:
-            self._on_message(message.topic, bytes(message.payload))
+            if is_chunk_frame(payload):
+                whole = self._reassemble(message.topic, payload)
+                if whole is None:
+                    return
+                payload = whole
+            self._on_message(message.topic, payload)
         except Exception:  # a handler bug must not kill paho's network thread
             logger.exception("message handler failed for %s", message.topic)
+
+    def _reassemble(self, topic: str, payload: bytes) -> bytes | None:
+        if self._chunking is None:
+            logger.warning("chunk on %s ignored: this connection has no chunk keys", topic)
+            return None
+        try:
+            return self._chunking.receive(topic, payload)
+        except DecodeError:
+            logger.warning("ignored chunk on %s: invalid, unsigned or wrongly signed", topic)
+            return None
 
     def _handle_publish(
         self, client: paho.Client, userdata: object, mid: int, reason_code: object, properties: object
@@ -259,5 +433,4 @@ class MqttConnection:
                 self._early_acks.add(mid)
                 return
             key = self._pending_acks.pop(mid)
-        if key is not None and self._outbox is not None:
-            self._outbox.remove(key)
+        self._acked(key)

@@ -58,6 +58,14 @@ class Outbox:
         except FileNotFoundError:
             pass
 
+    def set_aside(self, key: str, reason: str) -> None:
+        """Keep a message that can never be sent out of the queue, as `<key>.<reason>` (not deleted)."""
+        path = self._dir / f"{key}{_SUFFIX}"
+        try:
+            path.rename(path.with_suffix(f".{reason}"))
+        except FileNotFoundError:
+            pass
+
     def pending(self) -> list[OutboxEntry]:
         """Every message not yet acknowledged, oldest first; unreadable files are set aside, not lost."""
         entries = []

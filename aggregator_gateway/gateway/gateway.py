@@ -303,6 +303,7 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
     """Run the gateway until SIGTERM/SIGINT (or `stop` is set); 0 on a clean stop."""
     import time
 
+    from fl_transport.chunking import ChunkCodec
     from fl_transport.loop import EventLoop
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
 
@@ -326,6 +327,7 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
         settings,
         lambda topic, payload: loop_holder[0].submit(topic, payload),
         will=Will(status_topic(node.fleet, node.id), identity.encode(offline, round_id=0)),
+        chunking=ChunkCodec.for_identity(identity),
     )
     gateway = Gateway(
         identity=identity,

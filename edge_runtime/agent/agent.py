@@ -45,6 +45,7 @@ from fl_protocol.secagg import Abort, Roster, RoutedShares, SecAggClient, Surviv
 from fl_protocol.topics import Stage, Topic, TopicKind, device_downlink_filters, device_stage_topic
 from fl_protocol.wire.framing import peek_header
 from fl_protocol.wire.messages import GlobalModel, RoundTask
+from fl_transport.chunking import ChunkCodec
 from fl_transport.loop import EventLoop
 from fl_transport.mqtt import MqttConnection, MqttSettings
 from fl_transport.outbox import Outbox
@@ -100,7 +101,11 @@ class DeviceAgent:
             reconnect_max_s=config.device.reconnect_max_s,
         )
         self.connection = MqttConnection(
-            settings, self.loop.submit, will=self.status.will(), outbox=Outbox(state_dir / OUTBOX_DIR)
+            settings,
+            self.loop.submit,
+            will=self.status.will(),
+            outbox=Outbox(state_dir / OUTBOX_DIR),
+            chunking=ChunkCodec.for_identity(self.identity),
         )
         self.status.bind(self.connection)
         self.round: DeviceRound | TrustedDeviceRound | None = None

@@ -18,6 +18,7 @@ from fl_protocol.errors import DecodeError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.topics import TopicKind, parse_topic, status_filter, task_filter
 from fl_protocol.wire.messages import RoundTask, Status
+from fl_transport.chunking import ChunkCodec
 from fl_transport.mqtt import MqttConnection, MqttSettings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class BusObserver:
         self._cloud_id = cloud_id
         self.events: queue.Queue[BusEvent] = queue.Queue()
         self._conn = MqttConnection(
-            MqttSettings(broker[0], broker[1], "demo-observer", clean_session=True), self._on_message
+            MqttSettings(broker[0], broker[1], "demo-observer", clean_session=True),
+            self._on_message,
+            chunking=ChunkCodec.for_identity(self._identity),
         )
         self._conn.subscribe(task_filter(fleet))
         self._conn.subscribe(status_filter(fleet))
