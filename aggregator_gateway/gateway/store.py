@@ -7,6 +7,14 @@ is never logged or counted twice) and every stage close (`close` events). Replay
 
 A finished round keeps only its outcome (the signed partial or abort frame) and its events are deleted:
 they hold the devices' unmask shares, which have no use once the sum is out. The file is created 0600.
+
+Deleting a row is not enough to take its bytes off the disk: SQLite leaves freed pages as they were, and
+in WAL mode every page ever written stays in the `-wal` file until a checkpoint, and after one until the
+file is overwritten (a crash keeps it as it is). So `secure_delete` is on (freed content is overwritten
+with zeros) and `finish_round` ends with `wal_checkpoint(TRUNCATE)`: the zeroed pages are copied into the
+database and the WAL is cut to zero bytes before the round's outcome is published. Opening the store
+vacuums and checkpoints, for a file or WAL left by a crash or by an older version. No share of a closed
+round survives in either file.
 """
 
 from __future__ import annotations
@@ -69,7 +77,16 @@ class RoundStore:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
+        self._db.execute("VACUUM")  # rewrites every page: no freed bytes left by an older version
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Move every committed page into the database file and truncate the WAL to zero bytes."""
+        busy, _log_frames, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise sqlite3.OperationalError("WAL checkpoint blocked by another connection")
 
     def close(self) -> None:
         """Close the database."""
@@ -124,7 +141,8 @@ class RoundStore:
         ]
 
     def finish_round(self, round_id: int, *, state: str, outcome_frame: bytes | None) -> None:
-        """Mark the round done or aborted, keep its outcome frame, drop its event log (one transaction)."""
+        """Mark the round done or aborted, keep its outcome frame, drop its event log (one transaction),
+        then checkpoint so none of the dropped bytes remain in the database or WAL file."""
         if state not in ("done", "aborted"):
             raise ValueError(f"state must be done or aborted, got {state!r}")
         with self._db:
@@ -134,3 +152,4 @@ class RoundStore:
                 (state, outcome_frame, round_id),
             )
             self._db.execute("DELETE FROM events WHERE round_id = ?", (round_id,))
+        self._checkpoint()
