@@ -3,7 +3,11 @@
 Directory format (for operators; examples in docs/data.md):
 
 - `*.jsonl`: one JSON object per line, `{"text": str, "tier": str}`; `tier` is optional. Other keys are
-  ignored. Malformed lines are skipped with a logged warning and counted, never a crash.
+  ignored. Lines end at `\n` only (a `\r` before it is dropped): U+2028, U+0085 and the other characters
+  Python's `str.splitlines` also breaks on are ordinary text inside a record. Each line is decoded as UTF-8
+  on its own, so one undecodable line, invalid JSON, or a text that is not valid Unicode (a lone surrogate
+  escape such as `"\ud83d"`) costs that line only: skipped, counted as malformed and logged with its
+  file and line number, never a crash.
 - `*.txt`: the whole file is one record.
 - `tiers.toml` (optional, at the top of the directory): file glob → tier, e.g. `"health/*.txt" = "health"`.
   Globs match the path relative to the data directory (POSIX separators); the first match in file order wins.
@@ -113,7 +117,8 @@ def read_data_dir(data_dir: Path, *, default_tier: str, allowed_tiers: set[str] 
         relative = path.relative_to(data_dir).as_posix()
         file_tier = _match_tier(relative, tier_globs) or default_tier
         try:
-            content = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
+            content = raw.decode("utf-8") if path.suffix == ".txt" else ""
         except (OSError, UnicodeDecodeError) as exc:
             logger.warning("skipping unreadable data file %s: %s", relative, exc)
             report.unreadable_files += 1
@@ -122,7 +127,7 @@ def read_data_dir(data_dir: Path, *, default_tier: str, allowed_tiers: set[str] 
         if path.suffix == ".txt":
             _add(report, Record(content, file_tier, relative), allowed_tiers)
         else:
-            _read_jsonl(content, relative, file_tier, allowed_tiers, report)
+            _read_jsonl(raw, relative, file_tier, allowed_tiers, report)
     if report.malformed_lines:
         logger.warning("skipped %d malformed JSONL line(s) under %s", report.malformed_lines, data_dir)
     if not report.records:
@@ -173,9 +178,12 @@ def _match_tier(relative: str, tier_globs: list[tuple[str, str]]) -> str | None:
 
 
 def _read_jsonl(
-    content: str, relative: str, file_tier: str, allowed_tiers: set[str] | None, report: LoadReport
+    raw: bytes, relative: str, file_tier: str, allowed_tiers: set[str] | None, report: LoadReport
 ) -> None:
-    for line_no, line in enumerate(content.splitlines(), start=1):
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark some editors write
+        raw = raw[3:]
+    for line_no, raw_line in enumerate(raw.split(b"\n"), start=1):
+        line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
         if not line.strip():
             continue
         origin = f"{relative}:{line_no}"
@@ -186,11 +194,14 @@ def _read_jsonl(
         _add(report, record, allowed_tiers)
 
 
-def _parse_line(line: str, origin: str, file_tier: str) -> Record | None:
+def _parse_line(line: bytes, origin: str, file_tier: str) -> Record | None:
     try:
-        obj: Any = json.loads(line)
-    except json.JSONDecodeError as exc:
-        logger.warning("skipping malformed JSONL line %s: %s", origin, exc.msg)
+        obj: Any = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        logger.warning("skipping JSONL line %s: not UTF-8 (%s)", origin, exc.reason)
+        return None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        logger.warning("skipping malformed JSONL line %s: %s", origin, getattr(exc, "msg", "nested too deep"))
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         logger.warning("skipping JSONL line %s: expected an object with a string 'text'", origin)
@@ -199,7 +210,19 @@ def _parse_line(line: str, origin: str, file_tier: str) -> Record | None:
     if not isinstance(tier, str):
         logger.warning("skipping JSONL line %s: 'tier' must be a string", origin)
         return None
+    if not _is_unicode(obj["text"]) or not _is_unicode(tier):
+        logger.warning("skipping JSONL line %s: text is not valid Unicode (lone surrogate escape)", origin)
+        return None
     return Record(obj["text"], tier, origin)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a str holding a lone surrogate (JSON allows `"\\ud83d"`; no tokenizer can encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _add(report: LoadReport, record: Record, allowed_tiers: set[str] | None) -> None:
@@ -314,12 +337,12 @@ class LocalDataset:
             raise ConfigError(f"seq_len must be an integer >= 2, got {seq_len!r}")
         if not 0.0 <= eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction!r}")
-        texts = [r.text for r in records if r.tier == tier]
-        if not texts:
+        of_tier = [r for r in records if r.tier == tier]
+        if not of_tier:
             raise NoLocalDataError(
                 f"no local records of tier {tier!r} ({len(records)} record(s) of other tiers)"
             )
-        docs = [[tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id] for text in texts]
+        docs = tokenize_records(of_tier, tokenizer)
         order = np.random.default_rng(seed).permutation(len(docs))
         train_docs, eval_docs = _split_eval([docs[i] for i in order], eval_fraction)
         train = pack_documents(train_docs, seq_len=seq_len, pad_id=tokenizer.pad_id)
@@ -368,6 +391,33 @@ class LocalDataset:
         _check_batch_size(batch_size)
         order = np.arange(self.num_eval_rows)
         yield from _iter_batches(self._eval_ids, self._eval_mask, order, batch_size, False)
+
+
+def tokenize_records(records: Sequence[Record], tokenizer: TextTokenizer) -> list[list[int]]:
+    """Frame each record as BOS + tokens + EOS; a record the tokenizer fails on is skipped and logged.
+
+    Whatever one record makes the tokenizer raise (TypeError for text Rust cannot take, ValueError, a
+    panic of the Rust extension), it costs that record only. NoLocalDataError if no record is left.
+    """
+    docs = []
+    failed = 0
+    for record in records:
+        try:
+            ids = tokenizer.encode(record.text)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException is a BaseException
+            failed += 1
+            logger.warning(
+                "skipping record %s: tokenizer failed (%s)", record.origin or "?", type(exc).__name__
+            )
+            continue
+        docs.append([tokenizer.bos_id, *ids, tokenizer.eos_id])
+    if failed:
+        logger.warning("skipped %d record(s) the tokenizer could not encode", failed)
+    if not docs:
+        raise NoLocalDataError(f"the tokenizer failed on every one of {len(records)} record(s)")
+    return docs
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -59,7 +59,11 @@ class HFTokenizer:
         self.eos_id = eos_id
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without special tokens."""
+        """Token ids of `text`, without special tokens.
+
+        The Rust extension raises TypeError for a str it cannot convert (a lone surrogate); the data
+        pipeline (`edge_runtime.data.tokenize_records`) skips such a record and logs where it came from.
+        """
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -146,10 +146,15 @@ def test_demo_round_over_a_12000_byte_broker(tmp_path: Path) -> None:
             seed=5,
             cache_dir=tmp_path / "cache",
             broker=f"mqtt://{HOST}:{port}",
+            verbose=True,
         )
         assert run_demo(options, progress=lambda _line: None) == 0
         report = json.loads((tmp_path / "out" / "report.json").read_text())
         assert [r["round"] for r in report["rounds"]] == [1, 2]
         assert "due to oversize packet" not in broker.log()
+        logs = {p.stem: p.read_text() for p in (tmp_path / "out" / "work" / "logs").glob("*.log")}
+        chunked = {name for name, text in logs.items() if " chunks (packet limit 12000)" in text}
+        assert "cloud" in chunked, "the global model should have needed chunks"
+        assert chunked - {"cloud"}, "no gateway or device message needed chunks: the test proves little"
     finally:
         broker.stop()
