@@ -157,12 +157,16 @@ class BrokerSection:
     keepalive_s: int = 30
     # The broker's max_packet_size, for brokers that cannot tell it (MQTT 3.1.1); MQTT 5 brokers announce it.
     max_packet_bytes: int | None = None
+    # "5" (announces the packet limit) or "3.1.1" (e.g. the demo's embedded amqtt broker).
+    mqtt_version: str = "5"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_packet_bytes is not None and not 8192 <= self.max_packet_bytes <= 268_435_460:
             raise ValueError(f"max_packet_bytes must be in 8192..268435460, got {self.max_packet_bytes}")
+        if self.mqtt_version not in ("5", "3.1.1"):
+            raise ValueError(f'mqtt_version must be "5" or "3.1.1", got {self.mqtt_version!r}')
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
 

@@ -6,9 +6,16 @@ travel on the message's own topic with its QoS and retain flag, so broker ACLs a
 
 Reassembly limits (all enforced before a byte is buffered): the chunk decoder's `ChunkLimits` (message size,
 chunk count); at most `max_partial_per_sender` incomplete messages and `max_buffered_bytes_per_sender` bytes
-per authenticated sender, `max_buffered_bytes` over all senders (the oldest incomplete message is dropped
-to make room, with a log line); an incomplete message is dropped `timeout_s` after its last chunk. A message
-is handed on only when every chunk arrived and its SHA-256 equals the signed message id.
+per authenticated sender, `max_buffered_bytes` over all senders (to make room, the oldest incomplete
+message of the same sender, or over the total of the sender holding the most, is dropped with a log
+line); an incomplete message is dropped `timeout_s` after its last chunk. A message is handed on only when
+every chunk arrived and its SHA-256 equals the signed message id.
+
+Retained messages: each chunk is published with the message's retain flag, so the broker keeps only the
+last chunk. A subscriber that connects after a chunked retained message was published gets that one chunk,
+which never completes and is dropped after `timeout_s`; it receives the message only when it is published
+again (for the global model: the next version). Subscribers with a persistent session that were offline
+get every chunk from the broker's queue (mosquitto's `max_queued_messages` must exceed the chunk count).
 """
 
 from __future__ import annotations
@@ -146,7 +153,7 @@ class Reassembler:
             if over_sender:
                 victim = mine[0]
             elif total + incoming_bytes > limits.max_buffered_bytes:
-                victim = next(iter(self._partials))
+                victim = self._oldest_of_biggest_sender()
             else:
                 return True
             dropped = self._partials.pop(victim)
@@ -156,6 +163,15 @@ class Reassembler:
             )  # fmt: skip
             if victim == key:
                 return False
+
+    def _oldest_of_biggest_sender(self) -> _Key:
+        """The oldest incomplete message of the sender holding the most bytes: a flooding sender pays
+        for its own flood before anyone else's message is dropped."""
+        per_sender: dict[str, int] = {}
+        for (sender, _topic, _id), partial in self._partials.items():
+            per_sender[sender] = per_sender.get(sender, 0) + partial.buffered_bytes
+        biggest = max(per_sender, key=lambda sender: per_sender[sender])
+        return next(k for k in self._partials if k[0] == biggest)
 
 
 @dataclass

@@ -5,12 +5,13 @@ paho-mqtt 2.x with `CallbackAPIVersion.VERSION2`. paho's return codes are turned
 and nowhere else. Incoming messages are handed to one callback from paho's network thread; roles put
 them on a queue and process them on their own thread, so protocol state is single-threaded.
 
-MQTT 5 is spoken first: its CONNACK tells the broker's maximum packet size. A broker that answers
-"unsupported protocol version" (e.g. the demo's embedded amqtt) gets MQTT 3.1.1 on the next attempt, the
-same downgrade paho itself does from 3.1.1 to 3.1; there the limit comes from `max_packet_bytes` in the
-settings (the `[broker]` section). A message whose packet would exceed the limit is split into signed
-chunks (fl_transport.chunking) when the connection has a `ChunkCodec`, and refused with a TransportError
-otherwise: never handed to the broker, which would drop the connection and get it again on every reconnect.
+MQTT 5 is spoken by default: its CONNACK tells the broker's maximum packet size. A broker that answers
+"unsupported protocol version" gets MQTT 3.1.1 on the next attempt, the same downgrade paho itself does
+from 3.1.1 to 3.1; a broker that hangs on an MQTT 5 CONNECT instead (the demo's embedded amqtt) needs
+`mqtt_version = "3.1.1"` in `[broker]`. Under 3.1.1 the limit comes from `max_packet_bytes` in `[broker]`.
+A message whose packet would exceed the limit is split into signed chunks (fl_transport.chunking) when the
+connection has a `ChunkCodec`, and refused with a TransportError otherwise: never handed to the broker,
+which would drop the connection and get it again on every reconnect.
 Until the first CONNACK the limit may be unknown; publishes made then wait (in order) for it.
 """
 
@@ -59,6 +60,11 @@ class MqttSettings:
     reconnect_max_s: float = 30.0
     clean_session: bool = False  # persistent session: the broker keeps our subscriptions and QoS 1 queue
     max_packet_bytes: int | None = None  # the broker's max_packet_size when it cannot tell (MQTT 3.1.1)
+    mqtt_version: str = "5"  # or "3.1.1" for brokers that hang on an MQTT 5 CONNECT (amqtt)
+
+    def __post_init__(self) -> None:
+        if self.mqtt_version not in ("5", "3.1.1"):
+            raise ConfigError(f'mqtt_version must be "5" or "3.1.1", got {self.mqtt_version!r}')
 
     @classmethod
     def from_broker(
@@ -79,6 +85,7 @@ class MqttSettings:
             key_file=broker.key_file,
             keepalive_s=broker.keepalive_s,
             max_packet_bytes=broker.max_packet_bytes,
+            mqtt_version=broker.mqtt_version,
             reconnect_min_s=reconnect_min_s,
             reconnect_max_s=reconnect_max_s,
         )
@@ -141,9 +148,17 @@ class MqttConnection:
         self._connected = threading.Event()
         self._stopping = False
         self._tls = TlsDiagnostics(f"{settings.host}:{settings.port}")
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5
-        )
+        if settings.mqtt_version == "5":
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5
+            )
+        else:
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=settings.client_id,
+                clean_session=settings.clean_session,
+                protocol=paho.MQTTv311,
+            )
         self._client.reconnect_delay_set(
             min_delay=max(1, int(settings.reconnect_min_s)), max_delay=max(1, int(settings.reconnect_max_s))
         )
@@ -174,16 +189,19 @@ class MqttConnection:
             for entry in self._outbox.pending():
                 logger.info("outbox: re-sending %s left from a previous run", entry.topic)
                 self._submit(_Outgoing(entry.topic, entry.payload, entry.qos, entry.retain, entry.key))
-        properties = Properties(PacketTypes.CONNECT)
-        if not self._settings.clean_session:
-            properties.SessionExpiryInterval = _SESSION_NEVER_EXPIRES  # as a 3.1.1 persistent session
-        self._client.connect_async(
-            self._settings.host,
-            self._settings.port,
-            self._settings.keepalive_s,
-            clean_start=self._settings.clean_session,
-            properties=properties,
-        )
+        if self._mqtt5:
+            properties = Properties(PacketTypes.CONNECT)
+            if not self._settings.clean_session:
+                properties.SessionExpiryInterval = _SESSION_NEVER_EXPIRES  # as a 3.1.1 persistent session
+            self._client.connect_async(
+                self._settings.host,
+                self._settings.port,
+                self._settings.keepalive_s,
+                clean_start=self._settings.clean_session,
+                properties=properties,
+            )
+        else:
+            self._client.connect_async(self._settings.host, self._settings.port, self._settings.keepalive_s)
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> None:
@@ -372,12 +390,15 @@ class MqttConnection:
         limits = [v for v in (learned, configured) if isinstance(v, int) and v > 0]
         with self._lock:
             self._max_packet_bytes = min(limits) if limits else None
-            self._limit_known = True
 
     def _release_held(self) -> None:
-        with self._lock:
-            held, self._held = self._held, []
-        for item in held:
+        """Send what waited for the limit, in order; publishes made meanwhile queue behind it."""
+        while True:
+            with self._lock:
+                if not self._held:
+                    self._limit_known = True
+                    return
+                item = self._held.pop(0)
             try:
                 self._send(item)
             except TransportError as exc:

@@ -29,6 +29,7 @@ _VERIFY_REASONS = {
     21: "the broker's certificate is from an unknown CA (not the fleet CA in ca_file)",
     23: "the broker's certificate is revoked",
     62: "the broker's certificate does not name the host we connect to (hostname mismatch)",
+    64: "the broker's certificate does not name the IP address we connect to (hostname mismatch)",
 }
 # TLS alerts the broker sends when it refuses this node's certificate.
 _ALERT_REASONS = {

@@ -77,12 +77,23 @@ def render_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The embedded amqtt broker speaks MQTT 3.1.1 only (an MQTT 5 CONNECT with properties hangs it): nodes
+# that connect to it say so in [broker]; any other broker gets MQTT 5, which announces its packet limit.
+EMBEDDED_BROKER_MQTT_VERSION = "3.1.1"
+
+
 def _common(
-    node_dir: Path, node_id: str, role: str, fleet: str, broker: tuple[str, int], gateway: str | None = None
+    node_dir: Path,
+    node_id: str,
+    role: str,
+    fleet: str,
+    broker: tuple[str, int],
+    gateway: str | None = None,
+    mqtt_version: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     return {
         "node": {"id": node_id, "role": role, "fleet": fleet, "gateway": gateway},
-        "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 20},
+        "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 20, "mqtt_version": mqtt_version},
         "identity": {
             "signing_key_file": node_dir / "signing.key",
             "fleet_keys_file": node_dir / "fleet_keys.json",
@@ -99,9 +110,10 @@ def cloud_config(
     store_dir: Path,
     settings: DemoSettings,
     http_port: int,
+    mqtt_version: str | None = None,
 ) -> str:
     """cloud.toml for the demo."""
-    tables = _common(node_dir, "cloud", "cloud", fleet, broker)
+    tables = _common(node_dir, "cloud", "cloud", fleet, broker, mqtt_version=mqtt_version)
     tables["cloud"] = {
         "bundle_dir": bundle_dir,
         "rounds": settings.rounds,
@@ -151,9 +163,10 @@ def gateway_config(
     state_db: Path,
     min_cohort: int,
     hooks_dir: Path | None = None,
+    mqtt_version: str | None = None,
 ) -> str:
     """gateway.toml for the demo; `hooks_dir` turns on the unmasked-sum test hook (tests only)."""
-    tables = _common(node_dir, gateway, "gateway", fleet, broker)
+    tables = _common(node_dir, gateway, "gateway", fleet, broker, mqtt_version=mqtt_version)
     tables["gateway"] = {"min_cohort": min_cohort, "state_db": state_db}
     if hooks_dir is not None:
         tables["debug"] = {"unmasked_sums_dir": hooks_dir / "sums"}
@@ -173,12 +186,13 @@ def device_config(
     tier: str,
     data_seed: int,
     hooks_dir: Path | None = None,
+    mqtt_version: str | None = None,
 ) -> str:
     """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records.
 
     `hooks_dir` turns on the plain-update test hook (tests only: it writes pre-mask updates to disk).
     """
-    tables = _common(node_dir, device, "device", fleet, broker, gateway)
+    tables = _common(node_dir, device, "device", fleet, broker, gateway, mqtt_version)
     tables["device"] = {
         "bundle_dir": bundle_dir,
         "data_dir": data_dir,

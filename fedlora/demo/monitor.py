@@ -46,12 +46,15 @@ class BusObserver:
         broker: tuple[str, int],
         *,
         cloud_id: str = "cloud",
+        mqtt_version: str = "5",
     ) -> None:
         self._identity = NodeIdentity("demo-observer", fleet, Ed25519PrivateKey.generate(), fleet_keys)
         self._cloud_id = cloud_id
         self.events: queue.Queue[BusEvent] = queue.Queue()
         self._conn = MqttConnection(
-            MqttSettings(broker[0], broker[1], "demo-observer", clean_session=True),
+            MqttSettings(
+                broker[0], broker[1], "demo-observer", clean_session=True, mqtt_version=mqtt_version
+            ),
             self._on_message,
             chunking=ChunkCodec.for_identity(self._identity),
         )

@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedlora.demo.configs import DEFAULT_TIMEOUTS_S, DemoSettings, cloud_config, device_config, gateway_config
+from fedlora.demo.configs import (
+    DEFAULT_TIMEOUTS_S,
+    EMBEDDED_BROKER_MQTT_VERSION,
+    DemoSettings,
+    cloud_config,
+    device_config,
+    gateway_config,
+)
 from fedlora.demo.monitor import BusEvent, BusObserver
 from fedlora.demo.processes import NodeProcess
 from fedlora.demo.workspace import BundleSpec, default_cache_dir, ensure_bundle, prepare_data
@@ -114,6 +121,7 @@ def _write_configs(
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     gateways = list(settings.gateways)
+    mqtt_version = EMBEDDED_BROKER_MQTT_VERSION if parse_broker(options.broker) is None else None
     store_dir = work / "cloud-store"
     cloud_file = nodes / "cloud" / "cloud.toml"
     cloud_file.write_text(
@@ -125,6 +133,7 @@ def _write_configs(
             store_dir=store_dir,
             settings=settings,
             http_port=0,
+            mqtt_version=mqtt_version,
         )
     )
     cloud = NodeProcess("cloud", "cloud", cloud_file, logs / "cloud.log", verbose=options.verbose)
@@ -140,6 +149,7 @@ def _write_configs(
                 state_db=work / f"{gw}-state.sqlite3",
                 min_cohort=settings.min_survivors,
                 hooks_dir=options.test_hooks_dir,
+                mqtt_version=mqtt_version,
             )
         )
         gw_procs.append(
@@ -168,6 +178,7 @@ def _write_configs(
                 tier=settings.tier,
                 data_seed=options.seed + index,
                 hooks_dir=options.test_hooks_dir,
+                mqtt_version=mqtt_version,
             )
         )
         dev_procs.append(
@@ -362,7 +373,12 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}"
     )
     fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings, device_gateway)
-    observer = BusObserver(FLEET, load_fleet_keys(fed.fleet_keys_file), broker_addr)
+    observer = BusObserver(
+        FLEET,
+        load_fleet_keys(fed.fleet_keys_file),
+        broker_addr,
+        mqtt_version=EMBEDDED_BROKER_MQTT_VERSION if embedded is not None else "5",
+    )
     started = time.monotonic()
     try:
         observer.start()

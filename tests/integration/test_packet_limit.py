@@ -158,3 +158,56 @@ def test_demo_round_over_a_12000_byte_broker(tmp_path: Path) -> None:
         assert chunked - {"cloud"}, "no gateway or device message needed chunks: the test proves little"
     finally:
         broker.stop()
+
+
+def test_mqtt_311_uses_the_configured_limit(tmp_path: Path) -> None:
+    """Without MQTT 5 the limit comes from configuration ([broker] max_packet_bytes)."""
+    port = free_port()
+    broker = start_mosquitto(_conf(port, SMALL_LIMIT), port, workdir=tmp_path)
+    ids = _identities("g1", "cloud")
+    inbox: queue.Queue = queue.Queue()
+
+    def connect(name: str, chunking: ChunkCodec | None, on_message) -> MqttConnection:  # type: ignore[no-untyped-def]
+        settings = MqttSettings(HOST, port, name, mqtt_version="3.1.1", max_packet_bytes=SMALL_LIMIT)
+        conn = MqttConnection(settings, on_message, chunking=chunking)
+        conn.start()
+        conn.wait_connected(10)
+        return conn
+
+    cloud = connect("cloud", ChunkCodec.for_identity(ids["cloud"]), lambda t, p: inbox.put(p))
+    cloud.subscribe("t/#")
+    gateway = connect("g1", ChunkCodec.for_identity(ids["g1"]), lambda t, p: None)
+    plain = connect("plain", None, lambda t, p: None)
+    try:
+        time.sleep(0.3)
+        payload = bytes(range(256)) * 400  # 102,400 bytes
+        gateway.publish("t/big", payload)
+        assert inbox.get(timeout=20) == payload
+        with pytest.raises(TransportError, match="maximum packet size of 12000"):
+            plain.publish("t/big", payload)
+        time.sleep(1.0)
+        assert plain.connected and "due to oversize packet" not in broker.log()
+    finally:
+        for conn in (gateway, plain, cloud):
+            conn.stop()
+        broker.stop()
+
+
+def test_broker_without_mqtt_5_gets_3_1_1() -> None:
+    """A broker that answers an MQTT 5 CONNECT with "unsupported protocol version" (amqtt, for a clean
+    session) gets MQTT 3.1.1 on the next attempt."""
+    from fedlora.embedded_broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker()
+    embedded.start()
+    try:
+        settings = MqttSettings(HOST, embedded.port, "old", clean_session=True, reconnect_min_s=0.2)
+        conn = MqttConnection(settings, lambda t, p: None)
+        conn.start()
+        try:
+            conn.wait_connected(10)
+            assert conn.max_packet_bytes is None
+        finally:
+            conn.stop()
+    finally:
+        embedded.stop()
