@@ -22,94 +22,34 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fl_protocol.config import BrokerSection
-from fl_protocol.errors import ConfigError, DecodeError, FedloraError
+from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.wire.chunks import is_chunk_frame
 from fl_transport.chunking import ChunkCodec
 from fl_transport.outbox import Outbox
+from fl_transport.settings import MqttSettings, TransportError, Will, publish_packet_bytes
 from fl_transport.tls import TlsDiagnostics
+
+__all__ = [
+    "MessageHandler",
+    "MqttConnection",
+    "MqttSettings",
+    "TransportError",
+    "Will",
+    "publish_packet_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
 
-
-class TransportError(FedloraError):
-    """The broker could not be reached or refused an operation."""
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Where and how to connect. TLS with a client certificate when `ca_file` and `cert_file` are set."""
-
-    host: str
-    port: int
-    client_id: str
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive_s: int = 30
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    clean_session: bool = False  # persistent session: the broker keeps our subscriptions and QoS 1 queue
-    max_packet_bytes: int | None = None  # the broker's max_packet_size when it cannot tell (MQTT 3.1.1)
-    mqtt_version: str = "5"  # or "3.1.1" for brokers that hang on an MQTT 5 CONNECT (amqtt)
-
-    def __post_init__(self) -> None:
-        if self.mqtt_version not in ("5", "3.1.1"):
-            raise ConfigError(f'mqtt_version must be "5" or "3.1.1", got {self.mqtt_version!r}')
-
-    @classmethod
-    def from_broker(
-        cls,
-        broker: BrokerSection,
-        client_id: str,
-        *,
-        reconnect_min_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-    ) -> MqttSettings:
-        """Settings for a node's `[broker]` section (paths already resolved) with its reconnect backoff."""
-        return cls(
-            broker.host,
-            broker.port,
-            client_id,
-            ca_file=broker.ca_file,
-            cert_file=broker.cert_file,
-            key_file=broker.key_file,
-            keepalive_s=broker.keepalive_s,
-            max_packet_bytes=broker.max_packet_bytes,
-            mqtt_version=broker.mqtt_version,
-            reconnect_min_s=reconnect_min_s,
-            reconnect_max_s=reconnect_max_s,
-        )
-
-
-@dataclass(frozen=True)
-class Will:
-    """Last will: published by the broker if this node vanishes without disconnecting."""
-
-    topic: str
-    payload: bytes
-    retain: bool = True
-
-
-_MQTT_MAX_PACKET_BYTES = 268_435_460  # fixed header + the largest remaining length MQTT can encode
 _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code (MQTT 5) / return code 1 (3.1.1) as paho maps it
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
-
-
-def publish_packet_bytes(topic: str, payload_bytes: int, *, qos: int, mqtt5: bool) -> int:
-    """Size in bytes of the MQTT PUBLISH packet carrying `payload_bytes` on `topic` (no properties)."""
-    remaining = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + (1 if mqtt5 else 0) + payload_bytes
-    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
-    return 1 + length_bytes + remaining
 
 
 @dataclass(frozen=True)
@@ -449,6 +389,8 @@ class MqttConnection:
     def _handle_publish(
         self, client: paho.Client, userdata: object, mid: int, reason_code: object, properties: object
     ) -> None:
+        if getattr(reason_code, "is_failure", False):  # MQTT 5 only: 3.1.1 has no negative PUBACK
+            logger.warning("broker refused a publish (message id %d): %s", mid, reason_code)
         with self._lock:
             if mid not in self._pending_acks:
                 self._early_acks.add(mid)
