@@ -149,7 +149,7 @@ def decode_chunk(
     header, body = decode_frame(data, verify_key=verify_key, max_frame_bytes=limits.max_message_bytes + 65536)
     try:
         return _chunk_from_body(header, body, fleet, limits)
-    except (_Invalid, DecodeError) as exc:
+    except (_Invalid, DecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         logger.debug("chunk rejected: %s", exc)
         raise DecodeError() from None
 

@@ -167,3 +167,29 @@ def test_codec_for_identity_signs_as_the_node() -> None:
     chunks = ChunkCodec.for_identity(identity).split(TOPIC, b"m" * 10_000, 8192)
     decoded = decode_chunk(chunks[0], fleet="f1", verify_key=PUBLIC.get, limits=ChunkLimits())
     assert decoded.sender == "g1" and decoded.count == len(chunks) == 2
+
+
+def test_fuzzed_chunks_raise_only_decode_error() -> None:
+    """Mutated bodies re-signed by a fleet member, and mutated signed frames: DecodeError or a valid chunk."""
+    rng = random.Random(12)
+    frame = _split(rng.randbytes(20_000))[0]
+    header = FrameHeader("f1", 0, "g1", MessageType.CHUNK, 1)
+    body = encode_fields(
+        {
+            "count": 3,
+            "data": b"abcdef",
+            "index": 1,
+            "message_id": b"\2" * 32,
+            "topic": TOPIC,
+            "total_bytes": 18,
+        }
+    )
+    for i in range(3000):
+        source = bytearray(body if i % 2 else frame)
+        for _ in range(rng.randint(1, 4)):
+            source[rng.randrange(len(source))] = rng.randrange(256)
+        data = encode_frame(header, bytes(source), KEYS["g1"]) if i % 2 else bytes(source)
+        try:
+            decode_chunk(data, fleet="f1", verify_key=PUBLIC.get, limits=ChunkLimits())
+        except DecodeError:
+            pass
