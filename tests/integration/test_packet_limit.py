@@ -145,6 +145,7 @@ def test_demo_round_over_a_12000_byte_broker(tmp_path: Path) -> None:
             out_dir=tmp_path / "out",
             seed=5,
             cache_dir=tmp_path / "cache",
+            settings_overrides={"noise_multiplier": 0.1, "ring_bits": 32},  # ring holds 4 devices + noise
             broker=f"mqtt://{HOST}:{port}",
             verbose=True,
         )
