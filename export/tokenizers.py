@@ -47,16 +47,17 @@ def _bundle_hf_tokenizer(source_dir: Path, out_dir: Path, vocab_size: int) -> di
         raise ExportError(
             f"the tokenizer in {source_dir} has no fast (tokenizer.json) form; devices need one"
         )
+    eos_id = tok.eos_token_id
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id
+    if pad_id is None:
+        raise ExportError(f"the tokenizer in {source_dir} defines neither a pad nor an eos token")
+    check_tokenizer_fits(tok, vocab_size, where=str(source_dir))
     target = out_dir / TOKENIZER_DIR
     target.mkdir(parents=True, exist_ok=True)
     tok.backend_tokenizer.save(str(target / "tokenizer.json"))
     for name in _SIDE_FILES:
         if (source_dir / name).is_file():
             shutil.copyfile(source_dir / name, target / name)
-    eos_id = tok.eos_token_id
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_id
-    if pad_id is None:
-        raise ExportError(f"the tokenizer in {source_dir} defines neither a pad nor an eos token")
     return {
         "kind": "hf",
         "vocab_size": vocab_size,
@@ -65,3 +66,33 @@ def _bundle_hf_tokenizer(source_dir: Path, out_dir: Path, vocab_size: int) -> di
         "bos_id": None if tok.bos_token_id is None else int(tok.bos_token_id),
         "eos_id": None if eos_id is None else int(eos_id),
     }
+
+
+def check_tokenizer_fits(tok: Any, vocab_size: int, *, where: str) -> None:
+    """Refuse a tokenizer that can emit an id the model has no embedding row for.
+
+    Checks (each an ExportError naming the ids): every id of the tokenizer's vocabulary, added tokens
+    included, is below `vocab_size`; the bos/eos/pad/unk tokens exist in the tokenizer's own vocabulary
+    (transformers invents `<|endoftext|>` at id = len(vocab) for a tokenizer that defines no special
+    tokens, which devices would then refuse) and have ids below `vocab_size`. A tokenizer smaller than
+    the model (unused embedding rows) is fine.
+    """
+    backend = tok.backend_tokenizer
+    vocab = backend.get_vocab(with_added_tokens=True)
+    top_token, top_id = max(vocab.items(), key=lambda item: item[1]) if vocab else ("", -1)
+    if top_id >= vocab_size:
+        raise ExportError(
+            f"the tokenizer in {where} has ids up to {top_id} ({top_token!r}) but the model's vocabulary has "
+            f"{vocab_size} entries (ids 0..{vocab_size - 1}); use the tokenizer the model was trained with"
+        )
+    for role in ("bos", "eos", "pad", "unk"):
+        token = getattr(tok, f"{role}_token", None)
+        token_id = getattr(tok, f"{role}_token_id", None)
+        if token is None or token_id is None:
+            continue
+        if backend.token_to_id(str(token)) is None or int(token_id) >= vocab_size:
+            raise ExportError(
+                f"the tokenizer in {where} has no real {role} token: {str(token)!r} (id {token_id}) is not in "
+                f"its vocabulary or not below the model's vocabulary size {vocab_size}; define the special "
+                "tokens in the tokenizer files (special_tokens_map.json / tokenizer.json)"
+            )
