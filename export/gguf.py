@@ -177,7 +177,7 @@ def converted_dir(path: Path, cache_dir: Path, progress: Progress) -> tuple[Path
 
 def _convert(path: Path, out: Path, info: dict[str, Any], progress: Progress) -> None:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
     progress(

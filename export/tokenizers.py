@@ -92,7 +92,7 @@ def check_tokenizer_fits(tok: Any, vocab_size: int, *, where: str) -> None:
             continue
         if backend.token_to_id(str(token)) is None or int(token_id) >= vocab_size:
             raise ExportError(
-                f"the tokenizer in {where} has no real {role} token: {str(token)!r} (id {token_id}) is not in "
-                f"its vocabulary or not below the model's vocabulary size {vocab_size}; define the special "
-                "tokens in the tokenizer files (special_tokens_map.json / tokenizer.json)"
+                f"the tokenizer in {where} has no real {role} token: {str(token)!r} (id {token_id}) is "
+                f"not in its vocabulary or not below the model's vocabulary size {vocab_size}; "
+                "define the special tokens in the tokenizer files (special_tokens_map.json / tokenizer.json)"
             )
