@@ -78,6 +78,22 @@ def check_tokenizer_fits(tok: Any, vocab_size: int, *, where: str) -> None:
     the model (unused embedding rows) is fine.
     """
     backend = tok.backend_tokenizer
+    for role in ("bos", "eos", "pad", "unk"):
+        token = getattr(tok, f"{role}_token", None)
+        token_id = getattr(tok, f"{role}_token_id", None)
+        if token is None or token_id is None:
+            continue
+        if int(token_id) >= vocab_size:
+            raise ExportError(
+                f"the tokenizer in {where} has {role} token {str(token)!r} at id {token_id}, outside the "
+                f"model's vocabulary of {vocab_size} (transformers invents default special tokens for a "
+                "tokenizer whose files define none); define the special tokens in the tokenizer files"
+            )
+        if backend.token_to_id(str(token)) != int(token_id):
+            raise ExportError(
+                f"the tokenizer in {where} names {role} token {str(token)!r} (id {token_id}) that its "
+                "vocabulary does not hold; define the special tokens in the tokenizer files"
+            )
     vocab = backend.get_vocab(with_added_tokens=True)
     top_token, top_id = max(vocab.items(), key=lambda item: item[1]) if vocab else ("", -1)
     if top_id >= vocab_size:
@@ -85,14 +101,3 @@ def check_tokenizer_fits(tok: Any, vocab_size: int, *, where: str) -> None:
             f"the tokenizer in {where} has ids up to {top_id} ({top_token!r}) but the model's vocabulary has "
             f"{vocab_size} entries (ids 0..{vocab_size - 1}); use the tokenizer the model was trained with"
         )
-    for role in ("bos", "eos", "pad", "unk"):
-        token = getattr(tok, f"{role}_token", None)
-        token_id = getattr(tok, f"{role}_token_id", None)
-        if token is None or token_id is None:
-            continue
-        if backend.token_to_id(str(token)) is None or int(token_id) >= vocab_size:
-            raise ExportError(
-                f"the tokenizer in {where} has no real {role} token: {str(token)!r} (id {token_id}) is "
-                f"not in its vocabulary or not below the model's vocabulary size {vocab_size}; "
-                "define the special tokens in the tokenizer files (special_tokens_map.json / tokenizer.json)"
-            )
