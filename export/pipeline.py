@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -158,7 +159,10 @@ def run_export(options: ExportOptions, progress: Progress = print) -> Manifest:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
     try:
-        _export_into(staging, options, progress)
+        with warnings.catch_warnings():
+            # transformers' own deprecation notices (is_gradient_checkpointing, ...) are not the user's
+            warnings.simplefilter("ignore", FutureWarning)
+            _export_into(staging, options, progress)
         _publish(staging, out_dir)
     finally:
         if staging.exists():

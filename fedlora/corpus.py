@@ -267,7 +267,11 @@ def write_jsonl(records: Iterable[CorpusRecord], path: Path) -> Path:
 def read_jsonl(path: Path) -> list[CorpusRecord]:
     """Read a JSONL file written by `write_jsonl` (e.g. a cached corpus). Raises DecodeError if malformed."""
     records = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split at U+2028, U+0085 and friends, which
+    # json.dumps(ensure_ascii=False) leaves raw inside strings.
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
         try:
             obj = json.loads(line)
             records.append(

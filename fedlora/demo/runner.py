@@ -23,6 +23,7 @@ from fedlora.demo.configs import (
     gateway_config,
 )
 from fedlora.demo.monitor import BusEvent, BusObserver
+from fedlora.demo.presets import preset_for
 from fedlora.demo.processes import NodeProcess
 from fedlora.demo.workspace import BundleSpec, default_cache_dir, ensure_bundle, prepare_data
 from fl_protocol.config import load_fleet_keys
@@ -42,7 +43,9 @@ class DemoOptions:
     gateways: int = 2
     rounds: int = 5
     dropout: float = 0.25
-    broker: str = "embedded"
+    broker: str = "auto"
+    model: str = "tiny-llama"  # the command line defaults to presets.DEFAULT_MODEL
+    http_port: int | None = None  # status page on 127.0.0.1 (None: a free port; 0: none)
     out_dir: Path = Path("fedlora-out")
     report: Path | None = None
     seed: int = 0
@@ -60,12 +63,17 @@ class DemoOptions:
             raise ConfigError("--rounds must be at least 1")
 
 
+LOCAL_BROKERS = {"auto": "auto", "embedded": "amqtt", "amqtt": "amqtt", "mosquitto": "mosquitto"}
+
+
 def parse_broker(spec: str) -> tuple[str, int] | None:
-    """None for "embedded", else (host, port) from mqtt://HOST:PORT."""
-    if spec == "embedded":
+    """None for a local broker the demo starts ('auto', 'embedded', 'mosquitto'), else (host, port)."""
+    if spec in LOCAL_BROKERS:
         return None
     if not spec.startswith("mqtt://") or ":" not in spec[7:]:
-        raise ConfigError(f"--broker must be 'embedded' or mqtt://HOST:PORT, got {spec!r}")
+        raise ConfigError(
+            f"--broker must be 'auto', 'embedded', 'mosquitto' or mqtt://HOST:PORT, got {spec!r}"
+        )
     host, _, port = spec[7:].rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--broker port must be 1..65535, got {port!r}")
@@ -116,6 +124,7 @@ def _write_configs(
     data_dirs: list[Path],
     settings: DemoSettings,
     device_gateway: dict[str, str],
+    http_port: int,
 ) -> _Federation:
     nodes = work / "fleet" / "nodes"
     logs = work / "logs"
@@ -132,7 +141,7 @@ def _write_configs(
             bundle_dir=bundle,
             store_dir=store_dir,
             settings=settings,
-            http_port=0,
+            http_port=http_port,
             mqtt_version=mqtt_version,
         )
     )
@@ -337,6 +346,24 @@ def _round_line(r: dict[str, Any], selected: int | None = None) -> str:
     )
 
 
+def _status_port(options: DemoOptions) -> int:
+    if options.http_port is not None:
+        return options.http_port
+    from fedlora.embedded_broker import _free_port
+
+    return _free_port("127.0.0.1")
+
+
+def _settings(options: DemoOptions, gateways: list[str]) -> DemoSettings:
+    preset = preset_for(options.model)
+    return DemoSettings(
+        rounds=options.rounds,
+        gateways=tuple(gateways),
+        total_devices=options.devices,
+        **{**preset.settings, **options.settings_overrides},
+    )
+
+
 def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     """Run the whole demo; returns the exit code (0 only if every round completed)."""
     from fedlora.demo.finish import finish_demo  # torch-free until evaluation
@@ -346,55 +373,57 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    progress("[1/6] model bundle")
-    bundle = ensure_bundle(BundleSpec(seed=options.seed), options.cache_dir, progress)
+    preset = preset_for(options.model)
+    progress(f"[1/6] model bundle: {options.model}")
+    spec = BundleSpec(model=options.model, seq_len=preset.seq_len, seed=options.seed)
+    bundle = ensure_bundle(spec, options.cache_dir, progress)
     progress(f"[2/6] corpus: stdlib docstrings, {options.devices} non-IID shards")
     data = prepare_data(work / "data", num_devices=options.devices, seed=options.seed)
     progress(
         f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)"
     )
     gateways, device_gateway = _provision(work, options)
-    settings = DemoSettings(
-        rounds=options.rounds,
-        gateways=tuple(gateways),
-        total_devices=options.devices,
-        **options.settings_overrides,
-    )
+    settings = _settings(options, gateways)
     broker_addr = parse_broker(options.broker)
-    embedded = None
+    local = None
     if broker_addr is None:
-        from fedlora.embedded_broker import EmbeddedBroker
+        from fedlora.embedded_broker import start_local_broker
 
-        embedded = EmbeddedBroker()
-        embedded.start()
-        broker_addr = (embedded.host, embedded.port)
+        local = start_local_broker(work / "broker", prefer=LOCAL_BROKERS[options.broker])
+        broker_addr = (local.host, local.port)
     progress(
         f"[4/6] starting nodes on broker {broker_addr[0]}:{broker_addr[1]}"
-        f"{' (embedded amqtt)' if embedded else ''}; logs in {work / 'logs'}"
+        f"{f' (local {local.kind})' if local else ''}; logs in {work / 'logs'}"
     )
-    fed = _write_configs(work, options, broker_addr, bundle, data.device_dirs, settings, device_gateway)
+    http_port = _status_port(options)
+    fed = _write_configs(
+        work, options, broker_addr, bundle, data.device_dirs, settings, device_gateway, http_port
+    )
     observer = BusObserver(
         FLEET,
         load_fleet_keys(fed.fleet_keys_file),
         broker_addr,
-        mqtt_version=EMBEDDED_BROKER_MQTT_VERSION if embedded is not None else "5",
+        mqtt_version=EMBEDDED_BROKER_MQTT_VERSION if local is not None else "5",
     )
     started = time.monotonic()
+    code = 1
+    driver = _Driver(fed, options, observer, progress)
     try:
         observer.start()
         for proc in [*fed.gateways, *fed.devices]:
             proc.start()
         _wait_online(observer, [p.node_id for p in [*fed.gateways, *fed.devices]], progress)
         fed.cloud.start()
+        if http_port:
+            progress(f"status page: http://127.0.0.1:{http_port}/ (live while the federation runs)")
         per_round_s = sum((settings.stage_timeouts_s or DEFAULT_TIMEOUTS_S).values()) + 30
-        driver = _Driver(fed, options, observer, progress)
         code = driver.run(started + options.rounds * 3 * per_round_s + 120)
     finally:
         for proc in fed.all:
             proc.stop()
         observer.stop()
-        if embedded is not None:
-            embedded.stop()
+        if local is not None:
+            local.stop()
     progress(f"federation finished in {time.monotonic() - started:.1f} s (cloud exit code {code})")
     if code != 0:
         progress(f"cloud log tail:\n{fed.cloud.log_tail()}")
@@ -408,12 +437,17 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         code=code,
         progress=progress,
         alive_at_task=driver.alive_at_task,
+        preset=preset,
         config={
             **asdict(settings),
+            "model": options.model,
+            "bundle_dir": str(bundle),
             "devices": options.devices,
             "dropout": options.dropout,
-            "broker": options.broker,
+            "broker": options.broker if local is None else f"{options.broker} ({local.kind})",
             "seed": options.seed,
+            "seq_len": preset.seq_len,
+            "status_page_port": http_port or None,
         },
     )
 

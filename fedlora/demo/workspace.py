@@ -37,9 +37,10 @@ class BundleSpec:
 
 
 def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/fedlora, else ~/.cache/fedlora."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fedlora"
+    """$FEDLORA_CACHE_DIR, else $XDG_CACHE_HOME/fedlora, else ~/.cache/fedlora (as `fedlora export`)."""
+    from export.gguf import default_cache_dir as export_cache_dir  # stdlib-only module
+
+    return export_cache_dir()
 
 
 def _cache_key(spec: BundleSpec) -> str:
@@ -78,9 +79,13 @@ def ensure_bundle(spec: BundleSpec, cache_dir: Path, progress: Progress) -> Path
             lora_alpha=spec.lora_alpha,
             seq_len=spec.seq_len,
             seed=spec.seed,
+            cache_dir=cache_dir,
         ),
         progress=lambda line: progress(f"  {line}"),
     )
+    if target.exists():  # a concurrent demo published it first
+        shutil.rmtree(staging)
+        return target
     staging.rename(target)  # atomic publish: a killed export never leaves a half bundle under the key
     return target
 

