@@ -32,6 +32,11 @@ class DemoPreset:
     settings: dict[str, Any] = field(default_factory=dict)  # DemoSettings fields
     eval_max_rows: int | None = None  # held-out rows evaluated per version (None: all)
     completion_tokens: int = 24
+    # A dropped device is killed this many seconds after the task (before, during or after its upload).
+    kill_window_s: tuple[float, float] = (0.3, 6.0)
+    # Restart a killed device this many seconds after the kill (None: when the next task goes out).
+    restart_after_s: float | None = None
+    online_timeout_s: float = 120.0  # how long the demo waits for every node before starting the cloud
 
 
 TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens=32)
@@ -41,7 +46,7 @@ TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens
 REAL_TIMEOUTS_S = {
     "advertise": 45.0,
     "shares": 15.0,
-    "masked": 240.0,
+    "masked": 300.0,
     "consistency": 15.0,
     "unmask": 15.0,
     "partial": 30.0,
@@ -65,6 +70,11 @@ REAL = DemoPreset(
         "stage_timeouts_s": REAL_TIMEOUTS_S,
     },
     eval_max_rows=16,
+    # Killed while the cohort forms (the gateway then drops it after the short shares stage, not after
+    # the long training stage) and restarted at once, so it has loaded the model by the next round.
+    kill_window_s=(0.3, 3.0),
+    restart_after_s=5.0,
+    online_timeout_s=300.0,
 )
 
 

@@ -31,7 +31,6 @@ from fl_protocol.errors import EXIT_ROLE_FAULT, ConfigError, FedloraError
 
 Progress = Callable[[str], None]
 FLEET = "demo"
-DOWN_S = (0.3, 6.0)  # a dropped device dies this many seconds after the task: before, during or after upload
 MAX_RESTARTS = 3  # per node: a role that exits on a fault is restarted from its durable state this often
 
 
@@ -242,8 +241,10 @@ class _Driver:
     ) -> None:
         self.fed, self.options, self.observer, self.progress = fed, options, observer, progress
         self.rng = random.Random(options.seed)
+        self.preset = preset_for(options.model)
         self.kill_at: dict[str, float] = {}
         self.to_restart: list[NodeProcess] = []
+        self.restart_at: dict[str, float] = {}  # presets with restart_after_s: node id -> when
         self.seen_rounds: set[int] = set()
         self.reported: set[int] = set()
         self.round_started: dict[int, float] = {}
@@ -307,7 +308,7 @@ class _Driver:
         victims = self.rng.sample(self.fed.devices, count) if count else []
         now = time.monotonic()
         for proc in victims:
-            self.kill_at[proc.node_id] = now + self.rng.uniform(*DOWN_S)
+            self.kill_at[proc.node_id] = now + self.rng.uniform(*self.preset.kill_window_s)
         names = ", ".join(sorted(p.node_id for p in victims)) or "none"
         self.progress(f"round {round_id}: task out; {len(self.fed.devices)} devices, dropping {names}")
 
@@ -319,10 +320,19 @@ class _Driver:
                 del self.kill_at[proc.node_id]
                 proc.kill()
                 self.to_restart.append(proc)
+                if self.preset.restart_after_s is not None:
+                    self.restart_at[proc.node_id] = now + self.preset.restart_after_s
+        for proc in list(self.to_restart):
+            due = self.restart_at.get(proc.node_id)
+            if due is not None and now >= due:
+                del self.restart_at[proc.node_id]
+                proc.start()  # back before the next task: a real model takes a while to load
+                self.to_restart.remove(proc)
 
     def _restart_dropped(self) -> None:
         for proc in self.to_restart:
             proc.start()
+            self.restart_at.pop(proc.node_id, None)
         self.to_restart.clear()
 
     def _report_new_rounds(self) -> None:
@@ -412,7 +422,12 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         observer.start()
         for proc in [*fed.gateways, *fed.devices]:
             proc.start()
-        _wait_online(observer, [p.node_id for p in [*fed.gateways, *fed.devices]], progress)
+        _wait_online(
+            observer,
+            [p.node_id for p in [*fed.gateways, *fed.devices]],
+            progress,
+            timeout_s=preset.online_timeout_s,
+        )
         fed.cloud.start()
         if http_port:
             progress(f"status page: http://127.0.0.1:{http_port}/ (live while the federation runs)")
