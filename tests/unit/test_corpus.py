@@ -133,3 +133,13 @@ def test_written_shards_load_as_device_data_directories(corpus: list[CorpusRecor
     bad.write_text(bad.read_text() + '{"text": "no tier"}\n')
     with pytest.raises(DecodeError):
         read_jsonl(bad)
+
+
+def test_jsonl_with_raw_line_separators_reads_back_whole(tmp_path: Path) -> None:
+    """U+2028 and U+0085 are valid raw inside JSON strings: they must not split a record."""
+    records = [
+        CorpusRecord("line\u2028separator and\u0085next line", "public", "m", "text", "m.a"),
+        CorpusRecord("paragraph\u2029end\x1c\x1d\x1e", "personal", "m", "text", "m.b"),
+    ]
+    path = write_jsonl(records, tmp_path / "data.jsonl")
+    assert read_jsonl(path) == records
