@@ -81,12 +81,13 @@ def ensure_bundle(spec: BundleSpec, cache_dir: Path, progress: Progress) -> Path
             seed=spec.seed,
             cache_dir=cache_dir,
         ),
-        progress=lambda line: progress(f"  {line}"),
+        progress=lambda line: None if line.startswith("bundle ready") else progress(f"  {line}"),
     )
     if target.exists():  # a concurrent demo published it first
         shutil.rmtree(staging)
         return target
     staging.rename(target)  # atomic publish: a killed export never leaves a half bundle under the key
+    progress(f"  bundle ready: {target}")
     return target
 
 
