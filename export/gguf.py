@@ -119,8 +119,10 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         data_end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on bad input
         raise ExportError(f"{path} is not a readable GGUF file (corrupt or truncated): {exc}") from exc
-    if data_end > path.stat().st_size or tensors == 0:
+    if data_end > path.stat().st_size:
         raise ExportError(f"{path} is truncated: its tensors need {data_end} bytes, the file has fewer")
+    if tensors == 0:
+        raise ExportError(f"{path} holds no tensors: not a model GGUF file")
     architecture = _string_field(fields, "general.architecture")
     if architecture is None:
         raise ExportError(f"{path} has no general.architecture: not a model GGUF file")
