@@ -390,7 +390,8 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
     progress(f"[2/6] corpus: stdlib docstrings, {options.devices} non-IID shards")
     data = prepare_data(work / "data", num_devices=options.devices, seed=options.seed)
     progress(
-        f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateways, {options.devices} devices (keys, certs)"
+        f"[3/6] fleet '{FLEET}': cloud, {options.gateways} gateway(s), {options.devices} devices "
+        "(keys, certs)"
     )
     gateways, device_gateway = _provision(work, options)
     settings = _settings(options, gateways)
