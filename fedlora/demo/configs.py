@@ -38,6 +38,7 @@ class DemoSettings:
     qffl_q: float = 1.0
     weight_reference: float = 6.0  # q-FFL: loss at which w = 1 (the tiny model starts near ln 260 ≈ 5.6)
     stage_timeouts_s: Mapping[str, float] | None = None
+    keepalive_s: int = 20  # MQTT keepalive of every node (a busy 2-core box needs more for a real model)
 
 
 # Seconds per stage. A stage closes early once every expected device answered, so these only bound how
@@ -90,10 +91,16 @@ def _common(
     broker: tuple[str, int],
     gateway: str | None = None,
     mqtt_version: str | None = None,
+    keepalive_s: int = 20,
 ) -> dict[str, dict[str, Any]]:
     return {
         "node": {"id": node_id, "role": role, "fleet": fleet, "gateway": gateway},
-        "broker": {"host": broker[0], "port": broker[1], "keepalive_s": 20, "mqtt_version": mqtt_version},
+        "broker": {
+            "host": broker[0],
+            "port": broker[1],
+            "keepalive_s": keepalive_s,
+            "mqtt_version": mqtt_version,
+        },
         "identity": {
             "signing_key_file": node_dir / "signing.key",
             "fleet_keys_file": node_dir / "fleet_keys.json",
@@ -111,9 +118,12 @@ def cloud_config(
     settings: DemoSettings,
     http_port: int,
     mqtt_version: str | None = None,
+    keepalive_s: int = 20,
 ) -> str:
     """cloud.toml for the demo."""
-    tables = _common(node_dir, "cloud", "cloud", fleet, broker, mqtt_version=mqtt_version)
+    tables = _common(
+        node_dir, "cloud", "cloud", fleet, broker, mqtt_version=mqtt_version, keepalive_s=settings.keepalive_s
+    )
     tables["cloud"] = {
         "bundle_dir": bundle_dir,
         "rounds": settings.rounds,
@@ -164,9 +174,12 @@ def gateway_config(
     min_cohort: int,
     hooks_dir: Path | None = None,
     mqtt_version: str | None = None,
+    keepalive_s: int = 20,
 ) -> str:
     """gateway.toml for the demo; `hooks_dir` turns on the unmasked-sum test hook (tests only)."""
-    tables = _common(node_dir, gateway, "gateway", fleet, broker, mqtt_version=mqtt_version)
+    tables = _common(
+        node_dir, gateway, "gateway", fleet, broker, mqtt_version=mqtt_version, keepalive_s=keepalive_s
+    )
     tables["gateway"] = {"min_cohort": min_cohort, "state_db": state_db}
     if hooks_dir is not None:
         tables["debug"] = {"unmasked_sums_dir": hooks_dir / "sums"}
@@ -187,12 +200,15 @@ def device_config(
     data_seed: int,
     hooks_dir: Path | None = None,
     mqtt_version: str | None = None,
+    keepalive_s: int = 20,
 ) -> str:
     """device.toml for the demo: ORT backend on CPU, the demo tier as the default tier of its records.
 
     `hooks_dir` turns on the plain-update test hook (tests only: it writes pre-mask updates to disk).
     """
-    tables = _common(node_dir, device, "device", fleet, broker, gateway, mqtt_version)
+    tables = _common(
+        node_dir, device, "device", fleet, broker, gateway, mqtt_version, keepalive_s=keepalive_s
+    )
     tables["device"] = {
         "bundle_dir": bundle_dir,
         "data_dir": data_dir,

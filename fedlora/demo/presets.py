@@ -68,6 +68,7 @@ REAL = DemoPreset(
         "sparsity_fraction": 1.0,
         "weight_reference": 3.7,
         "stage_timeouts_s": REAL_TIMEOUTS_S,
+        "keepalive_s": 60,
     },
     eval_max_rows=16,
     # Killed while the cohort forms (the gateway then drops it after the short shares stage, not after

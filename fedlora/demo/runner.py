@@ -158,6 +158,7 @@ def _write_configs(
                 min_cohort=settings.min_survivors,
                 hooks_dir=options.test_hooks_dir,
                 mqtt_version=mqtt_version,
+                keepalive_s=settings.keepalive_s,
             )
         )
         gw_procs.append(
@@ -187,6 +188,7 @@ def _write_configs(
                 data_seed=options.seed + index,
                 hooks_dir=options.test_hooks_dir,
                 mqtt_version=mqtt_version,
+                keepalive_s=settings.keepalive_s,
             )
         )
         dev_procs.append(
