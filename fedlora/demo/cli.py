@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from fedlora.demo.presets import DEFAULT_MODEL, preset_for
@@ -110,4 +111,9 @@ def run(args: argparse.Namespace) -> int:
         settings_overrides=overrides,
         verbose=args.verbose_nodes,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the node processes too, as Ctrl-C does
     return run_demo(options, progress=lambda line: print(line, flush=True))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
