@@ -37,6 +37,8 @@ class DemoPreset:
     # Restart a killed device this many seconds after the kill (None: when the next task goes out).
     restart_after_s: float | None = None
     online_timeout_s: float = 120.0  # how long the demo waits for every node before starting the cloud
+    # Multiply the stage deadlines by the load average per core (1..8) measured at start.
+    scale_timeouts_with_load: bool = False
 
 
 TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens=32)
@@ -44,9 +46,9 @@ TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens
 # Seconds per stage for a 135M model on a loaded 2-core box: advertising waits for restarted devices to
 # reload the model, "masked" covers 8 training steps of 4 device processes sharing the cores.
 REAL_TIMEOUTS_S = {
-    "advertise": 45.0,
+    "advertise": 30.0,
     "shares": 15.0,
-    "masked": 300.0,
+    "masked": 180.0,
     "consistency": 15.0,
     "unmask": 15.0,
     "partial": 30.0,
@@ -75,7 +77,8 @@ REAL = DemoPreset(
     # the long training stage) and restarted at once, so it has loaded the model by the next round.
     kill_window_s=(0.3, 3.0),
     restart_after_s=5.0,
-    online_timeout_s=300.0,
+    online_timeout_s=600.0,
+    scale_timeouts_with_load=True,
 )
 
 

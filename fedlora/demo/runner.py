@@ -4,6 +4,7 @@ with injected dropouts and live progress, then evaluate and write report.json, l
 from __future__ import annotations
 
 import json
+import os
 import queue
 import random
 import shutil
@@ -366,13 +367,25 @@ def _status_port(options: DemoOptions) -> int:
     return _free_port("127.0.0.1")
 
 
-def _settings(options: DemoOptions, gateways: list[str]) -> DemoSettings:
+def load_factor() -> float:
+    """How oversubscribed this machine is: 1-minute load average per core, clamped to [1, 8]."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1.0
+    return min(8.0, max(1.0, load / (os.cpu_count() or 1)))
+
+
+def _settings(options: DemoOptions, gateways: list[str], progress: Progress) -> DemoSettings:
     preset = preset_for(options.model)
+    values = {**preset.settings, **options.settings_overrides}
+    factor = load_factor()
+    if preset.scale_timeouts_with_load and factor > 1.0 and "stage_timeouts_s" in preset.settings:
+        # A real model on a busy box: every stage takes longer; scale the deadlines, not the work.
+        values["stage_timeouts_s"] = {k: v * factor for k, v in values["stage_timeouts_s"].items()}
+        progress(f"  machine load {factor:.1f}x its cores: stage deadlines scaled by {factor:.1f}")
     return DemoSettings(
-        rounds=options.rounds,
-        gateways=tuple(gateways),
-        total_devices=options.devices,
-        **{**preset.settings, **options.settings_overrides},
+        rounds=options.rounds, gateways=tuple(gateways), total_devices=options.devices, **values
     )
 
 
@@ -396,7 +409,7 @@ def run_demo(options: DemoOptions, progress: Progress = print) -> int:
         "(keys, certs)"
     )
     gateways, device_gateway = _provision(work, options)
-    settings = _settings(options, gateways)
+    settings = _settings(options, gateways, progress)
     broker_addr = parse_broker(options.broker)
     local = None
     if broker_addr is None:
