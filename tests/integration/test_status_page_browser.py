@@ -88,7 +88,7 @@ def test_demo_prints_its_status_page_and_the_page_shows_the_rounds(tmp_path: Pat
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), FEDLORA_CACHE_DIR=str(tmp_path / "cache"))
     command = [sys.executable, "-m", "fedlora.cli", "demo", "--model", "tiny-llama", "--devices", "4"]
-    command += ["--rounds", "3", "--dropout", "0", "--out", str(tmp_path / "out")]
+    command += ["--rounds", "5", "--dropout", "0", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url, dom, lines = None, "", []
     try:
@@ -97,8 +97,8 @@ def test_demo_prints_its_status_page_and_the_page_shows_the_rounds(tmp_path: Pat
             lines.append(line)
             found = re.search(r"status page: (http://127\.0\.0\.1:\d+/)", line)
             url = found.group(1) if found else url
-            if url and line.startswith("round 2: done"):
-                dom = _dump_dom(url, tmp_path)
+            if url and not dom and line.startswith("round 1: done"):
+                dom = _dump_dom(url, tmp_path)  # four more rounds keep the cloud (and its page) up
         code = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
@@ -106,8 +106,8 @@ def test_demo_prints_its_status_page_and_the_page_shows_the_rounds(tmp_path: Pat
     output = "".join(lines)
     assert code == 0, output[-3000:]
     assert url is not None, output[-3000:]
-    assert dom.count('class="round-row"') >= 2, dom[:2000]
-    assert "demo" in dom and "<polyline" in dom
+    assert dom.count('class="round-row"') >= 1, dom[:2000] + output[-3000:]
+    assert 'data-round="1"' in dom and "demo" in dom and "<polyline" in dom
 
 
 def _dump_dom(url: str, tmp_path: Path) -> str:
