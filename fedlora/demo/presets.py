@@ -41,7 +41,16 @@ class DemoPreset:
     scale_timeouts_with_load: bool = False
 
 
-TINY = DemoPreset(devices=8, gateways=2, rounds=5, seq_len=64, completion_tokens=32)
+# The cloud refuses a ring that cannot hold n clients' q-bit values plus the summed DP noise: with 8-10
+# devices and noise multiplier 0.5, 11-bit values in a 32-bit ring fit (12-bit ones would need 33 bits).
+TINY = DemoPreset(
+    devices=8,
+    gateways=2,
+    rounds=5,
+    seq_len=64,
+    settings={"quant_bits": 11, "ring_bits": 32},
+    completion_tokens=32,
+)
 
 # Seconds per stage for a 135M model on a loaded 2-core box: advertising waits for restarted devices to
 # reload the model, "masked" covers 8 training steps of 4 device processes sharing the cores.
