@@ -42,13 +42,13 @@ class DemoPreset:
 
 
 # The cloud refuses a ring that cannot hold n clients' q-bit values plus the summed DP noise: with 8-10
-# devices and noise multiplier 0.5, 11-bit values in a 32-bit ring fit (12-bit ones would need 33 bits).
+# devices and noise multiplier 0.5, 10-bit values in a 32-bit ring fit (12-bit ones would need 33 bits).
 TINY = DemoPreset(
     devices=8,
     gateways=2,
     rounds=5,
     seq_len=64,
-    settings={"quant_bits": 11, "ring_bits": 32},
+    settings={"quant_bits": 10, "ring_bits": 32},
     completion_tokens=32,
 )
 
