@@ -38,6 +38,7 @@ class LocalBroker(Protocol):
     host: str
     port: int
     kind: str  # "mosquitto" or "amqtt"
+    mqtt_version: str  # what clients should speak: amqtt 0.12 never answers an MQTT 5 CONNECT
 
     def stop(self) -> None: ...
 
@@ -62,6 +63,7 @@ class EmbeddedBroker:
     """amqtt in-process. Start with `start()`, stop with `stop()`; clients connect to 127.0.0.1:`port`."""
 
     kind = "amqtt"
+    mqtt_version = "3.1.1"  # amqtt 0.12 leaves an MQTT 5 CONNECT unanswered
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -141,6 +143,7 @@ class MosquittoBroker:
     """A mosquitto child process on 127.0.0.1:`port`, anonymous, no persistence; log in `workdir`."""
 
     kind = "mosquitto"
+    mqtt_version = "5"
 
     def __init__(self, workdir: Path, *, executable: str, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host

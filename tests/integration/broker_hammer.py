@@ -16,7 +16,10 @@ from fl_transport.mqtt import MqttConnection, MqttSettings
 
 def _churn(port: int, index: int, publisher: MqttConnection, stop_at: float) -> None:
     while time.monotonic() < stop_at:
-        client = MqttConnection(MqttSettings("127.0.0.1", port, f"c{index}"), lambda _t, _p: None)
+        client = MqttConnection(
+            MqttSettings("127.0.0.1", port, f"c{index}", mqtt_version=EmbeddedBroker.mqtt_version),
+            lambda _t, _p: None,
+        )
         for j in range(5):
             client.subscribe("fl/v1/demo/status/+")
             client.subscribe(f"fl/v1/demo/x{index}/{j}/#")
@@ -31,7 +34,9 @@ def _churn(port: int, index: int, publisher: MqttConnection, stop_at: float) -> 
 def main(seconds: float, threads: int) -> None:
     broker = EmbeddedBroker()
     broker.start()
-    publisher = MqttConnection(MqttSettings("127.0.0.1", broker.port, "pub"), lambda _t, _p: None)
+    publisher = MqttConnection(
+        MqttSettings("127.0.0.1", broker.port, "pub", mqtt_version=broker.mqtt_version), lambda _t, _p: None
+    )
     publisher.start()
     publisher.wait_connected(10)
     for i in range(30):

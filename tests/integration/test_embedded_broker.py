@@ -67,11 +67,16 @@ def test_local_broker_carries_messages(prefer: str, tmp_path: Path) -> None:
         expected = "mosquitto" if prefer == "auto" and shutil.which("mosquitto") else "amqtt"
         assert broker.kind == expected
         inbox: queue.Queue = queue.Queue()
-        sub = MqttConnection(MqttSettings("127.0.0.1", broker.port, "sub"), lambda t, p: inbox.put((t, p)))
+        sub = MqttConnection(
+            MqttSettings("127.0.0.1", broker.port, "sub", mqtt_version=broker.mqtt_version),
+            lambda t, p: inbox.put((t, p)),
+        )
         sub.subscribe("fl/v1/demo/#")
         sub.start()
         sub.wait_connected(10)
-        pub = MqttConnection(MqttSettings("127.0.0.1", broker.port, "pub"), lambda t, p: None)
+        pub = MqttConnection(
+            MqttSettings("127.0.0.1", broker.port, "pub", mqtt_version=broker.mqtt_version), lambda t, p: None
+        )
         pub.start()
         pub.wait_connected(10)
         pub.publish("fl/v1/demo/status/x", b"hello", retain=True)
