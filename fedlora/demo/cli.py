@@ -91,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.noise_multiplier is not None:
         overrides["noise_multiplier"] = args.noise_multiplier
         overrides["mechanism"] = "none" if args.noise_multiplier == 0 else "skellam"
+        if args.noise_multiplier > 0 and "quant_bits" not in preset.settings:
+            # The cloud refuses a ring that cannot hold the summed noise (noise added after the q-bit
+            # clamp). On the real model's 460,800 values 12-bit values in a 20-bit ring leave no room;
+            # 8-bit values in a 32-bit ring hold noise multipliers up to about 10 for a few devices, and
+            # at that noise level the quantization error is negligible next to the DP noise.
+            overrides["quant_bits"] = 8
+            overrides["ring_bits"] = 32
     mechanism = overrides.get("mechanism", preset.settings.get("mechanism", "skellam"))
     if args.weighting not in (None, "uniform") and mechanism != "none":
         from fl_protocol.errors import ConfigError
