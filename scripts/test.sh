@@ -16,4 +16,4 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"
