@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fl_transport import stderr_handler
+
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -68,14 +70,8 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def configure_logging(node_id: str, current_round: Callable[[], int | None], level: str) -> None:
-    """Replace the root handlers with one JSON-lines handler on stderr (the CLI entry only)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter(node_id, current_round))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    """One JSON-lines handler on the current stderr replaces fedlora's plain-text one (CLI entry only)."""
+    stderr_handler.install(JsonLineFormatter(node_id, current_round), level.upper())
 
 
 def ledger_reset(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from fl_protocol.errors import FedloraError
+from fl_transport import stderr_handler
 
 # name -> (module, one-line help). Order is the order shown in --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr_handler.install(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"), level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
