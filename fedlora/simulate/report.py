@@ -1,7 +1,8 @@
 """`fedlora simulate` outputs: the live per-round table, report.json and the plot.
 
 report.json keeps the demo's stable keys (fedlora/demo/report.py: config, rounds[] with round, selected,
-survivors, dropped, train_loss, eval_loss, uplink_bytes_per_device, dense_fp32_bytes, epsilon, delta,
+survivors, dropped, train_loss, eval_loss, eval_perplexity, uplink_bytes_per_device, dense_fp32_bytes,
+epsilon, delta,
 seconds; final) and adds the modelled times and byte totals. In a simulation `seconds` is the round's
 MODELLED wall-clock (docs/simulate.md); the time this machine spent simulating it is `sim_seconds`.
 Byte counts are measured sizes of the frames the devices sent (uplink) and of the model frame (downlink).
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedlora.demo.report import ROUND_KEYS
+from fedlora.demo.report import ROUND_KEYS, perplexity
 
 if TYPE_CHECKING:
     from fedlora.simulate.config import SimConfig
@@ -52,6 +53,7 @@ def round_row(
         "dropped": outcome.selected - outcome.survivors,
         "train_loss": outcome.train_loss,
         "eval_loss": eval_loss,
+        "eval_perplexity": perplexity(eval_loss),
         "uplink_bytes_per_device": _mean(outcome.update_frame_bytes),
         "dense_fp32_bytes": 4 * dimension,
         "epsilon": outcome.epsilon,
@@ -86,6 +88,7 @@ def build_report(
         )
     final = {
         "eval_loss": eval_losses[-1],
+        "eval_perplexity": perplexity(eval_losses[-1]),
         "initial_eval_loss": eval_losses[0],
         "epsilon": rows[-1]["epsilon"] if rows else None,
         "adapter_dir": None,

@@ -17,6 +17,7 @@ from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort, MaskedUpdate
 from fl_protocol.topics import (
     Stage,
+    abort_topic,
     device_stage_topic,
     gateway_stage_topic,
     parse_topic,
@@ -142,8 +143,11 @@ def test_below_min_cohort_aborts_and_releases_nothing(tmp_path: Path) -> None:
         _upload(gateway, task, node, updates[node])
     clock.now_ms = task.deadlines_ms["masked"]
     gateway.tick()
-    assert [topic for topic, _ in sent] == [gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)]
-    _h, abort = gateway.identity.decode(sent[0][1], Abort, senders={GATEWAY})
+    # The signed Abort goes to the devices (roster topic) and to the cloud (abort topic), nothing else.
+    roster_topic = gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)
+    assert sorted(topic for topic, _ in sent) == sorted([roster_topic, abort_topic(FLEET, 1, GATEWAY)])
+    frame = next(payload for topic, payload in sent if topic == roster_topic)
+    _h, abort = gateway.identity.decode(frame, Abort, senders={GATEWAY})
     assert "below the minimum cohort" in abort.reason
     assert gateway.store.latest_round().state == "aborted"  # type: ignore[union-attr]
 

@@ -20,7 +20,14 @@ from fl_protocol.errors import ProtocolError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort, Survivors, UnmaskRequest
 from fl_protocol.secagg.simulate import Simulation
-from fl_protocol.topics import Stage, device_stage_topic, gateway_stage_topic, parse_topic, task_topic
+from fl_protocol.topics import (
+    Stage,
+    abort_topic,
+    device_stage_topic,
+    gateway_stage_topic,
+    parse_topic,
+    task_topic,
+)
 from fl_protocol.wire.messages import RoundTask
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings
 from tests.integration.gateway_scripted import (
@@ -133,8 +140,11 @@ def test_gateway_setting_cannot_lower_the_task_floor(tmp_path: Path) -> None:
         )
     now[0] = task.deadlines_ms["advertise"]
     gateway.tick()
-    assert [topic for topic, _ in sent] == [gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)]
-    _h, abort = gateway.identity.decode(sent[0][1], Abort, senders={GATEWAY})
+    # The signed Abort goes to the devices (roster topic) and to the cloud (abort topic), nothing else.
+    roster_topic = gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)
+    assert sorted(topic for topic, _ in sent) == sorted([roster_topic, abort_topic(FLEET, 1, GATEWAY)])
+    frame = next(payload for topic, payload in sent if topic == roster_topic)
+    _h, abort = gateway.identity.decode(frame, Abort, senders={GATEWAY})
     assert "below the minimum of 3" in abort.reason
 
 

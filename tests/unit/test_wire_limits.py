@@ -6,6 +6,7 @@ and reach the body decoder: the position of a hostile but provisioned node.
 
 from __future__ import annotations
 
+import gc
 import struct
 import time
 import tracemalloc
@@ -133,11 +134,19 @@ def _arrays_body(count: int) -> bytes:
 def _cost(cls: type, frame: bytes) -> tuple[float, int]:
     """(thread CPU seconds, peak traced bytes) of decoding `frame` as `cls`; it must be a DecodeError.
 
-    Timed without tracemalloc (which slows allocation-heavy code several-fold), then traced once more."""
-    started = time.thread_time()
-    with pytest.raises(DecodeError):
-        _decode(cls, frame)
-    seconds = time.thread_time() - started
+    Timed without tracemalloc (which slows allocation-heavy code several-fold), then traced once more.
+    The objects the test process already holds are frozen out of the cyclic collector first: otherwise a
+    full collection that the decoder's allocations happen to trigger walks the whole suite's heap (torch,
+    every collected test: seconds) and is billed to the decoder. A role process's heap is small."""
+    gc.collect()
+    gc.freeze()
+    try:
+        started = time.thread_time()
+        with pytest.raises(DecodeError):
+            _decode(cls, frame)
+        seconds = time.thread_time() - started
+    finally:
+        gc.unfreeze()
     tracemalloc.start()
     try:
         with pytest.raises(DecodeError):
