@@ -185,10 +185,13 @@ class MqttConnection:
         """Publish; with `durable` the message goes through the outbox and survives a crash before PUBACK.
 
         A message above the broker's packet limit is sent as signed chunks (with a ChunkCodec), else
-        TransportError. Before the first CONNACK (limit unknown) the message waits for it.
+        TransportError. Before the first CONNACK (limit unknown) the message waits for it; one that the
+        learned limit then rules out is logged at ERROR (the caller has returned by then).
         """
+        # Refuse at once whatever the known limit rules out: nothing unsendable goes into the outbox, and a
+        # publish made between the CONNACK and the release of held messages is not deferred to a log line.
+        self._refuse_oversize(topic, len(payload), qos)
         if durable and qos > 0 and self._outbox is not None:
-            self._refuse_oversize(topic, len(payload), qos)  # nothing unsendable goes into the outbox
             entry = self._outbox.add(topic, payload, qos=qos, retain=retain)
             self._submit(_Outgoing(topic, payload, qos, retain, entry.key))
             return
