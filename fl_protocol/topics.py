@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from fl_protocol.errors import ConfigError, DecodeError
+from fl_protocol.stages import DOWNLINK_STAGES, UPLINK_STAGES, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -24,25 +25,6 @@ PROTOCOL_PREFIX = "fl/v1"
 MAX_ID_CHARS = 64
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _INT_RE = re.compile(r"0|[1-9][0-9]{0,18}")
-
-
-class Stage(str, Enum):
-    """Secure-aggregation stages that appear as a topic level (DESIGN.md §4 steps 2-7)."""
-
-    # device -> gateway: gw/{gw}/round/{r}/{stage}/{device}
-    ADVERTISE = "advertise"
-    SHARES = "shares"
-    MASKED = "masked"
-    CONSISTENCY = "consistency"
-    UNMASK = "unmask"
-    # gateway -> devices: gw/{gw}/round/{r}/{stage}
-    ROSTER = "roster"
-    SURVIVORS = "survivors"
-    UNMASK_REQUEST = "unmask_request"
-
-
-UPLINK_STAGES = frozenset({Stage.ADVERTISE, Stage.SHARES, Stage.MASKED, Stage.CONSISTENCY, Stage.UNMASK})
-DOWNLINK_STAGES = frozenset({Stage.ROSTER, Stage.SURVIVORS, Stage.UNMASK_REQUEST})
 
 
 class TopicKind(str, Enum):
