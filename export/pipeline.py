@@ -219,6 +219,11 @@ def _bundle_files(out_dir: Path) -> list[str]:
     ]
 
 
+def _base_parameter_count(base: Any) -> int:
+    """Parameters of the base model, each tensor once (a tied lm_head shares the embedding's), no LoRA."""
+    return int(sum(p.numel() for name, p in base.named_parameters() if ".lora_" not in name))
+
+
 def _manifest(
     options: ExportOptions,
     loaded: LoadedModel,
@@ -242,7 +247,7 @@ def _manifest(
             "family": loaded.family,
             "source": loaded.source,
             "base_weights_sha256": digest.hexdigest(),
-            "num_parameters": int(sum(v.numel() for v in base_state.values())),
+            "num_parameters": _base_parameter_count(base),
             "vocab_size": int(base.config.vocab_size),
             "base_model_dir": BASE_MODEL_DIR if loaded.source_dir is None else None,
             "tie_word_embeddings": bool(getattr(base.config, "tie_word_embeddings", False)),

@@ -272,3 +272,13 @@ def test_cloud_writes_the_final_adapter(exported: tuple[Path, Manifest], tmp_pat
     adapter = write_final_adapter(manifest.bundle_dir, weights, tmp_path / "adapter")
     assert adapter is not None and (adapter / "adapter_config.json").is_file()
     assert write_final_adapter(manifest.bundle_dir, tmp_path / "missing.safetensors", tmp_path / "a2") is None
+
+
+def test_num_parameters_counts_each_base_tensor_once(exported: tuple[Path, Manifest]) -> None:
+    src, manifest = exported
+    base = AutoModelForCausalLM.from_pretrained(src)
+    unique = sum(p.numel() for p in base.parameters())  # parameters() yields a tied tensor once
+    state_dict_total = sum(v.numel() for v in base.state_dict().values())
+    assert manifest.raw["model"]["num_parameters"] == unique
+    if manifest.raw["model"]["tie_word_embeddings"]:
+        assert state_dict_total > unique  # the old count (state dict) had the embedding twice
