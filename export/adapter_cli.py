@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the adapter flags (DESIGN.md §3)."""
+    """Declare the adapter flags (docs/bundle.md, "PEFT adapter output")."""
     parser.add_argument(
         "--bundle", required=True, type=Path, help="bundle directory written by `fedlora export`"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the export flags (DESIGN.md §3)."""
+    """Declare the export flags (docs/bundle.md)."""
     parser.add_argument(
         "--model",
         required=True,

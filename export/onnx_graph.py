@@ -2,7 +2,7 @@
 
 The loss is part of the traced graph (shift by one, cross entropy with ignore_index=-100), so ONNX
 Runtime trains exactly the loss torch computes, padding included, without a custom onnxblock.
-Settings are those verified against onnxruntime-training 1.19.2 (DESIGN.md §9): TorchScript exporter
+Settings are those verified against onnxruntime-training 1.19.2 (docs/toolchain.md): TorchScript exporter
 (dynamo=False), opset 14 (17 breaks the LayerNormalization gradient), training mode, no constant folding.
 """
 

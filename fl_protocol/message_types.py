@@ -11,7 +11,7 @@ class MessageType(IntEnum):
     # cloud -> gateways -> devices
     ROUND_TASK = 1
     GLOBAL_MODEL = 2
-    # SecAgg+ stages (DESIGN.md §4 steps 2-7)
+    # SecAgg+ stages (docs/round-protocol.md rows 2-7)
     ADVERTISE_KEYS = 10  # device -> gateway: signed c_pk, s_pk
     ROSTER = 11  # gateway -> devices: cohort, neighbour graph seed, threshold
     SHARE_KEYS = 12  # device -> gateway: encrypted shares addressed to neighbours

@@ -1,4 +1,4 @@
-"""MQTT topics of DESIGN.md §8, built and parsed in one place.
+"""MQTT topics of docs/wire-format.md, "Topics", built and parsed in one place.
 
 Every topic lives under `fl/v1/{fleet}`. Identifiers (fleet, gateway, device, node) are restricted to
 `[A-Za-z0-9_.-]`, 1..64 characters: no MQTT wildcard (`+`, `#`), no level separator (`/`), no `$` prefix,
@@ -28,7 +28,7 @@ _INT_RE = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 class TopicKind(str, Enum):
-    """Which row of the DESIGN.md §8 table a topic belongs to."""
+    """Which row of the topic table (docs/wire-format.md) a topic belongs to."""
 
     TASK = "task"
     MODEL = "model"
@@ -174,7 +174,7 @@ def cloud_abort_filter(fleet: str) -> str:
 
 
 def parse_topic(topic: str) -> Topic:
-    """Parse a topic of the DESIGN.md §8 table; anything else (or an invalid id) raises DecodeError."""
+    """Parse a topic of the docs/wire-format.md table; anything else (or an invalid id) raises DecodeError."""
     try:
         return _parse(topic.split("/"))
     except (ConfigError, ValueError, AttributeError) as exc:

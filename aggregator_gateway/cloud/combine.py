@@ -1,4 +1,4 @@
-"""Partials of the gateways -> one mean update (DESIGN.md §4 step 9).
+"""Partials of the gateways -> one mean update (docs/round-protocol.md, "The cloud").
 
 Each verified PartialAggregate carries the float64 SUM of its survivors' decoded updates, the survivor
 count and the sum of their aggregation weights. Without a robust rule the mean update is exact:

@@ -116,7 +116,7 @@ class TrainingSection:
 
 @dataclass(frozen=True)
 class CodecSection:
-    """[codec]: update pipeline settings (DESIGN.md §5); seeds and scale are chosen per round."""
+    """[codec]: update pipeline settings (docs/update-codec.md); seeds and scale are chosen per round."""
 
     sparsity_fraction: float = 1.0
     quant_bits: int = 8
@@ -191,7 +191,7 @@ class AggregationSection:
     """[aggregation]: robust rule across gateways and how partials are weighted.
 
     weighting 'count': mean = sum of vectors / number of survivors; 'fair': divide by the weight sum the
-    devices carried inside the secure sum (q-FFL weights, DESIGN.md §5).
+    devices carried inside the secure sum (q-FFL weights, docs/update-codec.md).
     """
 
     robust: str = "none"

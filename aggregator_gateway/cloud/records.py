@@ -22,7 +22,7 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 
 @dataclass
 class RoundRecord:
-    """One round attempt. Stable keys of report.json (DESIGN.md §3) plus bookkeeping fields."""
+    """One round attempt: the stable keys of report.json (docs/cloud.md "rounds.json") and bookkeeping."""
 
     round: int
     model_version: int

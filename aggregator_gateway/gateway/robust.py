@@ -2,7 +2,7 @@
 
 Every function takes `vectors` shaped [n, d] (one row per group, gateway or device) and is pure: no state,
 no randomness, no logging of the vectors themselves. They defend the mean against a minority of poisoned
-rows (DESIGN.md §7):
+rows (docs/robustness.md):
 
 - `trimmed_mean`: per coordinate, drop the `floor(trim_fraction * n)` smallest and largest values, average
   the rest (Yin et al. 2018, "Byzantine-robust distributed learning").

@@ -5,7 +5,7 @@ asks it to close the current stage (`close`) when the stage's deadline passed or
 device it waits for answered. `close` returns the `Outgoing` messages to publish. The same calls replayed
 in the same order rebuild the same state, which is how a restarted gateway resumes (see store.py).
 
-Groups (DESIGN.md §7): the advertised cohort is split into G groups, each its own SecAgg+ instance, so the
+Groups (docs/gateway.md): the advertised cohort is split into G groups, each its own SecAgg+ instance, so the
 gateway sees G group sums instead of one. With rule "none" the partial is the exact sum of the group sums;
 with a robust rule it is robust_mean(group means) × total count, so the cloud's weighted mean stays a mean.
 A group that aborts is left out; the round aborts only when no group is left.

@@ -1,4 +1,4 @@
-"""One round at a trusted gateway: no masking, a robust rule over individual device updates (DESIGN.md §7).
+"""A trusted gateway's round: no masking, a robust rule over single updates (docs/gateway.md "Trusted mode").
 
 In trusted-gateway mode (`task.secagg.mode == "trusted"`, `[gateway] trusted_mode = true`) devices that
 opted in publish their encoded update (clipped, DP-noised, quantized ring values) as a `PlainUpdate` on

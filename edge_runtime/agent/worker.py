@@ -71,7 +71,7 @@ MIN_WEIGHT = 1e-3  # keeps every participant's weight coordinate strictly positi
 
 
 def update_weight(settings: TrainingSettings, *, global_loss: float | None, train_rows: int) -> float | None:
-    """w in (0, 1] of a weighted round (DESIGN.md §5), or None for uniform rounds.
+    """w in (0, 1] of a weighted round (docs/update-codec.md), or None for uniform rounds.
 
     qffl: w = min(1, (F_k / ref)^q), F_k the global model's loss on this device's data, so devices the
     model serves worst weigh most (q-FFL, Li, Sanjabi, Beirami, Smith 2020); datasize: w = min(1,

@@ -10,7 +10,7 @@ from fedlora.demo.presets import DEFAULT_MODEL, preset_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the demo flags (DESIGN.md §3)."""
+    """Declare the demo flags (docs/demo.md)."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,

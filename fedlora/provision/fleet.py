@@ -95,7 +95,7 @@ class FleetSettings:
 
     @property
     def topic_prefix(self) -> str:
-        """`fl/v1/{fleet}`: the prefix of every topic of this fleet (DESIGN.md §8)."""
+        """`fl/v1/{fleet}`: the prefix of every topic of this fleet (docs/wire-format.md, "Topics")."""
         return f"fl/v1/{self.fleet}"
 
 

@@ -152,7 +152,7 @@ def render_cloud_acl(fleet: Fleet) -> str:
 
 
 def render_gateway_acl(fleet: Fleet, gateway: str) -> str:
-    """ACL of gateway `gateway`'s broker (DESIGN.md §8): the gateway reads its devices' stage uploads and
+    """Gateway `gateway`'s broker ACL (docs/provisioning.md): the gateway reads its devices' stage uploads and
     writes stage topics, routed inboxes and its partial; each of its devices writes only under its own
     id and reads tasks, models, its gateway's stage topics and its own inbox."""
     s = fleet.settings

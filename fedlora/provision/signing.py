@@ -1,4 +1,4 @@
-"""Ed25519 identity keys: the application-layer identity every node signs its frames with (DESIGN.md §7).
+"""Ed25519 identity keys: the application-layer identity every node signs its frames with (docs/design.md §8).
 
 Independent of the TLS key: the broker authenticates the transport hop, the Ed25519 signature
 authenticates the sender end to end, through bridges and gateways.

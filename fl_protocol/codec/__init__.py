@@ -1,4 +1,4 @@
-"""Update codec (DESIGN.md §5): clip, shared random-k sparsify, Hadamard rotation, stochastic quantization,
+"""Update codec (docs/update-codec.md): clip, shared random-k sparsify, Hadamard rotation, quantization,
 ring map, bit packing, and strict zstd. One concept per module; the pipeline composes them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""L2 clipping of an update to norm C (DESIGN.md §5 step 2): the bound that makes DP sensitivity finite."""
+"""L2 clip of an update to norm C (docs/update-codec.md step 2): what makes the DP sensitivity finite."""
 
 from __future__ import annotations
 

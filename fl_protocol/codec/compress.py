@@ -1,4 +1,4 @@
-"""Strict zstd for unmasked payloads, control messages and the downlink model (DESIGN.md §5, §7).
+"""Strict zstd for unmasked payloads, control messages and the downlink model (docs/update-codec.md).
 
 Masked data is uniformly random, so it is never compressed. The decompressor refuses, BEFORE decompressing:
 a frame without a declared content size, a declared size over the caller's limit, a window over

@@ -1,4 +1,4 @@
-"""Bit-packing of ring values at exactly b bits each (DESIGN.md §5 step 7).
+"""Bit-packing of ring values at exactly b bits each (docs/update-codec.md, "Packing").
 
 n values of b bits take ceil(n b / 8) bytes. Value i occupies bits [i b, (i+1) b) of the little-endian
 bit stream (bit j of the stream is bit j % 8 of byte j // 8). Unused high bits of the last byte are zero;

@@ -1,4 +1,4 @@
-"""The update pipeline of DESIGN.md §5: device-side `encode_update`, gateway-side `decode_sum`.
+"""The update pipeline of docs/update-codec.md: device-side `encode_update`, gateway-side `decode_sum`.
 
 Device: residual add -> L2 clip -> shared random-k sparsify (residual keeps the off-S mass) -> optional
 randomized Hadamard rotation -> scale + stochastic rounding + clamp -> optional integer DP noise (after the
@@ -76,7 +76,7 @@ def encode_update(
     within the bound the accountant assumed, and PrivacyError is raised (nothing is released) if it never
     is; integer noise without this bound is refused (ValueError), since the accountant's sensitivity would
     not hold. `weight` (0 < w <= 1) sends (w·Δ, w): the update is scaled before clipping and w rides as one
-    extra ring value after the k coordinates (DESIGN.md §5, fairness/adaptive weights inside the secure
+    extra ring value after the k values (docs/update-codec.md, fairness/adaptive weights inside the secure
     sum). Non-finite input raises PrivacyError (from the clip step).
     """
     if integer_noise is not None and max_rounded_l2 is None:

@@ -1,4 +1,4 @@
-"""Randomized Hadamard rotation of x_S (DESIGN.md §5 step 4): spreads energy so quantization clamps rarely.
+"""Randomized Hadamard rotation of x_S (docs/update-codec.md step 4): spreads energy, so fewer clamps.
 
 R = H_p D: random sign flips D (from the public rotation seed, ChaCha20) followed by the orthonormal
 Walsh-Hadamard transform H_p = H / sqrt(p), computed in O(p log p) with vectorised numpy butterflies.

@@ -1,4 +1,4 @@
-"""Codec settings of one round (DESIGN.md §5): what every device and the gateway must agree on.
+"""Codec settings of one round (docs/update-codec.md): what every device and the gateway must agree on.
 
 The settings travel inside the signed round task; the seeds are public per round (they fix the shared index
 set and rotation), but are still kept out of `repr` and logs by habit.
@@ -94,7 +94,7 @@ def sparse_count(dimension: int, sparsity_fraction: float) -> int:
 
 
 def required_ring_bits(quant_bits: int, max_clients: int, noise_headroom_bits: int) -> int:
-    """Smallest ring width b with b >= q + ceil(log2(max_clients)) + noise_headroom_bits (DESIGN.md §5).
+    """Smallest ring width b >= q + ceil(log2(max_clients)) + noise_headroom_bits (docs/update-codec.md).
 
     The sum of n values in [-(2^(q-1)-1), 2^(q-1)-1] lies in (-n*2^(q-1), n*2^(q-1)), which a centred
     representation in Z_{2^b} holds without wrapping when b >= q + ceil(log2 n); the integer DP noise needs

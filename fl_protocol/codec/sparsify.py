@@ -1,4 +1,4 @@
-"""Shared random-k sparsification (DESIGN.md §5 step 3).
+"""Shared random-k sparsification (docs/update-codec.md, step 3).
 
 All devices of a round keep the same index set S, derived from the task's public 32-byte seed, so masked
 vectors line up coordinate by coordinate under secure aggregation. S is a uniformly random k-subset of

@@ -1,4 +1,4 @@
-"""Sensitivity tiers: the privacy rules a device applies to the data of each tier (DESIGN.md §6).
+"""Sensitivity tiers: the privacy rules a device applies to the data of each tier (docs/privacy.md §8).
 
 Each local record carries a tier name. A tier's policy fixes what a device accepts for rounds that train
 on that tier's data: the largest clip norm (a larger clip lets one device move the model further), the

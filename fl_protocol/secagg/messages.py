@@ -1,4 +1,4 @@
-"""SecAgg+ messages (DESIGN.md §4 steps 2-7) as frozen dataclasses.
+"""SecAgg+ messages (docs/round-protocol.md rows 2-7) as frozen dataclasses.
 
 Each class names its wire type (`MESSAGE_TYPE`) and converts to and from a mapping of plain field values
 (`to_fields` / `from_fields`, exact inverses) that the generic wire encoder serialises and the framing

@@ -41,7 +41,7 @@ MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True)
 class RoundTask:
-    """The signed, retained task of one round (DESIGN.md §4 step 1).
+    """The signed, retained task of one round (docs/round-protocol.md row 1).
 
     model_sha256: SHA-256 of the global LoRA vector's float32 little-endian bytes (compress.vector_sha256).
     deadlines_ms: absolute deadline (ms since the epoch, injected clock) per stage name, e.g. "advertise".
@@ -173,7 +173,7 @@ class GlobalModel:
 
 @dataclass(frozen=True, eq=False)
 class PartialAggregate:
-    """A gateway's decoded cohort sum for the cloud (DESIGN.md §4 step 8).
+    """A gateway's decoded cohort sum for the cloud (docs/round-protocol.md row 8).
 
     vector_sum: float64 sum of the survivors' decoded updates (not divided); count: number of survivors;
     weight_sum: sum of the survivors' aggregation weights; survivors: their ids, unique;

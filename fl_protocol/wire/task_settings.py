@@ -29,7 +29,7 @@ WEIGHTINGS = frozenset({"uniform", "qffl", "datasize"})
 class TrainingSettings:
     """Local training of one round: optimizer steps per device, batch size, local learning rate, weighting.
 
-    weighting: how a device weighs its update inside the secure sum (DESIGN.md §5): 'uniform' (w = 1),
+    weighting: how a device weighs its update in the secure sum (docs/update-codec.md): 'uniform' (w = 1),
     'qffl' (w = min(1, (F_k / weight_reference)^qffl_q) with F_k the global model's loss on the device's
     data: fairness, Li et al. 2020) or 'datasize' (w = min(1, rows_k / weight_reference)). The device sends
     (w·Δ, w); the gateway learns only the sums. Tasks without these fields (older clouds) mean 'uniform'.
@@ -76,9 +76,9 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class DpSettings:
-    """Differential privacy of one round (DESIGN.md §5 step 6, §6).
+    """Differential privacy of one round (docs/privacy.md §2-§3).
 
-    mechanism: 'skellam' (distributed, integer domain), 'gaussian' (float, before quantization) or 'none'.
+    mechanism: 'skellam', 'gaussian' (discrete Gaussian; both integer shares after the clamp) or 'none'.
     noise_multiplier: sigma / clip_norm of the cohort's total noise; 0 iff mechanism is 'none'.
     clip_norm: L2 bound C (must equal the codec's clip_norm; RoundTask checks it).
     min_survivors: the total noise reaches its target only if at least this many devices survive.

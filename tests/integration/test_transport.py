@@ -55,7 +55,7 @@ def test_publish_is_delivered(tmp_path: Path) -> None:
 
 def test_reconnects_after_broker_restart_and_delivers_queued(tmp_path: Path) -> None:
     port = free_port()
-    # Persistence as in production (DESIGN.md §7): the subscriber's persistent session survives the
+    # Persistence as in production (docs/design.md §9): the subscriber's persistent session survives the
     # restart, so the message is queued for it whichever client reconnects first.
     conf = _conf(port) + f"persistence true\npersistence_location {tmp_path}/\n"
     broker = start_mosquitto(conf, port, workdir=tmp_path)

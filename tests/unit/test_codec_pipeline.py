@@ -194,7 +194,7 @@ def test_conditional_rounding_keeps_the_accounted_l2_bound() -> None:
 
 
 def test_weighted_updates_carry_their_weight_inside_the_sum() -> None:
-    """(w·Δ, w) per device: the decoded sums are Σ w·clip(Δ) and Σ w (DESIGN.md §5)."""
+    """(w·Δ, w) per device: the decoded sums are Σ w·clip(Δ) and Σ w (docs/update-codec.md)."""
     from fl_protocol.codec import decode_weighted_sum, encoded_length
     from fl_protocol.codec.quantize import ring_sum
     from fl_protocol.codec.settings import CodecSettings, default_scale

@@ -1,4 +1,4 @@
-"""The package boundaries of DESIGN.md §2, enforced.
+"""The package boundaries of docs/architecture.md, "Packages", enforced.
 
 fl_protocol is the contract every node runs, including devices without torch; it may import only numpy,
 cryptography and zstandard. Devices never import gateway code and vice versa.

@@ -1,4 +1,4 @@
-"""MQTT topics of DESIGN.md §8: building, parsing, id validation."""
+"""MQTT topics of docs/wire-format.md, "Topics": building, parsing, id validation."""
 
 from __future__ import annotations
 
