@@ -39,12 +39,15 @@ SKIP_DIRS = frozenset(
         "node_modules",
     }
 )
-TEXT_SUFFIXES = frozenset({".py", ".md", ".sh", ".toml", ".txt", ".cfg", ".ini", ".json", ".yml", ".yaml", ""})
+TEXT_SUFFIXES = frozenset(
+    {".py", ".md", ".sh", ".toml", ".txt", ".cfg", ".ini", ".json", ".yml", ".yaml", ""}
+)
 POINTER_SUFFIXES = frozenset({".py", ".md", ".sh", ".toml"})
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")  # `2**1100` is not bold
 _MD_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 _PAGE_PATH = re.compile(r"(?<![\w/.-])docs/([\w.-]+\.md)(#[\w-]+)?")
 _QUOTED_SECTION = re.compile(r"(?<![\w/.-])docs/([\w.-]+\.md),?\s*\(?\"([^\"]{1,80})\"")
@@ -109,12 +112,16 @@ def _normalised(text: str) -> str:
 def _section_titles(page: Path) -> tuple[str, ...]:
     """Headings and bold lead-ins (`**Cloud restart.**`) of a page, normalised."""
     prose = "\n".join(_prose_lines(page.read_text(encoding="utf-8")))
-    bold = [match.group(1) for match in _BOLD.finditer(prose)]
+    bold = [match.group(1) for match in _BOLD.finditer(_INLINE_CODE.sub("", prose))]
     return tuple(_normalised(title) for title in (*_headings(page), *bold))
 
 
 def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
+
+
+def _where(path: Path, text: str, match: re.Match[str]) -> str:
+    return f"{path.relative_to(ROOT)}:{_line_of(text, match.start())} -> {match.group(0)!r}"
 
 
 def test_no_file_points_to_a_design_document_outside_the_repository() -> None:
@@ -167,12 +174,12 @@ def test_section_pointers_name_existing_sections() -> None:
             page = DOCS / match.group(1)
             title = _normalised(match.group(2))
             if page.is_file() and not any(title in known for known in _section_titles(page)):
-                broken.append(f"{path.relative_to(ROOT)}:{_line_of(text, match.start())} -> {match.group(0)!r}")
+                broken.append(_where(path, text, match))
         for match in _NUMBERED_SECTION.finditer(text):
             page = DOCS / match.group(1)
             numbered = re.compile(re.escape(match.group(2)) + r"[.\s]")
             if page.is_file() and not any(numbered.match(heading) for heading in _headings(page)):
-                broken.append(f"{path.relative_to(ROOT)}:{_line_of(text, match.start())} -> {match.group(0)!r}")
+                broken.append(_where(path, text, match))
     assert broken == [], broken
 
 
