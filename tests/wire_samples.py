@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fl_protocol.codec.settings import CodecSettings
 from fl_protocol.secagg import messages as secagg
 from fl_protocol.wire import (
-    Abort,
     DpSettings,
     GlobalModel,
     PartialAggregate,
@@ -67,7 +66,6 @@ def samples() -> list[Any]:
         PartialAggregate("gw-1", ROUND, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         PlainUpdate(ROUND, SENDER, 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),
         Status(SENDER, "idle", "", 99, {"round": 2, "train_loss": 2.5, "backend": "ort"}),
-        Abort(ROUND, "fewer than t survivors"),
         advert,
         secagg.Roster(ROUND, "gw", (advert, other), b"s" * 32, 1, 2, 10, 16),
         secagg.ShareKeys(ROUND, SENDER, {"dev-b": b"\x00" * 160}, b"\x05" * 32),

@@ -1,4 +1,4 @@
-"""Validation helpers shared by the message dataclasses (`__post_init__` and `from_fields`).
+"""Validation helpers behind the wire types (fl_protocol.wire.wire_types) and the schema's key check.
 
 Each returns the normalised value or raises ConfigError naming the field. `decode_message` turns these into
 an opaque DecodeError when the values came off the wire.

@@ -1,14 +1,10 @@
 """Signed chunks: one message too large for the broker's packet limit, split into frames that fit.
 
 A chunk is an ordinary signed frame (fl_protocol.wire.framing) of type `MessageType.CHUNK`, round 0, whose
-body is the field mapping
-
-    count        int    number of chunks of the message, 1..limits.max_chunks
-    data         bytes  this chunk's slice of the message
-    index        int    0..count-1
-    message_id   bytes  SHA-256 of the whole message (32 bytes): identifies it and checks the reassembly
-    topic        str    the MQTT topic the message is published on (a chunk is refused on any other topic)
-    total_bytes  int    length of the whole message, 1..limits.max_message_bytes
+body is a `ChunkBody` (declared with fl_protocol.wire.schema; field table in docs/wire-format.md): the
+message's SHA-256 (`message_id`), the topic it is published on, this chunk's `index` of `count`, the whole
+message's length (`total_bytes`) and this chunk's slice of it (`data`); the receiver's `ChunkLimits` bound
+`count` and `total_bytes` further.
 
 The message itself is a complete signed frame and is verified again by its receiver after reassembly; the
 chunk signature lets the receiver charge buffered bytes to an authenticated sender before the message is
@@ -18,6 +14,7 @@ the message; every failure is the opaque `DecodeError` (reason at DEBUG). See do
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -37,13 +34,16 @@ from fl_protocol.wire.framing import (
     decode_frame,
     encode_frame,
 )
+from fl_protocol.wire.schema import Message, wire
+from fl_protocol.wire.wire_types import Bytes, Int, Text
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_ID_BYTES = 32
 MIN_CHUNK_DATA_BYTES = 1024
 MAX_TOPIC_CHARS = 1024
-_KEYS = frozenset({"count", "data", "index", "message_id", "topic", "total_bytes"})
+MAX_CHUNKS = 2**20  # the most ChunkLimits.max_chunks allows
+MAX_MESSAGE_BYTES = 2**32  # the most ChunkLimits.max_message_bytes allows
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ChunkLimits:
     max_chunks: int = 16_384
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_message_bytes <= 2**32 or not 1 <= self.max_chunks <= 2**20:
+        if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES or not 1 <= self.max_chunks <= MAX_CHUNKS:
             raise ConfigError("chunk limits out of range")
 
 
@@ -85,17 +85,30 @@ def is_chunk_frame(payload: bytes) -> bool:
     )
 
 
-def _body(topic: str, message_id: bytes, index: int, count: int, total: int, data: bytes) -> bytes:
-    return encode_fields(
-        {
-            "count": count,
-            "data": data,
-            "index": index,
-            "message_id": message_id,
-            "topic": topic,
-            "total_bytes": total,
-        }
+class ChunkBody(Message, message_type=MessageType.CHUNK, checked="decode"):
+    """The body of one chunk frame. Checked when decoded (opaque DecodeError); `split_message` builds bodies
+    unchecked, also one with every integer at 2^63 - 1 to size the frame overhead."""
+
+    count: int = wire(Int(1, MAX_CHUNKS), doc="chunks in the message (at most `ChunkLimits.max_chunks`)")
+    data: bytes = wire(Bytes(min_bytes=1), doc="this chunk's slice of the message")
+    index: int = wire(Int(0, MAX_CHUNKS - 1), doc="position of this chunk")
+    message_id: bytes = wire(Bytes(MESSAGE_ID_BYTES), doc="SHA-256 of the whole message")
+    topic: str = wire(Text(0, MAX_TOPIC_CHARS), doc="the topic the message is published on")
+    total_bytes: int = wire(
+        Int(1, MAX_MESSAGE_BYTES), doc="length of the whole message (at most `ChunkLimits.max_message_bytes`)"
     )
+
+    def validate(self) -> None:
+        """`index < count`; `data` is at most `total_bytes` long."""
+        if self.index >= self.count or len(self.data) > self.total_bytes:
+            raise ConfigError("chunk index or data length out of range")
+
+
+def _body(topic: str, message_id: bytes, index: int, count: int, total: int, data: bytes) -> bytes:
+    body = ChunkBody(
+        count=count, data=data, index=index, message_id=message_id, topic=topic, total_bytes=total
+    )
+    return encode_fields(body.to_fields())
 
 
 def split_message(
@@ -161,21 +174,10 @@ class _Invalid(Exception):
 def _chunk_from_body(header: FrameHeader, body: bytes, fleet: str, limits: ChunkLimits) -> Chunk:
     if header.message_type != MessageType.CHUNK or header.fleet != fleet or header.round_id != 0:
         raise _Invalid("not a chunk of our fleet")
-    fields = decode_fields(body, max_bytes=len(body))
-    if set(fields) != _KEYS:
-        raise _Invalid("chunk keys differ from the format")
-    count, index, total = fields["count"], fields["index"], fields["total_bytes"]
-    topic, message_id, chunk_data = fields["topic"], fields["message_id"], fields["data"]
-    for value in (count, index, total):
-        if type(value) is not int:
-            raise _Invalid("count, index and total_bytes must be ints")
-    if type(topic) is not str or type(message_id) is not bytes or type(chunk_data) is not bytes:
-        raise _Invalid("topic, message_id or data of the wrong type")
-    assert isinstance(count, int) and isinstance(index, int) and isinstance(total, int)  # for mypy
-    if not 1 <= count <= limits.max_chunks or not 0 <= index < count:
-        raise _Invalid("chunk count or index out of range")
-    if not 1 <= total <= limits.max_message_bytes or not 1 <= len(chunk_data) <= total:
-        raise _Invalid("chunk sizes out of range")
-    if len(message_id) != MESSAGE_ID_BYTES or len(topic) > MAX_TOPIC_CHARS:
-        raise _Invalid("bad message id or topic")
-    return Chunk(header.sender, topic, message_id, index, count, total, chunk_data)
+    budget = dataclasses.replace(ChunkBody.FIELD_LIMITS, max_bytes=len(body))
+    chunk = ChunkBody.from_fields(decode_fields(body, max_bytes=len(body), limits=budget))
+    if chunk.count > limits.max_chunks or chunk.total_bytes > limits.max_message_bytes:
+        raise _Invalid("chunk count or size over the receiver's limits")
+    return Chunk(
+        header.sender, chunk.topic, chunk.message_id, chunk.index, chunk.count, chunk.total_bytes, chunk.data
+    )

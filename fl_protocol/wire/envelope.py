@@ -8,6 +8,8 @@ the same opaque DecodeError. If the message has a `round_id`, it must equal the 
 A class may declare `FIELD_LIMITS` (fl_protocol.wire.fields.FieldLimits): the cost budget of its body. The
 frame is refused before its signature is checked if it is larger than that budget allows, and the body
 decoder stops at the first value over it. Classes without a declaration get `DEFAULT_MESSAGE_LIMITS`.
+The project's own messages are declared with fl_protocol.wire.schema (`Message`), which derives all of
+this (type, field methods, budget) from one declaration of the fields.
 """
 
 from __future__ import annotations

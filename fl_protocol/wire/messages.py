@@ -1,16 +1,15 @@
 """Message dataclasses other than the secure-aggregation stages (those live in fl_protocol.secagg.messages).
 
-Convention shared by every message (see fl_protocol.wire.envelope.WireMessage): a class attribute
-`MESSAGE_TYPE`, validation in `__post_init__` (ConfigError naming the field), `to_fields()` returning a
-mapping for fl_protocol.wire.fields, and `from_fields()` rejecting unknown or missing keys.
+Each is declared with the wire schema (fl_protocol.wire.schema): its fields once, with their wire types;
+checked when built (ConfigError naming the field), so a value off the wire passes the same checks.
+Field tables and budgets: docs/wire-format.md (generated from these declarations).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -18,29 +17,20 @@ from fl_protocol.codec.compress import compress_vector, decompress_vector, vecto
 from fl_protocol.codec.settings import MAX_RING_BITS, MIN_RING_BITS, CodecSettings
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.message_types import MessageType
-from fl_protocol.wire.checks import (
-    check_bytes,
-    check_float,
-    check_id,
-    check_int,
-    check_mapping,
-    check_text,
-    check_vector,
-    exact_keys,
-)
-from fl_protocol.wire.fields import DEFAULT_MAX_BYTES, MAX_COHORT_DEVICES, FieldLimits
+from fl_protocol.wire.fields import MAX_COHORT_DEVICES
+from fl_protocol.wire.schema import Message, wire
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
+from fl_protocol.wire.wire_types import Bytes, DetailValue, Float, Id, Int, Map, Nested, Seq, Text, Vector
 
 logger = logging.getLogger(__name__)
 
 SHA256_BYTES = 32
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 MAX_STATUS_DETAILS = 64
-MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
+MAX_DEADLINES = 64  # stages with a deadline in one task (a round has six)
 
 
-@dataclass(frozen=True)
-class RoundTask:
+class RoundTask(Message, message_type=MessageType.ROUND_TASK, max_bytes=64 * 1024):
     """The signed, retained task of one round (docs/round-protocol.md row 1).
 
     model_sha256: SHA-256 of the global LoRA vector's float32 little-endian bytes (compress.vector_sha256).
@@ -50,98 +40,44 @@ class RoundTask:
     scatter the decoded sparse sum back, devices check it against their bundle.
     """
 
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ROUND_TASK
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
-        max_bytes=64 * 1024, max_items=512, max_depth=2, max_arrays=0
+    round_id: int = wire(Int())
+    model_version: int = wire(Int())
+    model_sha256: bytes = wire(
+        Bytes(SHA256_BYTES), repr=False, doc="SHA-256 of the global vector's float32 LE bytes"
     )
+    training: TrainingSettings = wire(Nested(TrainingSettings), doc="local training")
+    codec: CodecSettings = wire(Nested(CodecSettings), doc="update codec (docs/update-codec.md)")
+    dp: DpSettings = wire(Nested(DpSettings), doc="differential privacy")
+    secagg: SecAggSettings = wire(Nested(SecAggSettings), doc="secure aggregation")
+    min_cohort: int = wire(Int(1, 1_000_000), doc="fewest devices a gateway runs the round with")
+    deadlines_ms: Mapping[str, int] = wire(
+        Map(Id(), Int(), MAX_DEADLINES), doc="absolute deadline (ms since the epoch) per stage"
+    )
+    tier: str = wire(Id(), doc="data tier the round trains on")
+    model_dimension: int = wire(Int(1, MAX_MODEL_BYTES // 4), doc="length of the flat LoRA vector")
 
-    round_id: int
-    model_version: int
-    model_sha256: bytes = field(repr=False)
-    training: TrainingSettings
-    codec: CodecSettings
-    dp: DpSettings
-    secagg: SecAggSettings
-    min_cohort: int
-    deadlines_ms: Mapping[str, int]
-    tier: str
-    model_dimension: int
-
-    def __post_init__(self) -> None:
-        check_int("round_id", self.round_id)
-        check_int("model_dimension", self.model_dimension, lo=1, hi=MAX_MODEL_BYTES // 4)
-        check_int("model_version", self.model_version)
-        check_bytes("model_sha256", self.model_sha256, length=SHA256_BYTES)
-        for name, kind in (("training", TrainingSettings), ("codec", CodecSettings), ("dp", DpSettings)):
-            if not isinstance(getattr(self, name), kind):
-                raise ConfigError(f"{name} must be a {kind.__name__}")
-        if not isinstance(self.secagg, SecAggSettings):
-            raise ConfigError("secagg must be a SecAggSettings")
+    def validate(self) -> None:
+        """`dp.clip_norm == codec.clip_norm`, `secagg.ring_bits == codec.ring_bits`, `min_cohort ≥
+        dp.min_survivors`; `training.weighting` is `uniform` unless `dp.mechanism` is `none` (weighted
+        rounds refuse DP: docs/privacy.md §6, "Weighted rounds")."""
         if self.dp.clip_norm != self.codec.clip_norm:
             raise ConfigError("dp.clip_norm must equal codec.clip_norm")
         if self.secagg.ring_bits != self.codec.ring_bits:
             raise ConfigError("secagg.ring_bits must equal codec.ring_bits")
         if self.training.weighted and self.dp.mechanism != "none":
-            # the weight coordinate carries no noise: docs/privacy.md, "Weighted rounds"
             raise ConfigError("weighted rounds (qffl/datasize) refuse DP tasks: dp.mechanism must be 'none'")
-        check_int("min_cohort", self.min_cohort, lo=1, hi=1_000_000)
         if self.min_cohort < self.dp.min_survivors:
             raise ConfigError("min_cohort must be >= dp.min_survivors")
-        deadlines = check_mapping("deadlines_ms", self.deadlines_ms)
-        checked = {check_id("deadline stage", k): check_int(f"deadline {k}", v) for k, v in deadlines.items()}
-        object.__setattr__(self, "deadlines_ms", dict(sorted(checked.items())))
-        check_id("tier", self.tier)
-
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire; settings blocks are nested mappings."""
-        return {
-            "round_id": self.round_id,
-            "model_version": self.model_version,
-            "model_sha256": self.model_sha256,
-            "training": self.training.to_fields(),
-            "codec": self.codec.to_fields(),
-            "dp": self.dp.to_fields(),
-            "secagg": self.secagg.to_fields(),
-            "min_cohort": self.min_cohort,
-            "deadlines_ms": dict(self.deadlines_ms),
-            "tier": self.tier,
-            "model_dimension": self.model_dimension,
-        }
-
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> RoundTask:
-        """Inverse of `to_fields`."""
-        exact_keys("round task", values, {f.name for f in fields(cls)})
-        return cls(
-            round_id=values["round_id"],
-            model_version=values["model_version"],
-            model_sha256=values["model_sha256"],
-            training=TrainingSettings.from_fields(values["training"]),
-            codec=CodecSettings.from_fields(dict(check_mapping("codec", values["codec"]))),
-            dp=DpSettings.from_fields(values["dp"]),
-            secagg=SecAggSettings.from_fields(values["secagg"]),
-            min_cohort=values["min_cohort"],
-            deadlines_ms=check_mapping("deadlines_ms", values["deadlines_ms"]),  # type: ignore[arg-type]
-            tier=values["tier"],
-            model_dimension=values["model_dimension"],
-        )
 
 
-@dataclass(frozen=True)
-class GlobalModel:
+class GlobalModel(Message, message_type=MessageType.GLOBAL_MODEL):
     """A version of the global LoRA vector: zstd-compressed float32 little-endian bytes plus their SHA-256."""
 
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.GLOBAL_MODEL
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_items=16, max_depth=1, max_arrays=0)
-
-    model_version: int
-    model_sha256: bytes = field(repr=False)
-    compressed_vector: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        check_int("model_version", self.model_version)
-        check_bytes("model_sha256", self.model_sha256, length=SHA256_BYTES)
-        check_bytes("compressed_vector", self.compressed_vector, max_bytes=MAX_MODEL_BYTES)
+    model_version: int = wire(Int())
+    model_sha256: bytes = wire(Bytes(SHA256_BYTES), repr=False, doc="SHA-256 of the float32 LE bytes")
+    compressed_vector: bytes = wire(
+        Bytes(max_bytes=MAX_MODEL_BYTES), repr=False, doc="strict zstd of the float32 LE vector"
+    )
 
     @classmethod
     def from_vector(cls, model_version: int, vector: np.ndarray) -> GlobalModel:
@@ -156,143 +92,54 @@ class GlobalModel:
             raise DecodeError()
         return result
 
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire."""
-        return {
-            "model_version": self.model_version,
-            "model_sha256": self.model_sha256,
-            "compressed_vector": self.compressed_vector,
-        }
 
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> GlobalModel:
-        """Inverse of `to_fields`."""
-        exact_keys("global model", values, {"model_version", "model_sha256", "compressed_vector"})
-        return cls(**values)
-
-
-@dataclass(frozen=True, eq=False)
-class PartialAggregate:
+class PartialAggregate(Message, message_type=MessageType.PARTIAL_AGGREGATE):
     """A gateway's decoded cohort sum for the cloud (docs/round-protocol.md row 8).
 
     vector_sum: float64 sum of the survivors' decoded updates (not divided); count: number of survivors;
     weight_sum: sum of the survivors' aggregation weights; survivors: their ids, unique;
     uplink_frame_bytes: measured total size in bytes of the survivors' update frames as the gateway
     received them (signed frame, header and packed values), so the cloud reports real uplink bytes.
+    Equality compares vector_sum by value (instances are unhashable).
     """
 
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PARTIAL_AGGREGATE
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
-        max_bytes=DEFAULT_MAX_BYTES, max_items=64 + MAX_COHORT_DEVICES, max_depth=2, max_arrays=1
+    gateway: str = wire(Id())
+    round_id: int = wire(Int())
+    model_version: int = wire(Int())
+    vector_sum: np.ndarray = wire(Vector(np.float64), repr=False, doc="sum of the survivors' updates")
+    count: int = wire(Int(0, 10_000_000), doc="number of survivors")
+    weight_sum: float = wire(Float(0.0), doc="sum of the survivors' aggregation weights")
+    survivors: tuple[str, ...] = wire(Seq(Id(), MAX_COHORT_DEVICES, order="unique"), doc="their ids")
+    uplink_frame_bytes: int = wire(
+        Int(0, 2**62), default=0, doc="total size of the survivors' update frames as received"
     )
 
-    gateway: str
-    round_id: int
-    model_version: int
-    vector_sum: np.ndarray = field(repr=False)
-    count: int
-    weight_sum: float
-    survivors: tuple[str, ...]
-    uplink_frame_bytes: int = 0
-
-    def __post_init__(self) -> None:
-        check_id("gateway", self.gateway)
-        check_int("uplink_frame_bytes", self.uplink_frame_bytes, lo=0, hi=2**62)
-        check_int("round_id", self.round_id)
-        check_int("model_version", self.model_version)
-        object.__setattr__(self, "vector_sum", check_vector("vector_sum", self.vector_sum, np.float64))
-        check_int("count", self.count, lo=0, hi=10_000_000)
-        object.__setattr__(self, "weight_sum", check_float("weight_sum", self.weight_sum, lo=0.0))
-        if not isinstance(self.survivors, (list, tuple)):
-            raise ConfigError("survivors must be a sequence of ids")
-        survivors = tuple(check_id("survivor", s) for s in self.survivors)
-        if len(set(survivors)) != len(survivors) or len(survivors) != self.count:
+    def validate(self) -> None:
+        """`survivors` number exactly `count`."""
+        if len(self.survivors) != self.count:
             raise ConfigError("survivors must be unique and number exactly count")
-        object.__setattr__(self, "survivors", survivors)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PartialAggregate):
-            return NotImplemented
-        same_scalars = self.to_fields() | {"vector_sum": None} == other.to_fields() | {"vector_sum": None}
-        return same_scalars and np.array_equal(self.vector_sum, other.vector_sum)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire."""
-        return {
-            "gateway": self.gateway,
-            "round_id": self.round_id,
-            "model_version": self.model_version,
-            "vector_sum": self.vector_sum,
-            "count": self.count,
-            "weight_sum": self.weight_sum,
-            "survivors": list(self.survivors),
-            "uplink_frame_bytes": self.uplink_frame_bytes,
-        }
-
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> PartialAggregate:
-        """Inverse of `to_fields`."""
-        exact_keys("partial aggregate", values, {f.name for f in fields(cls)})
-        return cls(**{**values, "survivors": tuple(values["survivors"] or ())})
 
 
-@dataclass(frozen=True, eq=False)
-class PlainUpdate:
+class PlainUpdate(Message, message_type=MessageType.PLAIN_UPDATE):
     """Device -> trusted gateway: the encoded update (clipped, noised, quantized ring values), NOT masked.
 
     Sent only in trusted-gateway mode (`task.secagg.mode == "trusted"`) by a device whose operator set
     `[device] allow_trusted_gateway = true`, on the masked-update topic. values: uint32 in [0, 2^ring_bits).
+    Equality compares values by value (instances are unhashable).
     """
 
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.PLAIN_UPDATE
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_items=16, max_depth=1, max_arrays=1)
+    round_id: int = wire(Int())
+    sender: str = wire(Id())
+    ring_bits: int = wire(Int(MIN_RING_BITS, MAX_RING_BITS))
+    values: np.ndarray = wire(Vector(np.uint32), repr=False, doc="encoded update, not masked")
 
-    round_id: int
-    sender: str
-    ring_bits: int
-    values: np.ndarray = field(repr=False)
-
-    def __post_init__(self) -> None:
-        check_int("round_id", self.round_id)
-        check_id("sender", self.sender)
-        check_int("ring_bits", self.ring_bits, lo=MIN_RING_BITS, hi=MAX_RING_BITS)
-        values = check_vector("values", self.values, np.uint32)
-        if values.size and int(values.max()) >> self.ring_bits:
+    def validate(self) -> None:
+        """Every value lies in [0, 2^ring_bits)."""
+        if self.values.size and int(self.values.max()) >> self.ring_bits:
             raise ConfigError("values must lie in [0, 2^ring_bits)")
-        object.__setattr__(self, "values", values)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PlainUpdate):
-            return NotImplemented
-        same_scalars = (self.round_id, self.sender, self.ring_bits) == (
-            other.round_id,
-            other.sender,
-            other.ring_bits,
-        )
-        return same_scalars and np.array_equal(self.values, other.values)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire."""
-        return {
-            "round_id": self.round_id,
-            "sender": self.sender,
-            "ring_bits": self.ring_bits,
-            "values": self.values,
-        }
-
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> PlainUpdate:
-        """Inverse of `to_fields`."""
-        exact_keys("plain update", values, {"round_id", "sender", "ring_bits", "values"})
-        return cls(**values)
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(Message, message_type=MessageType.STATUS, max_bytes=128 * 1024):
     """A node's retained state (also its MQTT last will): state is an id such as 'training' or 'offline'.
 
     details: small, non-private facts for operators (round id, backend, ε spent per tier, local train
@@ -301,74 +148,12 @@ class Status:
     at the cloud (any device publishes its own), so these bounds hold for every reader.
     """
 
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.STATUS
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(
-        max_bytes=128 * 1024, max_items=16 + MAX_STATUS_DETAILS, max_depth=2, max_arrays=0
+    node: str = wire(Id())
+    state: str = wire(Id(), doc="e.g. `training`, `offline`")
+    reason: str = wire(Text())
+    time_ms: int = wire(Int(), doc="sender clock, ms since the epoch")
+    details: Mapping[str, Any] = wire(
+        Map(Id(), DetailValue(), MAX_STATUS_DETAILS),
+        default_factory=dict,
+        doc="non-private facts for operators",
     )
-
-    node: str
-    state: str
-    reason: str
-    time_ms: int
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_id("node", self.node)
-        check_id("state", self.state)
-        check_text("reason", self.reason)
-        check_int("time_ms", self.time_ms)
-        details = dict(check_mapping("details", self.details))
-        if len(details) > MAX_STATUS_DETAILS:
-            raise ConfigError(f"details has more than {MAX_STATUS_DETAILS} entries")
-        for key, value in details.items():
-            check_id("details key", key)
-            if isinstance(value, str):
-                check_text(f"details {key}", value)
-            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-                details[key] = check_int(f"details {key}", value, lo=MIN_INT64, hi=MAX_INT64)
-            elif isinstance(value, (float, np.floating)):
-                details[key] = float(value)
-            else:
-                raise ConfigError(f"details {key} must be a number or a short string")
-        object.__setattr__(self, "details", dict(sorted(details.items())))
-
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire."""
-        return {
-            "node": self.node,
-            "state": self.state,
-            "reason": self.reason,
-            "time_ms": self.time_ms,
-            "details": dict(self.details),
-        }
-
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> Status:
-        """Inverse of `to_fields`."""
-        exact_keys("status", values, {"node", "state", "reason", "time_ms", "details"})
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Abort:
-    """The round (or this node's part of it) is abandoned; nothing of it is released."""
-
-    MESSAGE_TYPE: ClassVar[MessageType] = MessageType.ABORT
-    FIELD_LIMITS: ClassVar[FieldLimits] = FieldLimits(max_bytes=8192, max_items=8, max_depth=1, max_arrays=0)
-
-    round_id: int
-    reason: str
-
-    def __post_init__(self) -> None:
-        check_int("round_id", self.round_id)
-        check_text("reason", self.reason)
-
-    def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire."""
-        return {"round_id": self.round_id, "reason": self.reason}
-
-    @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> Abort:
-        """Inverse of `to_fields`."""
-        exact_keys("abort", values, {"round_id", "reason"})
-        return cls(**values)
