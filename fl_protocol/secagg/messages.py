@@ -68,10 +68,10 @@ class PackedRing(WireType):
     def describe(self) -> str:
         return f"{number_text(self.count.hi or 0)} values at most, packed at `{self.bits_field}` bits"
 
-    def rows(self, name: str) -> list[tuple[str, str]]:
+    def rows(self, name: str, doc: str) -> list[tuple[str, str, str]]:
         return [
-            ("count", f"{self.count.describe()}: number of values"),
-            ("packed", f"bytes, exactly ⌈count · {self.bits_field} / 8⌉; padding bits zero"),
+            ("count", self.count.describe(), f"number of {name}"),
+            ("packed", f"bytes, exactly ⌈count · {self.bits_field} / 8⌉", f"{doc}; padding bits zero"),
         ]
 
 
@@ -139,7 +139,9 @@ class MaskedUpdate(Message, message_type=MessageType.MASKED_UPDATE, checked="dec
     round_id: int = wire(ROUND_ID)
     sender: str = wire(NODE)
     ring_bits: int = wire(Int(8, 32), doc="b of Z_2^b")
-    values: np.ndarray = wire(PackedRing("ring_bits", MAX_MASKED_VALUES))
+    values: np.ndarray = wire(
+        PackedRing("ring_bits", MAX_MASKED_VALUES), doc="the masked values, `ring_bits` bits each"
+    )
 
 
 class Survivors(Message, message_type=MessageType.SURVIVORS, checked="decode"):

@@ -86,8 +86,11 @@ def is_chunk_frame(payload: bytes) -> bool:
 
 
 class ChunkBody(Message, message_type=MessageType.CHUNK, checked="decode"):
-    """The body of one chunk frame. Checked when decoded (opaque DecodeError); `split_message` builds bodies
-    unchecked, also one with every integer at 2^63 - 1 to size the frame overhead."""
+    """The body of one chunk frame (docs/wire-format.md, "Chunks").
+
+    Checked when decoded (opaque DecodeError); `split_message` builds bodies unchecked, also one with every
+    integer at 2^63 - 1 to size the frame overhead.
+    """
 
     count: int = wire(Int(1, MAX_CHUNKS), doc="chunks in the message (at most `ChunkLimits.max_chunks`)")
     data: bytes = wire(Bytes(min_bytes=1), doc="this chunk's slice of the message")

@@ -134,7 +134,7 @@ class PlainUpdate(Message, message_type=MessageType.PLAIN_UPDATE):
     values: np.ndarray = wire(Vector(np.uint32), repr=False, doc="encoded update, not masked")
 
     def validate(self) -> None:
-        """Every value lies in [0, 2^ring_bits)."""
+        """`values` lie in [0, 2^ring_bits)."""
         if self.values.size and int(self.values.max()) >> self.ring_bits:
             raise ConfigError("values must lie in [0, 2^ring_bits)")
 

@@ -93,9 +93,9 @@ class WireType(ABC):
         """The attribute value from the body `values` (`decoded`: the fields decoded so far)."""
         return self.from_wire(name, values[name])
 
-    def rows(self, name: str) -> list[tuple[str, str]]:
-        """(wire key, rule in words) per key, for the docs."""
-        return [(name, self.describe())]
+    def rows(self, name: str, doc: str) -> list[tuple[str, str, str]]:
+        """(wire key, rule in words, meaning) per key for the docs; `doc` is the field's meaning."""
+        return [(name, self.describe(), doc)]
 
 
 class Int(WireType):
