@@ -64,7 +64,8 @@ def round_stages(*, trusted: bool) -> tuple[Stage, ...]:
 class NodeState(str, Enum):
     """What a node says it is doing in its retained `Status` (the `state` field's value).
 
-    Device: IDLE, WAITING_MODEL, TRAINING, UPLOADED, SKIPPED; gateway: ONLINE; cloud: RUNNING, DONE,
+    Device: IDLE, WAITING_MODEL, TRAINING, UPLOADED, SKIPPED, WITHDRAWN (gave a joined round up: deadline,
+    abort, refusal, failed training or a restart; docs/device.md); gateway: ONLINE; cloud: RUNNING, DONE,
     FAILED; any node: OFFLINE (also its MQTT last will).
     """
 
@@ -73,6 +74,7 @@ class NodeState(str, Enum):
     TRAINING = "training"
     UPLOADED = "uploaded"
     SKIPPED = "skipped"
+    WITHDRAWN = "withdrawn"
     ONLINE = "online"
     RUNNING = "running"
     DONE = "done"

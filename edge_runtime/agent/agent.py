@@ -4,6 +4,11 @@ Threads: paho's network thread only queues incoming messages (`EventLoop.submit`
 `TrainingWorker`'s thread; everything else (decoding, the round, the ledger, persistence, publishing)
 runs on the thread that calls `run`, so round state needs no locks. The tick drains training outcomes
 and enforces deadlines with the injected clock.
+
+Each round the device takes is one machine over a device round table (`round_machine`): the agent moves
+it from OFFERED through READY to JOINED or SKIPPED (`intake`), then hands it to the round variant
+(`DeviceRound` or `TrustedDeviceRound`, one `round_api.RoundVariant`), and persists its state at the
+durable checkpoints (round_state.json).
 """
 
 from __future__ import annotations
@@ -18,19 +23,28 @@ import numpy as np
 
 from edge_runtime.agent.config import DeviceConfig
 from edge_runtime.agent.encode import encode_for_task
+from edge_runtime.agent.inbound import (
+    decode_gateway_message,
+    decode_model,
+    decode_routed_shares,
+    decode_task,
+    deliver,
+)
+from edge_runtime.agent.intake import ModelCache, PendingRound, global_vector, open_round
 from edge_runtime.agent.participation import Ready, decide
-from edge_runtime.agent.round import (
+from edge_runtime.agent.round import task_refusal
+from edge_runtime.agent.round_api import (
     Action,
-    DeviceRound,
     Finished,
+    RoundMachine,
+    RoundVariant,
     Send,
     StartTraining,
     UploadDue,
-    task_refusal,
 )
-from edge_runtime.agent.state import OUTBOX_DIR, DeviceState, Phase, write_plain_update
+from edge_runtime.agent.round_machine import Phase, RoundEvent, round_table
+from edge_runtime.agent.state import OUTBOX_DIR, DeviceState, write_plain_update
 from edge_runtime.agent.status import StatusPublisher, epsilon_details
-from edge_runtime.agent.trusted_round import TrustedDeviceRound
 from edge_runtime.agent.worker import TrainingJob, TrainingOutcome, TrainingWorker
 from edge_runtime.ledger import open_device_ledger, round_ref
 from edge_runtime.text_tokenizer import load_tokenizer
@@ -38,13 +52,12 @@ from edge_runtime.trainer import Trainer, create_trainer
 from fl_protocol.codec.pipeline import codec_chain_text
 from fl_protocol.config import load_fleet_keys, load_signing_key
 from fl_protocol.dp.mechanisms import secure_generator
-from fl_protocol.errors import DecodeError, ProtocolError, RoleFault
+from fl_protocol.errors import RoleFault
 from fl_protocol.identity import NodeIdentity
-from fl_protocol.message_types import MessageType
-from fl_protocol.secagg import Abort, Roster, RoutedShares, SecAggClient, Survivors, UnmaskRequest
+from fl_protocol.stages import NodeState
+from fl_protocol.state_machine import StateMachine
 from fl_protocol.topics import Stage, Topic, TopicKind, device_downlink_filters, device_stage_topic
-from fl_protocol.wire.framing import peek_header
-from fl_protocol.wire.messages import GlobalModel, RoundTask
+from fl_protocol.wire.messages import RoundTask
 from fl_transport.chunking import ChunkCodec
 from fl_transport.loop import EventLoop
 from fl_transport.mqtt import MqttConnection, MqttSettings
@@ -108,9 +121,9 @@ class DeviceAgent:
             chunking=ChunkCodec.for_identity(self.identity),
         )
         self.status.bind(self.connection)
-        self.round: DeviceRound | TrustedDeviceRound | None = None
-        self._pending: tuple[RoundTask, Ready] | None = None  # gates passed, waiting for the model
-        self._models: dict[int, GlobalModel] = {}
+        self.round: RoundVariant | None = None
+        self._pending: PendingRound | None = None  # gates passed, waiting for the model
+        self._models = ModelCache(_MODEL_CACHE)
         self._outcome: TrainingOutcome | None = None
         self._job: TrainingJob | None = None
         self._last_details: dict[str, Any] = {}
@@ -120,7 +133,7 @@ class DeviceAgent:
         """The round the device is in (for log lines), or None."""
         if self.round is not None and not self.round.done:
             return self.round.round_id
-        return self._pending[0].round_id if self._pending is not None else None
+        return self._pending.task.round_id if self._pending is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def run(self, *, until: Callable[[], bool] | None = None) -> None:
@@ -133,12 +146,12 @@ class DeviceAgent:
             self.connection.wait_connected(self.config.device.connect_timeout_s)
         if interrupted is not None:
             self.status.publish(
-                "withdrawn",
+                NodeState.WITHDRAWN,
                 f"round {interrupted.round_id} interrupted by a restart",
                 round=interrupted.round_id,
             )
         else:
-            self.status.publish("idle", "started", **self._epsilon_details())
+            self.status.publish(NodeState.IDLE, "started", **self._epsilon_details())
         faulted = False
         try:
             self.loop.run(until=until)
@@ -158,7 +171,7 @@ class DeviceAgent:
             self._execute(self.round.withdraw("device shutting down"))
         self.worker.close()
         try:
-            self.status.publish("offline", "stopped")
+            self.status.publish(NodeState.OFFLINE, "stopped")
         finally:
             self.connection.stop()
 
@@ -173,25 +186,15 @@ class DeviceAgent:
         elif topic.kind is TopicKind.GATEWAY_STAGE and topic.gateway == self.gateway:
             self._on_stage(topic, payload)
         elif topic.kind is TopicKind.INBOX and topic.gateway == self.gateway and topic.device == self.node_id:
-            self._on_inbox(topic, payload)
+            self._on_inbox(payload)
         else:
             logger.debug("ignored message on a topic not meant for this device")
 
     def _on_task(self, topic: Topic, payload: bytes) -> None:
-        try:
-            header, task = self.identity.decode(payload, RoundTask, senders={self.cloud_id})
-        except DecodeError:
-            logger.warning(
-                "ignored task for round %s: malformed, unsigned or not signed by %s",
-                topic.round_id,
-                self.cloud_id,
-            )
+        task = decode_task(self.identity, topic, payload, cloud_id=self.cloud_id)
+        if task is None:
             return
-        if not header.round_id == topic.round_id == task.round_id:
-            logger.warning("ignored task: round in topic, frame and task differ")
-            return
-        active = self.current_round
-        if active == task.round_id:
+        if self.current_round == task.round_id:
             logger.debug("round %d: task delivered again (retained); already in it", task.round_id)
             return
         refusal = task_refusal(task, now_ms=self._clock_ms(), last_round=self.state.last_round)
@@ -202,6 +205,7 @@ class DeviceAgent:
         self._begin(task)
 
     def _begin(self, task: RoundTask) -> None:
+        machine: RoundMachine = StateMachine(round_table(trusted=task.secagg.trusted))  # OFFERED
         decision = decide(
             task,
             config=self.config,
@@ -213,57 +217,45 @@ class DeviceAgent:
         )
         self._last_details = dict(decision.details)
         if not isinstance(decision, Ready):
-            self.state.set(task.round_id, Phase.SKIPPED, decision.reason)
+            self.state.set(task.round_id, machine.apply(RoundEvent.SKIP), decision.reason)
             logger.info("round %d: sitting out: %s", task.round_id, decision.reason)
-            self.status.publish("skipped", decision.reason, round=task.round_id, **decision.details)
+            self.status.publish(NodeState.SKIPPED, decision.reason, round=task.round_id, **decision.details)
             return
-        self._pending = (task, decision)
+        machine.apply(RoundEvent.GATES_PASSED)
+        self._pending = PendingRound(task, decision, machine)
         if task.model_version in self._models:
             self._join()
         else:
             logger.info("round %d: waiting for global model %d", task.round_id, task.model_version)
-            self.status.publish("waiting_model", "", round=task.round_id)
+            self.status.publish(NodeState.WAITING_MODEL, "", round=task.round_id)
 
     def _on_model(self, topic: Topic, payload: bytes) -> None:
-        try:
-            header, model = self.identity.decode(payload, GlobalModel, senders={self.cloud_id})
-        except DecodeError:
-            logger.warning(
-                "ignored global model %s: malformed or not signed by %s", topic.model_version, self.cloud_id
-            )
+        model = decode_model(self.identity, topic, payload, cloud_id=self.cloud_id)
+        if model is None:
             return
-        if model.model_version != topic.model_version:
-            logger.warning("ignored global model: version in topic and message differ")
-            return
-        self._models[model.model_version] = model
-        for version in sorted(self._models)[:-_MODEL_CACHE]:
-            if self._pending is None or version != self._pending[0].model_version:
-                del self._models[version]
-        if self._pending is not None and self._pending[0].model_version == model.model_version:
+        waiting_for = None if self._pending is None else self._pending.task.model_version
+        self._models.add(model, pinned=waiting_for)
+        if waiting_for == model.model_version:
             self._join()
 
     def _join(self) -> None:
-        assert self._pending is not None
-        task, ready = self._pending
-        self._pending = None
-        model = self._models[task.model_version]
-        try:
-            if model.model_sha256 != task.model_sha256:
-                raise DecodeError()
-            global_vector = model.vector(max_elements=self.trainer.total_length)
-        except DecodeError:
-            self._skip(task, f"global model {task.model_version} does not match the task's sha256")
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        task = pending.task
+        vector = global_vector(task, self._models[task.model_version], length=self.trainer.total_length)
+        if isinstance(vector, str):
+            self._skip(pending, vector)
             return
-        if global_vector.shape != (self.trainer.total_length,):
-            self._skip(task, "global model length differs from this bundle")
-            return
-        self.state.set(task.round_id, Phase.JOINED)  # before the advertise: never re-join after a restart
-        self.round = self._new_round(task)
+        # JOINED is recorded before the advertise: never re-join after a restart
+        self.state.set(task.round_id, pending.machine.apply(RoundEvent.JOIN))
+        self.round = open_round(
+            task, pending.machine, identity=self.identity, gateway=self.gateway, rng_bytes=self._rng_bytes
+        )
         self._outcome = None
         self._job = TrainingJob(
             task.round_id,
-            global_vector,
-            ready.dataset,
+            vector,
+            pending.ready.dataset,
             task.training.local_steps,
             task.training.batch_size,
             task.training.learning_rate,
@@ -271,70 +263,27 @@ class DeviceAgent:
         )
         self._execute(self.round.start())
 
-    def _new_round(self, task: RoundTask) -> DeviceRound | TrustedDeviceRound:
-        """A trusted-mode round (participation.decide checked the opt-in) or a SecAgg+ round."""
-        if task.secagg.trusted:
-            logger.info("round %d: trusted-gateway mode: the update is sent without masking", task.round_id)
-            return TrustedDeviceRound(task, self.node_id)
-        client = SecAggClient(
-            self.node_id,
-            gateway_id=self.gateway,
-            fleet=self.fleet,
-            round_id=task.round_id,
-            identity_key=self.identity.signing_key,
-            verify_key=self.identity.verify_key,
-            model_hash=task.model_sha256,
-            rng_bytes=self._rng_bytes,
-            min_survivors=task.dp.min_survivors,
-        )
-        return DeviceRound(task, client)
-
-    def _skip(self, task: RoundTask, reason: str) -> None:
-        self.state.set(task.round_id, Phase.SKIPPED, reason)
+    def _skip(self, pending: PendingRound, reason: str) -> None:
+        task = pending.task
+        self.state.set(task.round_id, pending.machine.apply(RoundEvent.SKIP), reason)
         logger.warning("round %d: sitting out: %s", task.round_id, reason)
-        self.status.publish("skipped", reason, round=task.round_id)
+        self.status.publish(NodeState.SKIPPED, reason, round=task.round_id)
 
     def _on_stage(self, topic: Topic, payload: bytes) -> None:
         current = self.round
         if current is None or current.done or topic.round_id != current.round_id:
             logger.info("ignored %s for round %s: not in that round", topic.stage, topic.round_id)
             return
-        senders = {self.gateway}
-        if topic.stage is Stage.ROSTER and peek_header(payload).message_type is MessageType.ABORT:
-            _, abort = self.identity.decode(payload, Abort, senders=senders)  # type: ignore[type-var]
-            self._check_round(topic, abort.round_id)
-            self._execute(current.on_abort(abort.reason))
-            return
-        assert topic.stage is not None
-        if isinstance(current, TrustedDeviceRound):
-            self._execute(current.on_stage_message(topic.stage))
-            return
-        handlers: dict[Stage, tuple[type, Callable[[Any], list[Action]]]] = {
-            Stage.ROSTER: (Roster, current.on_roster),
-            Stage.SURVIVORS: (Survivors, current.on_survivors),
-            Stage.UNMASK_REQUEST: (UnmaskRequest, current.on_unmask_request),
-        }
-        cls, handler = handlers[topic.stage]
-        message: Any
-        _, message = self.identity.decode(payload, cls, senders=senders)  # DecodeError: logged by the loop
-        self._check_round(topic, message.round_id)
-        self._execute(handler(message))
+        message = decode_gateway_message(self.identity, topic, payload, gateway=self.gateway)
+        self._execute(deliver(current, message))
 
-    def _on_inbox(self, topic: Topic, payload: bytes) -> None:
-        _, routed = self.identity.decode(payload, RoutedShares, senders={self.gateway})  # type: ignore[type-var]
+    def _on_inbox(self, payload: bytes) -> None:
+        routed = decode_routed_shares(self.identity, payload, gateway=self.gateway)
         current = self.round
         if current is None or current.done or routed.round_id != current.round_id:
             logger.info("ignored routed shares for round %s: not in that round", routed.round_id)
             return
-        if isinstance(current, TrustedDeviceRound):
-            self._execute(current.on_stage_message(Stage.SHARES))
-            return
         self._execute(current.on_routed_shares(routed))
-
-    @staticmethod
-    def _check_round(topic: Topic, message_round: int) -> None:
-        if topic.round_id != message_round:
-            raise ProtocolError("round in topic and message differ")
 
     # -- tick: training outcomes and deadlines ------------------------------------------------------
     def _tick(self) -> None:
@@ -357,13 +306,13 @@ class DeviceAgent:
                 self._execute(current.on_training_done(ok=True))
         if self.round is not None:
             self._execute(self.round.tick(now_ms))
-        if self._pending is not None:
-            task = self._pending[0]
-            if task_refusal(task, now_ms=now_ms, last_round=self.state.last_round) is not None:
-                self._pending = None
-                self._skip(
-                    task, f"global model {task.model_version} did not arrive before the masked deadline"
-                )
+        pending = self._pending
+        if pending is None:
+            return
+        if task_refusal(pending.task, now_ms=now_ms, last_round=self.state.last_round) is not None:
+            self._pending = None
+            version = pending.task.model_version
+            self._skip(pending, f"global model {version} did not arrive before the masked deadline")
 
     # -- actions --------------------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
@@ -373,7 +322,7 @@ class DeviceAgent:
             elif isinstance(action, StartTraining):
                 assert self._job is not None
                 self.worker.submit(self._job)
-                self.status.publish("training", "", round=self._job.round_id, **self._last_details)
+                self.status.publish(NodeState.TRAINING, "", round=self._job.round_id, **self._last_details)
             elif isinstance(action, UploadDue):
                 self._upload()
             elif isinstance(action, Finished):
@@ -383,6 +332,7 @@ class DeviceAgent:
         assert self.round is not None
         round_id = self.round.round_id
         chain = codec_chain_text(self.round.task.codec) if action.stage is Stage.MASKED else ""
+        # Send.message is a SecAgg+ message or a PlainUpdate (see round_api.Send for the type)
         payload = self.identity.encode(action.message, round_id=round_id, codec_chain=chain)  # type: ignore[arg-type]
         topic = device_stage_topic(self.fleet, self.gateway, round_id, action.stage, self.node_id)
         self.connection.publish(topic, payload, qos=1, durable=action.durable)
@@ -409,8 +359,10 @@ class DeviceAgent:
             )
         self._execute(current.mask(encoded.ring_values))
         self.state.save_residual(encoded.residual)
-        self.state.set(task.round_id, Phase.UPLOADED)
-        self.status.publish("uploaded", "", round=task.round_id, clipped=int(encoded.clipped))
+        if current.done:  # masking was refused: the round is withdrawn and recorded so by _finish
+            return
+        self.state.set(task.round_id, current.phase)  # UPLOADED: the machine's state after the mask
+        self.status.publish(NodeState.UPLOADED, "", round=task.round_id, clipped=int(encoded.clipped))
         self._execute(current.uploaded())
 
     def _finish(self, finished: Finished) -> None:
@@ -423,16 +375,16 @@ class DeviceAgent:
             details["train_loss"] = outcome.train_loss
             if outcome.eval_loss is not None:
                 details["eval_loss"] = outcome.eval_loss
-        state = "idle" if finished.phase is Phase.FINISHED else "withdrawn"
+        state = NodeState.IDLE if finished.phase is Phase.FINISHED else NodeState.WITHDRAWN
         logger.info("round %d: %s %s", round_id, finished.phase.value, finished.reason)
         self.status.publish(state, finished.reason, **details)
 
     def _abandon_current(self, reason: str) -> None:
         if self.round is not None and not self.round.done:
             self._execute(self.round.withdraw(reason))
-        if self._pending is not None:
-            self._skip(self._pending[0], reason)
-            self._pending = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._skip(pending, reason)
 
     def _epsilon_details(self) -> dict[str, Any]:
         return epsilon_details(self.ledger.summary())

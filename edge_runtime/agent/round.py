@@ -1,9 +1,10 @@
-"""One round on the device side: a pure state machine (no I/O, no threads, no clock of its own).
+"""One SecAgg+ round on the device side: a pure state machine (no I/O, no threads, no clock of its own).
 
 The agent feeds it decoded, sender-checked messages, the end of local training and the current time;
 it answers with actions for the agent to carry out (publish a message, start training, build the
 masked update, finish). The secure-aggregation cryptography is `fl_protocol.secagg.SecAggClient`'s;
-this class sequences it with training and deadlines (docs/round-protocol.md, "The device"):
+this class sequences it with training and deadlines (docs/round-protocol.md, "The device") along
+`round_machine.SECURE_ROUND` (docs/architecture.md, "State machine: device round"):
 
     start -> [advertise, start training]
     roster -> [share keys]          routed shares + training done (either order) -> [upload due]
@@ -12,6 +13,7 @@ this class sequences it with training and deadlines (docs/round-protocol.md, "Th
 
 Anything that makes the SecAgg client refuse (ProtocolError), a gateway Abort, a failed training or a
 passed deadline ends the round with `Finished(WITHDRAWN, reason)`; after that every input is ignored.
+A message the client ignores or answers again (a replay) does not move the machine.
 
 Survivor floor (docs/privacy.md): a roster, survivor set or unmask request naming fewer nodes than the
 signed task's `dp.min_survivors` is refused here, whatever the client was built with, so this device never
@@ -22,12 +24,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
-from edge_runtime.agent.state import Phase
+from edge_runtime.agent.round_api import (
+    Action,
+    Finished,
+    MachineRound,
+    RoundMachine,
+    Send,
+    StartTraining,
+    UploadDue,
+)
+from edge_runtime.agent.round_machine import SECURE_ROUND, UPLOADED_PHASES, Phase, RoundEvent
 from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg import (
     ClientStage,
@@ -38,51 +47,13 @@ from fl_protocol.secagg import (
     Survivors,
     UnmaskRequest,
 )
+from fl_protocol.state_machine import TransitionError
 from fl_protocol.topics import Stage
 from fl_protocol.wire.messages import RoundTask
 
+__all__ = ["Action", "DeviceRound", "Finished", "Send", "StartTraining", "UploadDue", "task_refusal"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Send:
-    """Publish `message` on this device's uplink topic of `stage` (durable: through the outbox)."""
-
-    stage: Stage
-    message: object
-    durable: bool = False
-
-
-@dataclass(frozen=True)
-class StartTraining:
-    """Start local training on the round's global model (on the worker thread)."""
-
-
-@dataclass(frozen=True)
-class UploadDue:
-    """Training is done and the shares are in: charge the ledger, encode, then call `DeviceRound.mask`."""
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The round is over for this device: FINISHED (unmask shares sent) or WITHDRAWN (with a reason)."""
-
-    phase: Phase
-    reason: str
-
-
-Action = Send | StartTraining | UploadDue | Finished
-
-
-class Step(Enum):
-    """Progress through the round, in protocol order."""
-
-    NEW = 0
-    ADVERTISED = 1
-    SHARED = 2
-    UPLOADED = 3
-    SIGNED = 4
-    DONE = 5
 
 
 def task_refusal(task: RoundTask, *, now_ms: int, last_round: int) -> str | None:
@@ -95,34 +66,22 @@ def task_refusal(task: RoundTask, *, now_ms: int, last_round: int) -> str | None
     return None
 
 
-class DeviceRound:
-    """This device's part in one round with its gateway."""
+class DeviceRound(MachineRound):
+    """This device's part in one SecAgg+ round with its gateway (implements `round_api.RoundVariant`).
 
-    def __init__(self, task: RoundTask, client: SecAggClient) -> None:
-        self.task = task
+    machine: see `MachineRound` (a `SECURE_ROUND` machine in JOINED; default: a new one).
+    """
+
+    def __init__(self, task: RoundTask, client: SecAggClient, *, machine: RoundMachine | None = None) -> None:
+        super().__init__(task, SECURE_ROUND, machine)
         self.client = client
-        self.step = Step.NEW
-        self.finished: Finished | None = None
-        self._shares_in = False
-        self._trained = False
-        self._upload_announced = False
         self._early_routed: RoutedShares | None = None  # shares that overtook the roster on the bus
-
-    @property
-    def round_id(self) -> int:
-        """The round this state machine belongs to."""
-        return self.task.round_id
-
-    @property
-    def done(self) -> bool:
-        """True once the round finished or was given up."""
-        return self.finished is not None
 
     def start(self) -> list[Action]:
         """Advertise the SecAgg keys and start training (the agent persisted JOINED before calling)."""
-        if self.step is not Step.NEW or self.done:
+        if self.phase is not Phase.JOINED:
             return []
-        return self._guard(lambda: self._start())
+        return self._guard(self._start)
 
     def on_roster(self, roster: Roster) -> list[Action]:
         """Answer the roster with encrypted shares for the neighbours."""
@@ -138,12 +97,11 @@ class DeviceRound:
             return []
         if not ok:
             return self._give_up(f"local training failed: {reason}")
-        self._trained = True
-        return self._maybe_upload()
+        return self._step(RoundEvent.TRAINED)
 
     def mask(self, ring_values: np.ndarray) -> list[Action]:
         """Mask the encoded update (once) and hand it out for a durable publish."""
-        if self.done or not self._upload_announced or self.step is not Step.SHARED:
+        if not self._machine.can(RoundEvent.MASK):
             raise ProtocolError("mask() is allowed once, after UploadDue")
         return self._guard(lambda: self._mask(ring_values))
 
@@ -159,32 +117,22 @@ class DeviceRound:
         """Release the unmasking shares; the round is then finished for this device."""
         return self._guard(lambda: self._unmask(request))
 
-    def on_abort(self, reason: str) -> list[Action]:
-        """The gateway aborted the cohort: nothing more will be released."""
-        if self.done:
-            return []
-        return self._give_up(f"gateway aborted the round: {reason}")
-
     def tick(self, now_ms: int) -> list[Action]:
         """Enforce the task's deadlines with the agent's clock."""
         if self.done:
             return []
         deadlines = self.task.deadlines_ms
         masked, unmask = deadlines.get(Stage.MASKED.value), deadlines.get(Stage.UNMASK.value)
-        if self.step.value < Step.UPLOADED.value and masked is not None and now_ms >= masked:
+        if self.phase not in UPLOADED_PHASES and masked is not None and now_ms >= masked:
             return self._give_up("masked deadline passed before the update was ready")
         if unmask is not None and now_ms >= unmask:
             return self._give_up("unmask deadline passed")
         return []
 
-    def withdraw(self, reason: str) -> list[Action]:
-        """Give the round up on the agent's initiative (a newer task, shutdown)."""
-        return [] if self.done else self._give_up(reason)
-
     # -- stage logic ----------------------------------------------------------------------------
     def _start(self) -> list[Action]:
         advertise = self.client.advertise()
-        self.step = Step.ADVERTISED
+        self._machine.apply(RoundEvent.START)
         return [Send(Stage.ADVERTISE, advertise), StartTraining()]
 
     def _roster(self, roster: Roster) -> list[Action]:
@@ -193,38 +141,33 @@ class DeviceRound:
         answer = self.client.on_roster(roster)
         if answer is None:
             return []
-        actions: list[Action] = []
-        if self.step is Step.ADVERTISED:
-            self.step = Step.SHARED
-        actions.append(Send(Stage.SHARES, answer))
+        if self._machine.can(RoundEvent.ROSTER):  # else a replay: the cached shares go out again
+            self._machine.apply(RoundEvent.ROSTER)
+        actions: list[Action] = [Send(Stage.SHARES, answer)]
         early, self._early_routed = self._early_routed, None
         if early is not None:
             actions += self._routed(early)
         return actions
 
     def _routed(self, routed: RoutedShares) -> list[Action]:
-        if self.step is Step.ADVERTISED and routed.round_id == self.round_id:
-            self._early_routed = routed  # processed right after the roster
+        if self._machine.can(RoundEvent.ROSTER) and routed.round_id == self.round_id:
+            self._early_routed = routed  # roster not answered yet: processed right after it
             return []
         self.client.on_routed_shares(routed)
-        if (
-            self.step is Step.SHARED
-            and not self._shares_in
-            and self.client.stage is ClientStage.SHARES_RECEIVED
-        ):
-            self._shares_in = True
-            return self._maybe_upload()
+        if self._machine.can(RoundEvent.ROUTED_SHARES) and self.client.stage is ClientStage.SHARES_RECEIVED:
+            return self._step(RoundEvent.ROUTED_SHARES)
         return []
 
-    def _maybe_upload(self) -> list[Action]:
-        if self._trained and self._shares_in and not self._upload_announced:
-            self._upload_announced = True
-            return [UploadDue()]
-        return []
+    def _step(self, event: RoundEvent) -> list[Action]:
+        """Apply a progress event that may come more than once (training, shares); UploadDue when due."""
+        if not self._machine.can(event):
+            logger.debug("round %d: %s in %s changes nothing", self.round_id, event.value, self.phase.value)
+            return []
+        return [UploadDue()] if self._machine.apply(event) is Phase.UPLOAD_DUE else []
 
     def _mask(self, ring_values: np.ndarray) -> list[Action]:
         masked: MaskedUpdate = self.client.mask(ring_values)
-        self.step = Step.UPLOADED
+        self._machine.apply(RoundEvent.MASK)
         return [Send(Stage.MASKED, masked, durable=True)]
 
     def _survivors(self, survivors: Survivors) -> list[Action]:
@@ -233,7 +176,8 @@ class DeviceRound:
         answer = self.client.on_survivors(survivors)
         if answer is None:
             return []
-        self.step = Step.SIGNED
+        if self._machine.can(RoundEvent.SURVIVORS):  # else a replay: the cached signature goes out again
+            self._machine.apply(RoundEvent.SURVIVORS)
         return [Send(Stage.CONSISTENCY, answer)]
 
     def _unmask(self, request: UnmaskRequest) -> list[Action]:
@@ -242,9 +186,8 @@ class DeviceRound:
         answer = self.client.on_unmask_request(request)
         if answer is None:
             return []
-        self.step = Step.DONE
-        self.finished = Finished(Phase.FINISHED, "")
-        return [Send(Stage.UNMASK, answer), self.finished]
+        finished = Finished(self._machine.apply(RoundEvent.UNMASK_REQUEST), "")
+        return [Send(Stage.UNMASK, answer), finished]
 
     # -- helpers --------------------------------------------------------------------------------
     def _check_floor(self, names: tuple[str, ...], what: str) -> None:
@@ -259,10 +202,7 @@ class DeviceRound:
             return []
         try:
             return action()
+        except TransitionError as exc:
+            return self._give_up(f"round state machine refused: {exc}")
         except ProtocolError as exc:
             return self._give_up(f"secure aggregation refused: {exc}")
-
-    def _give_up(self, reason: str) -> list[Action]:
-        logger.warning("round %d: withdrawing: %s", self.round_id, reason)
-        self.finished = Finished(Phase.WITHDRAWN, reason)
-        return [self.finished]

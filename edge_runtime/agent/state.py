@@ -5,6 +5,9 @@ device had joined (advertised) when it stopped is WITHDRAWN, never resumed: the 
 re-advertise, re-train or re-mask it and answers none of its stages. A masked update that was handed to
 the outbox survives in the outbox and is re-sent byte for byte if the broker never acknowledged it; the
 ledger charge survives in the ledger. `last_round` makes the retained task of that round a no-op.
+
+The persisted `phase` is the device round machine's state (`round_machine.Phase`) at its durable
+checkpoints; the strings of earlier files are the same states, so they read unchanged.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import io
 import json
 import logging
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.agent.round_machine import TERMINAL, UPLOADED_PHASES, Phase
 from fl_protocol.atomic_file import write_atomic
 from fl_protocol.errors import ConfigError
 
@@ -29,19 +32,6 @@ STATE_FILE = "round_state.json"
 RESIDUAL_FILE = "residual.npy"
 LEDGER_FILE = "ledger.json"
 OUTBOX_DIR = "outbox"
-
-
-class Phase(str, Enum):
-    """Where the device is in its current round (persisted)."""
-
-    JOINED = "joined"  # gates passed, keys advertised or about to be
-    UPLOADED = "uploaded"  # ledger charged, masked update in the outbox
-    FINISHED = "finished"  # unmask shares sent
-    SKIPPED = "skipped"  # a gate said no; nothing was sent
-    WITHDRAWN = "withdrawn"  # gave up (deadline, abort, error, restart)
-
-
-TERMINAL = frozenset({Phase.FINISHED, Phase.SKIPPED, Phase.WITHDRAWN})
 
 
 @dataclass(frozen=True)
@@ -79,7 +69,7 @@ class DeviceState:
         record = self.record
         if record is None or record.phase in TERMINAL:
             return None
-        uploaded = record.phase is Phase.UPLOADED
+        uploaded = record.phase in UPLOADED_PHASES
         reason = (
             "restarted after upload; outbox re-sends the same update" if uploaded else "restarted mid-round"
         )

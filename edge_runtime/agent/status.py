@@ -14,6 +14,7 @@ from typing import Any
 
 from fl_protocol.errors import ConfigError
 from fl_protocol.identity import NodeIdentity
+from fl_protocol.stages import NodeState
 from fl_protocol.topics import status_topic
 from fl_protocol.wire.checks import MAX_TEXT_CHARS
 from fl_protocol.wire.messages import Status
@@ -37,24 +38,24 @@ class StatusPublisher:
 
     def will(self) -> Will:
         """The last will: a signed `offline` status the broker publishes if the device vanishes."""
-        return Will(self.topic, self.encode("offline", "connection lost"), retain=True)
+        return Will(self.topic, self.encode(NodeState.OFFLINE, "connection lost"), retain=True)
 
-    def encode(self, state: str, reason: str, **details: Any) -> bytes:
-        """A signed Status frame (round id 0: status is not bound to a round)."""
+    def encode(self, state: NodeState, reason: str, **details: Any) -> bytes:
+        """A signed Status frame (round id 0: not bound to a round); `state` travels as its value."""
         status = self._status(state, reason, details)
         self.last = status
         return self._identity.encode(status, round_id=0)
 
-    def publish(self, state: str, reason: str, **details: Any) -> None:
+    def publish(self, state: NodeState, reason: str, **details: Any) -> None:
         """Publish the status retained; failures are logged, never raised (status is best effort)."""
         if self._connection is None:
             return
         try:
             self._connection.publish(self.topic, self.encode(state, reason, **details), qos=1, retain=True)
         except Exception as exc:  # noqa: BLE001 - a status hiccup must not end a round
-            logger.warning("could not publish status %s: %s", state, exc)
+            logger.warning("could not publish status %s: %s", state.value, exc)
 
-    def _status(self, state: str, reason: str, details: dict[str, Any]) -> Status:
+    def _status(self, state: NodeState, reason: str, details: dict[str, Any]) -> Status:
         clean: dict[str, Any] = {"backend": self._backend}
         for key, value in details.items():
             if value is None:
@@ -68,11 +69,13 @@ class StatusPublisher:
             clean[key] = value
         try:
             return Status(
-                self._identity.node_id, state, reason[:MAX_TEXT_CHARS], int(self._clock_ms()), clean
+                self._identity.node_id, state.value, reason[:MAX_TEXT_CHARS], int(self._clock_ms()), clean
             )
         except ConfigError as exc:
             logger.warning("status details refused (%s); publishing without them", exc)
-            return Status(self._identity.node_id, state, reason[:MAX_TEXT_CHARS], int(self._clock_ms()), {})
+            return Status(
+                self._identity.node_id, state.value, reason[:MAX_TEXT_CHARS], int(self._clock_ms()), {}
+            )
 
 
 def epsilon_details(summary: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:

@@ -11,6 +11,9 @@ Handling policy (see docs/secure-aggregation.md):
 - the survivor floor: with `min_survivors` (the task's dp.min_survivors) the client refuses a roster
   smaller than the floor, and refuses to sign or to unmask a survivor set smaller than it, so not even
   a dishonest gateway can unmask a sum that carries less than the noise the accountant assumed.
+
+The stages and their order are one transition table, `client_stages.CLIENT_TABLE` (shown in
+docs/architecture.md); this class checks each message, then applies its event.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from enum import Enum
 from typing import NoReturn, TypeVar
 
 import numpy as np
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fl_protocol.errors import DecodeError, ProtocolError
 from fl_protocol.secagg import keys, shamir
+from fl_protocol.secagg.client_stages import CLIENT_TABLE, ClientEvent, ClientStage
 from fl_protocol.secagg.cohort import Cohort
 from fl_protocol.secagg.messages import (
     AdvertiseKeys,
@@ -39,6 +42,7 @@ from fl_protocol.secagg.messages import (
     UnmaskShares,
 )
 from fl_protocol.secagg.prg import MaskExpander, ring_mask
+from fl_protocol.state_machine import StateMachine
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +51,13 @@ AnyMessage = Roster | RoutedShares | Survivors | UnmaskRequest
 _T = TypeVar("_T")
 _IGNORED = object()  # marker returned by _gate for messages to drop
 
-
-class ClientStage(Enum):
-    """Client stages, in protocol order."""
-
-    INIT = 0
-    ADVERTISED = 1
-    SHARES_SENT = 2
-    SHARES_RECEIVED = 3
-    MASKED = 4
-    SIGNED = 5
-    UNMASKED = 6
-    ABORTED = 7
+#: The slot name of each message event, as logs and refusals spell it.
+_SLOTS = {
+    ClientEvent.ROSTER: "roster",
+    ClientEvent.ROUTED_SHARES: "routed",
+    ClientEvent.SURVIVORS: "survivors",
+    ClientEvent.UNMASK_REQUEST: "unmask",
+}
 
 
 class SecAggClient:
@@ -81,7 +80,7 @@ class SecAggClient:
             raise ValueError("min_survivors must be >= 1")
         self.node_id, self.gateway_id, self.fleet, self.round_id = node_id, gateway_id, fleet, round_id
         self.min_survivors = min_survivors
-        self.stage = ClientStage.INIT
+        self._machine = StateMachine(CLIENT_TABLE)  # stages: fl_protocol.secagg.client_stages
         self._identity_key, self._verify_key, self._rng = identity_key, verify_key, rng_bytes
         self._model_hash = model_hash
         self._c = keys.generate_key_pair(rng_bytes)
@@ -90,8 +89,13 @@ class SecAggClient:
         self._peers: frozenset[str] = frozenset()  # neighbours whose shares arrived (mask partners)
         self._held: dict[str, tuple[int, int]] = {}  # owner -> (b-share, s-share) this node holds
         self._b_seed: bytes | None = None
-        self._received: dict[str, object] = {}  # stage message type name -> the message answered
-        self._answers: dict[str, object] = {}
+        self._received: dict[ClientEvent, object] = {}  # message event -> the message answered
+        self._answers: dict[ClientEvent, object] = {}
+
+    @property
+    def stage(self) -> ClientStage:
+        """The current stage (CLIENT_TABLE's state; ABORTED after a refusal)."""
+        return self._machine.state
 
     # -- stage 2: advertise -------------------------------------------------------------------
     def advertise(self) -> AdvertiseKeys:
@@ -108,14 +112,14 @@ class SecAggClient:
             s_public=self._s.public_bytes,
             signature=keys.sign(self._identity_key, statement),
         )
-        if self.stage is ClientStage.INIT:
-            self.stage = ClientStage.ADVERTISED
+        if self._machine.can(ClientEvent.ADVERTISE):  # repeated calls return the same keys, stage kept
+            self._machine.apply(ClientEvent.ADVERTISE)
         return message
 
     # -- stage 3/4: roster -> encrypted shares ------------------------------------------------
     def on_roster(self, roster: Roster) -> ShareKeys | None:
         """Check the roster (own keys, neighbours' key signatures, t) and share b_u and s_sk."""
-        replay = self._gate(roster, "roster", ClientStage.ADVERTISED)
+        replay = self._gate(roster, ClientEvent.ROSTER)
         if replay is not None:
             return replay if isinstance(replay, ShareKeys) else None
         try:
@@ -154,11 +158,11 @@ class SecAggClient:
         answer = ShareKeys(
             round_id=self.round_id, sender=self.node_id, ciphertexts=ciphertexts, b_commitment=commitment
         )
-        return self._advance(roster, "roster", answer, ClientStage.SHARES_SENT)
+        return self._advance(roster, ClientEvent.ROSTER, answer)
 
     def on_routed_shares(self, routed: RoutedShares) -> None:
         """Decrypt the shares neighbours sent; any failure refuses the round."""
-        replay = self._gate(routed, "routed", ClientStage.SHARES_SENT)
+        replay = self._gate(routed, ClientEvent.ROUTED_SHARES)
         if replay is not None or self.stage is not ClientStage.SHARES_SENT:
             return None
         cohort = self._require_cohort()
@@ -183,7 +187,7 @@ class SecAggClient:
                 self._refuse(f"share from {src} failed to decrypt")
             self._held[src] = (b_share, s_share)
         self._peers = frozenset(sources)
-        self._advance(routed, "routed", True, ClientStage.SHARES_RECEIVED)
+        self._advance(routed, ClientEvent.ROUTED_SHARES, True)
         return None
 
     # -- stage 5: mask ------------------------------------------------------------------------
@@ -193,7 +197,7 @@ class SecAggClient:
         Masking is allowed once per round: two masked vectors under one mask would reveal their
         difference.
         """
-        if self.stage is not ClientStage.SHARES_RECEIVED:
+        if not self._machine.can(ClientEvent.MASK):  # a wrong call, not a refusal: the stage is kept
             raise ProtocolError(f"mask() not allowed in stage {self.stage.name}")
         cohort = self._require_cohort()
         if values.dtype != np.uint32 or values.shape != (cohort.dimension,):
@@ -217,7 +221,7 @@ class SecAggClient:
             expander.add_into(out, seed, subtract=self.node_id > peer)
         np.bitwise_and(out, mask, out=out)
         self._b_seed = None  # the server recovers it from shares; this node no longer needs it
-        self.stage = ClientStage.MASKED
+        self._machine.apply(ClientEvent.MASK)
         return MaskedUpdate(
             round_id=self.round_id, sender=self.node_id, ring_bits=cohort.ring_bits, values=out
         )
@@ -225,7 +229,7 @@ class SecAggClient:
     # -- stage 6: consistency -----------------------------------------------------------------
     def on_survivors(self, survivors: Survivors) -> ConsistencySignature | None:
         """Sign (fleet, round, survivors, model hash) once; a different set later is refused."""
-        replay = self._gate(survivors, "survivors", ClientStage.MASKED)
+        replay = self._gate(survivors, ClientEvent.SURVIVORS)
         if replay is not None:
             return replay if isinstance(replay, ConsistencySignature) else None
         cohort = self._require_cohort()
@@ -245,16 +249,16 @@ class SecAggClient:
         answer = ConsistencySignature(
             round_id=self.round_id, sender=self.node_id, signature=keys.sign(self._identity_key, statement)
         )
-        return self._advance(survivors, "survivors", answer, ClientStage.SIGNED)
+        return self._advance(survivors, ClientEvent.SURVIVORS, answer)
 
     # -- stage 7: unmask ----------------------------------------------------------------------
     def on_unmask_request(self, request: UnmaskRequest) -> UnmaskShares | None:
         """Release b-shares of survivors and s-shares of dropped peers, after all the checks."""
-        replay = self._gate(request, "unmask", ClientStage.SIGNED)
+        replay = self._gate(request, ClientEvent.UNMASK_REQUEST)
         if replay is not None:
             return replay if isinstance(replay, UnmaskShares) else None
         cohort = self._require_cohort()
-        signed = self._received["survivors"]
+        signed = self._received[ClientEvent.SURVIVORS]
         assert isinstance(signed, Survivors)
         surviving, dropped = set(request.survivors), set(request.dropped)
         if surviving & dropped:
@@ -272,30 +276,31 @@ class SecAggClient:
         answer = UnmaskShares(
             round_id=self.round_id, sender=self.node_id, b_shares=b_shares, s_shares=s_shares
         )
-        return self._advance(request, "unmask", answer, ClientStage.UNMASKED)
+        return self._advance(request, ClientEvent.UNMASK_REQUEST, answer)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _gate(self, message: AnyMessage, slot: str, stage: ClientStage) -> object | None:
+    def _gate(self, message: AnyMessage, event: ClientEvent) -> object | None:
         """Common checks. Returns the cached answer for a replay, a non-None marker for 'ignore',
-        None when the message should be processed now."""
+        None when the message should be processed now (CLIENT_TABLE allows `event` in this stage)."""
+        slot = _SLOTS[event]
         if self.stage is ClientStage.ABORTED:
             raise ProtocolError("client aborted this round")
         if message.round_id != self.round_id or message.sender != self.gateway_id:
             logger.info("ignored %s: round %s from %s", slot, message.round_id, message.sender)
             return _IGNORED
-        if slot in self._received:
-            if self._received[slot] == message:
+        if event in self._received:
+            if self._received[event] == message:
                 logger.debug("replayed %s: returning the cached answer", slot)
-                return self._answers[slot]
+                return self._answers[event]
             self._refuse(f"conflicting second {slot} message")
-        if self.stage is not stage:
+        if not self._machine.can(event):
             logger.info("ignored %s in stage %s", slot, self.stage.name)
             return _IGNORED
         return None
 
-    def _advance(self, message: AnyMessage, slot: str, answer: _T, stage: ClientStage) -> _T:
-        self._received[slot], self._answers[slot] = message, answer
-        self.stage = stage
+    def _advance(self, message: AnyMessage, event: ClientEvent, answer: _T) -> _T:
+        self._received[event], self._answers[event] = message, answer
+        self._machine.apply(event)
         return answer
 
     def _check_advertisement(self, entry: AdvertiseKeys) -> None:
@@ -334,7 +339,7 @@ class SecAggClient:
 
     def _refuse(self, reason: str) -> NoReturn:
         logger.warning("round %s: refusing: %s", self.round_id, reason)
-        self.stage = ClientStage.ABORTED
+        self._machine.fail()  # ABORTED: CLIENT_TABLE's error state, nothing leaves it
         self._held.clear()
         self._b_seed = None
         raise ProtocolError(reason)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_runtime.agent.round import DeviceRound, Finished, Send, StartTraining, Step, UploadDue, task_refusal
+from edge_runtime.agent.round import DeviceRound, Finished, Send, StartTraining, UploadDue, task_refusal
 from edge_runtime.agent.state import Phase
 from edge_runtime.agent.trusted_round import TrustedDeviceRound
 from fl_protocol.codec.quantize import ring_sum
@@ -125,7 +125,7 @@ def test_full_round_unmasks_the_sum_of_plain_updates(cohort) -> None:
         (send,) = device.mask(plain[node])
         assert isinstance(send, Send) and send.stage is Stage.MASKED and send.durable
         assert server.on_masked_update(send.message)  # type: ignore[arg-type]
-        assert device.step is Step.UPLOADED
+        assert device.phase is Phase.UPLOADED
     survivors = server.close_masked_collection()
     assert isinstance(survivors, Survivors)
     for device in rounds.values():
@@ -168,7 +168,7 @@ def test_routed_shares_that_overtake_the_roster_are_kept(cohort) -> None:
         server.on_share_keys(_sent(answers, Stage.SHARES))  # type: ignore[arg-type]
     routed = server.close_share_keys()
     fresh = DeviceRound(make_task(), late.client)  # same client, roster not yet seen by this machine
-    fresh.step = Step.ADVERTISED
+    assert fresh.start()  # advertises again (the client returns the same keys): roster not yet answered
     assert fresh.on_routed_shares(routed["dev-a"]) == []  # type: ignore[index]
     fresh.on_training_done(ok=True)
     actions = fresh.on_roster(roster)  # replayed roster: cached shares, then the buffered routed shares
