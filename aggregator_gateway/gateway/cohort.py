@@ -1,8 +1,10 @@
 """One cohort (or one group of a cohort) of a round: a SecAggServer plus who is still owed an answer.
 
-`SecAggServer` is the pure protocol state machine; this wrapper adds what the gateway needs around it:
-the set of nodes it waits for in each stage (so a stage can close early once all have answered), and a
-uniform `close(stage)` that returns the messages to publish or an `Abort`. No I/O, no clock.
+`SecAggServer` is the pure protocol state machine (its stages: fl_protocol/secagg/server_stages.py); this
+wrapper adds what the gateway needs around it: the uplink stage the server collects now (read from the
+server's own stage, never kept beside it), the set of nodes it waits for in that stage (so a stage can
+close early once all have answered), and a uniform `close()` that returns the messages to publish or an
+`Abort`. No I/O, no clock.
 """
 
 from __future__ import annotations
@@ -23,27 +25,23 @@ from fl_protocol.secagg import (
     Roster,
     RoutedShares,
     SecAggServer,
+    ServerStage,
     ShareKeys,
     Survivors,
     UnmaskRequest,
     UnmaskShares,
 )
-from fl_protocol.topics import Stage
+from fl_protocol.stages import Stage
 
 logger = logging.getLogger(__name__)
+
+_ENDED = frozenset({ServerStage.DONE, ServerStage.ABORTED, ServerStage.ERROR})
 
 StageMessage = AdvertiseKeys | ShareKeys | MaskedUpdate | ConsistencySignature | UnmaskShares
 CloseOutput = Roster | dict[str, RoutedShares] | Survivors | UnmaskRequest | AggregateResult | Abort
 
-# The uplink stages in protocol order; the message class each carries.
-STAGE_ORDER: tuple[Stage, ...] = (
-    Stage.ADVERTISE,
-    Stage.SHARES,
-    Stage.MASKED,
-    Stage.CONSISTENCY,
-    Stage.UNMASK,
-)
-STAGE_MESSAGES: dict[Stage, type] = {
+# The message class each uplink stage of a secure round carries.
+STAGE_MESSAGES: dict[Stage, type[StageMessage]] = {
     Stage.ADVERTISE: AdvertiseKeys,
     Stage.SHARES: ShareKeys,
     Stage.MASKED: MaskedUpdate,
@@ -93,10 +91,19 @@ class CohortDriver:
             threshold_fraction=params.threshold_fraction,
             min_survivors=params.min_survivors,
         )
-        self.stage = Stage.ADVERTISE
-        self.aborted = False
         self._expected: frozenset[str] = frozenset()  # who may answer in the current stage
         self._answered: set[str] = set()
+
+    @property
+    def stage(self) -> Stage | None:
+        """The uplink stage the server collects now (its stage's word); None once done or aborted."""
+        state = self.server.stage
+        return None if state in _ENDED else Stage(state.value)
+
+    @property
+    def aborted(self) -> bool:
+        """True once closing a stage aborted this cohort."""
+        return self.server.stage is ServerStage.ABORTED
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -106,26 +113,33 @@ class CohortDriver:
 
     def accept(self, stage: Stage, message: StageMessage) -> bool:
         """Hand a verified device message to the server; True if it was accepted (first of its kind)."""
-        if self.aborted or stage is not self.stage:
+        current = self.stage
+        if stage is not current or not isinstance(message, STAGE_MESSAGES[stage]):
             logger.info(
                 "round %d: ignored %s from %s: cohort is in stage %s",
                 self.params.round_id,
                 stage.value,
                 getattr(message, "sender", "?"),
-                self.stage.value,
+                self.server.stage.value if current is None else current.value,
             )
             return False
-        handler: dict[Stage, Callable[[StageMessage], bool]] = {
-            Stage.ADVERTISE: self.server.on_advertise,  # type: ignore[dict-item]
-            Stage.SHARES: self.server.on_share_keys,  # type: ignore[dict-item]
-            Stage.MASKED: self.server.on_masked_update,  # type: ignore[dict-item]
-            Stage.CONSISTENCY: self.server.on_consistency_signature,  # type: ignore[dict-item]
-            Stage.UNMASK: self.server.on_unmask_shares,  # type: ignore[dict-item]
-        }
-        accepted = handler[stage](message)
+        accepted = self._deliver(message)
         if accepted:
             self._answered.add(message.sender)
         return accepted
+
+    def _deliver(self, message: StageMessage) -> bool:
+        """The server's handler for the message's kind (it checks the kind against its own stage)."""
+        server = self.server
+        if isinstance(message, AdvertiseKeys):
+            return server.on_advertise(message)
+        if isinstance(message, ShareKeys):
+            return server.on_share_keys(message)
+        if isinstance(message, MaskedUpdate):
+            return server.on_masked_update(message)
+        if isinstance(message, ConsistencySignature):
+            return server.on_consistency_signature(message)
+        return server.on_unmask_shares(message)
 
     def complete(self) -> bool:
         """True when every node this stage waits for has answered (the advertise stage never is: the
@@ -137,23 +151,21 @@ class CohortDriver:
         if self.aborted:
             raise ProtocolError("cohort already aborted")
         result = self._advance()
-        if isinstance(result, Abort):
-            self.aborted = True
-            return result
-        index = STAGE_ORDER.index(self.stage)
-        self._expected = self._next_expected(result)
-        self._answered = set()
-        self.stage = STAGE_ORDER[index + 1] if index + 1 < len(STAGE_ORDER) else self.stage
+        if not isinstance(result, Abort):
+            self._expected = self._next_expected(result)
+            self._answered = set()
         return result
 
     def _advance(self) -> CloseOutput:
-        if self.stage is Stage.ADVERTISE:
+        """The server's call that closes its stage (past the last one, its refusal: TransitionError)."""
+        stage = self.server.stage
+        if stage is ServerStage.ADVERTISE:
             return self.server.close_advertise()
-        if self.stage is Stage.SHARES:
+        if stage is ServerStage.SHARE_KEYS:
             return self.server.close_share_keys()
-        if self.stage is Stage.MASKED:
+        if stage is ServerStage.MASKED_COLLECTION:
             return self.server.close_masked_collection()
-        if self.stage is Stage.CONSISTENCY:
+        if stage is ServerStage.CONSISTENCY:
             return self.server.unmask_request()
         return self.server.finalize()
 

@@ -16,20 +16,21 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, StageMessage
 from aggregator_gateway.gateway.config import GatewayConfig, GatewaySection
+from aggregator_gateway.gateway.driver import CohortRound, DeviceMessage
 from aggregator_gateway.gateway.rounds import GroupPolicy, Outgoing, RoundDriver
-from aggregator_gateway.gateway.store import RoundStore
+from aggregator_gateway.gateway.store import RoundState, RoundStore
 from aggregator_gateway.gateway.trusted import TrustedPolicy, TrustedRoundDriver
 from fl_protocol.config import load_fleet_keys, load_signing_key
 from fl_protocol.errors import ConfigError, DecodeError, FedloraError, ProtocolError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort
+from fl_protocol.stages import NodeState, Stage, round_stages
 from fl_protocol.topics import (
-    Stage,
     Topic,
     TopicKind,
     abort_topic,
@@ -40,15 +41,14 @@ from fl_protocol.topics import (
     partial_topic,
     status_topic,
 )
-from fl_protocol.wire.messages import PartialAggregate, PlainUpdate, RoundTask, Status
+from fl_protocol.wire.messages import PartialAggregate, RoundTask, Status
+
+if TYPE_CHECKING:
+    from fl_transport.loop import EventLoop
 
 logger = logging.getLogger(__name__)
 
-ROUND_STAGES = ("advertise", "shares", "masked", "consistency", "unmask")
-TRUSTED_STAGES = ("masked",)
 GRAPH_SEED_BYTES = 32
-
-Driver = RoundDriver | TrustedRoundDriver
 
 
 class Gateway:
@@ -71,7 +71,7 @@ class Gateway:
         self.expected_devices = expected_devices
         self._publish, self._clock_ms, self._seed_bytes = publish, clock_ms, seed_bytes
         self._sums_dir = unmasked_sums_dir
-        self.driver: Driver | None = None
+        self.driver: CohortRound | None = None
         self._update_frame_bytes: dict[str, int] = {}  # device -> measured size of its accepted update frame
         self._not_before_ms = 0  # after a restart, no stage closes before this time
         self.policy = GroupPolicy(
@@ -104,7 +104,7 @@ class Gateway:
             logger.debug("ignored task of round %d: not newer than round %d", task.round_id, latest.round_id)
         elif (refusal := self._mode_refusal(task)) is not None:
             logger.warning("refused task of round %d: %s; publishing nothing", task.round_id, refusal)
-        elif missing := [s for s in self._stages(task) if s not in task.deadlines_ms]:
+        elif missing := self._missing_deadlines(task):
             logger.warning("ignored task of round %d: no deadline for %s", task.round_id, ", ".join(missing))
         else:
             self._start_round(task, payload)
@@ -118,8 +118,10 @@ class Gateway:
         return "the task uses secure aggregation but this gateway has trusted_mode = true"
 
     @staticmethod
-    def _stages(task: RoundTask) -> tuple[str, ...]:
-        return TRUSTED_STAGES if task.secagg.trusted else ROUND_STAGES
+    def _missing_deadlines(task: RoundTask) -> list[str]:
+        """The task's uplink stages (fl_protocol.stages.round_stages) it has no deadline for."""
+        stages = round_stages(trusted=task.secagg.trusted)
+        return [stage.value for stage in stages if stage.value not in task.deadlines_ms]
 
     def _start_round(self, task: RoundTask, task_frame: bytes) -> None:
         seed = self._seed_bytes(GRAPH_SEED_BYTES)
@@ -141,7 +143,7 @@ class Gateway:
             1 if task.secagg.trusted else self.policy.group_count,
         )
 
-    def _new_driver(self, task: RoundTask, seed: bytes) -> Driver:
+    def _new_driver(self, task: RoundTask, seed: bytes) -> CohortRound:
         # the task's floor holds whatever this gateway's settings say (they can only raise it)
         min_cohort = max(self.settings.min_cohort, task.min_cohort)
         if task.secagg.trusted:
@@ -171,7 +173,7 @@ class Gateway:
             )
             return
         message = self._decode_device(driver, stage, topic.device, payload)
-        if driver.accept(stage, message):  # type: ignore[arg-type]  # the class matches the driver
+        if driver.accept(stage, message):
             self.store.append_frame(driver.round_id, stage.value, topic.device, payload)
             self._count_update_frame(stage, topic.device, payload)
 
@@ -180,14 +182,9 @@ class Gateway:
         if stage is Stage.MASKED:
             self._update_frame_bytes[device] = len(payload)
 
-    def _decode_device(
-        self, driver: Driver, stage: Stage, device: str, payload: bytes
-    ) -> StageMessage | PlainUpdate:
+    def _decode_device(self, driver: CohortRound, stage: Stage, device: str, payload: bytes) -> DeviceMessage:
         """Decode a device frame as the driver's message class for `stage` (PlainUpdate when trusted)."""
-        message: StageMessage | PlainUpdate
-        trusted = isinstance(driver, TrustedRoundDriver) and stage is Stage.MASKED
-        cls = PlainUpdate if trusted else STAGE_MESSAGES[stage]
-        header, message = self.identity.decode(payload, cls, senders={device})  # type: ignore[arg-type]
+        header, message = self.identity.decode(payload, driver.message_class(stage), senders={device})
         if message.sender != header.sender:
             logger.warning("ignored %s: inner sender differs from the frame's signer", stage.value)
             raise DecodeError()
@@ -197,13 +194,13 @@ class Gateway:
     def tick(self) -> None:
         """Close the active round's stage when everyone answered or its deadline passed."""
         driver = self.driver
-        if driver is None or driver.finished:
+        stage = None if driver is None else driver.stage
+        if driver is None or stage is None:  # no round, or it ended
             return
         now_ms = self._clock_ms()
         if now_ms < self._not_before_ms and not driver.ready():
             return
         if driver.ready() or now_ms >= driver.deadline_ms():
-            stage = driver.stage
             outgoing = driver.close()
             self.store.append_close(driver.round_id, stage.value)
             logger.info("round %d: closed stage %s", driver.round_id, stage.value)
@@ -212,22 +209,22 @@ class Gateway:
                 self._finish(driver)
 
     # -- outbound --------------------------------------------------------------------------------
-    def _publish_outgoing(self, driver: Driver, outgoing: list[Outgoing]) -> None:
+    def _publish_outgoing(self, driver: CohortRound, outgoing: list[Outgoing]) -> None:
         for item in outgoing:
             if item.recipient is not None:
                 topic = inbox_topic(self.fleet, self.node_id, item.recipient)
             else:
                 assert item.stage is not None
                 topic = gateway_stage_topic(self.fleet, self.node_id, driver.round_id, item.stage)
-            frame = self.identity.encode(item.message, round_id=driver.round_id)  # type: ignore[arg-type]
+            frame = self.identity.encode(item.message, round_id=driver.round_id)
             self._publish(topic, frame)
 
-    def _finish(self, driver: Driver) -> None:
+    def _finish(self, driver: CohortRound) -> None:
         round_id = driver.round_id
         if driver.result is None:
             abort = driver.aborted or Abort(round_id=round_id, sender=self.node_id, reason="aborted")
-            abort_frame = self.identity.encode(abort, round_id=round_id)  # type: ignore[arg-type]
-            self.store.finish_round(round_id, state="aborted", outcome_frame=abort_frame)
+            abort_frame = self.identity.encode(abort, round_id=round_id)
+            self.store.finish_round(round_id, state=RoundState.ABORTED, outcome_frame=abort_frame)
             self._publish(abort_topic(self.fleet, round_id, self.node_id), abort_frame)  # to the cloud
             logger.warning("round %d: aborted, no partial (%s); cloud told", round_id, abort.reason)
             return
@@ -248,7 +245,7 @@ class Gateway:
             uplink_frame_bytes=sum(self._update_frame_bytes.get(s, 0) for s in result.survivors),
         )
         frame = self.identity.encode(partial, round_id=round_id)
-        self.store.finish_round(round_id, state="done", outcome_frame=frame)
+        self.store.finish_round(round_id, state=RoundState.DONE, outcome_frame=frame)
         self._publish(partial_topic(self.fleet, round_id, self.node_id), frame)
         logger.info(
             "round %d: partial published (%d survivors in %d group(s))",
@@ -264,9 +261,9 @@ class Gateway:
         latest = self.store.latest_round()
         if latest is None:
             return
-        if latest.state != "active":
+        if latest.state is not RoundState.ACTIVE:
             if latest.outcome_frame is not None:
-                outcome = partial_topic if latest.state == "done" else abort_topic
+                outcome = partial_topic if latest.state is RoundState.DONE else abort_topic
                 self._publish(outcome(self.fleet, latest.round_id, self.node_id), latest.outcome_frame)
             return
         _header, task = self.identity.decode(latest.task_frame, RoundTask, senders={self.settings.cloud_id})
@@ -281,12 +278,12 @@ class Gateway:
             self._finish(driver)
             return
         self._not_before_ms = self._clock_ms() + int(1000 * self.settings.resume_grace_s)
-        logger.info("round %d: resumed in stage %s", task.round_id, driver.stage.value)
+        logger.info("round %d: resumed in stage %s", task.round_id, driver.state.value)
         self._publish_outgoing(driver, last)
         if driver.finished:
             self._finish(driver)
 
-    def _replay(self, driver: Driver) -> list[Outgoing]:
+    def _replay(self, driver: CohortRound) -> list[Outgoing]:
         last: list[Outgoing] = []
         for event in self.store.events(driver.round_id):
             stage = Stage(event.stage)
@@ -294,7 +291,7 @@ class Gateway:
                 last = driver.close()
             elif event.frame is not None:
                 message = self._decode_device(driver, stage, event.sender, event.frame)
-                if driver.accept(stage, message):  # type: ignore[arg-type]  # the class matches the driver
+                if driver.accept(stage, message):
                     self._count_update_frame(stage, event.sender, event.frame)
         return last
 
@@ -319,7 +316,7 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
         clock_ms,
     )
     store = RoundStore(config.gateway.state_db)
-    offline = Status(node=node.id, state="offline", reason="connection lost", time_ms=clock_ms())
+    offline = Status(node=node.id, state=NodeState.OFFLINE, reason="connection lost", time_ms=clock_ms())
     broker = config.broker
     settings = MqttSettings.from_broker(broker, node.id, reconnect_min_s=0.5, reconnect_max_s=5.0)
     loop_holder: list[EventLoop] = []
@@ -348,7 +345,7 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
         gateway.resume()
         online = Status(
             node=node.id,
-            state="online",
+            state=NodeState.ONLINE,
             reason="",
             time_ms=clock_ms(),
             details={"devices": len(config.expected_devices)},
@@ -361,8 +358,8 @@ def run_gateway(config: GatewayConfig, *, stop: threading.Event | None = None) -
     return 0
 
 
-def _stop_on_signals(loop: object, stop: threading.Event | None) -> None:
+def _stop_on_signals(loop: EventLoop, stop: threading.Event | None) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.stop())  # type: ignore[attr-defined]
+        signal.signal(signum, lambda *_: loop.stop())

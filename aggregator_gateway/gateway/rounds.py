@@ -3,7 +3,8 @@
 `RoundDriver` is pure (no I/O, no clock): the gateway feeds it verified device messages (`accept`) and
 asks it to close the current stage (`close`) when the stage's deadline passed or `ready()` says every
 device it waits for answered. `close` returns the `Outgoing` messages to publish. The same calls replayed
-in the same order rebuild the same state, which is how a restarted gateway resumes (see store.py).
+in the same order rebuild the same state, which is how a restarted gateway resumes (see store.py). It
+implements driver.py's `CohortRound`; where the round stands is its `CohortMachine` (lifecycle.py).
 
 Groups (docs/gateway.md): the advertised cohort is split into G groups, each its own SecAgg+ instance, so the
 gateway sees G group sums instead of one. With rule "none" the partial is the exact sum of the group sums;
@@ -29,12 +30,14 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aggregator_gateway.gateway import robust
-from aggregator_gateway.gateway.cohort import STAGE_ORDER, CohortDriver, CohortParams, StageMessage
+from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, CohortDriver, CohortParams, StageMessage
+from aggregator_gateway.gateway.lifecycle import CohortEvent, CohortMachine, CohortStateMixin
 from fl_protocol.codec.pipeline import decode_sum, decode_weighted_sum, encoded_length
+from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg import Abort, AggregateResult, Roster, RoutedShares, Survivors, UnmaskRequest
 from fl_protocol.secagg.messages import MAX_REASON_CHARS
-from fl_protocol.topics import Stage
-from fl_protocol.wire.messages import RoundTask
+from fl_protocol.stages import Stage
+from fl_protocol.wire.messages import PlainUpdate, RoundTask
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ def split_groups(members: list[str], *, graph_seed: bytes, policy: GroupPolicy) 
 
 
 @dataclass
-class RoundDriver:
+class RoundDriver(CohortStateMixin):
     """The gateway's state for one round; see the module docstring."""
 
     gateway_id: str
@@ -141,17 +144,20 @@ class RoundDriver:
         self.groups: list[CohortDriver] = []
         self._group_aborts: list[str] = []
         self._owner: dict[str, CohortDriver] = {}
-        self.stage = Stage.ADVERTISE
-        self.finished = False
-        self.aborted: Abort | None = None
-        self.result: RoundResult | None = None
+        self.machine = CohortMachine(trusted=False)
+        self.aborted: Abort | None = None  # the Abort published, once aborted
+        self.result: RoundResult | None = None  # the partial's content, once done
 
     @property
     def round_id(self) -> int:
         """The task's round id."""
         return self.task.round_id
 
-    def accept(self, stage: Stage, message: StageMessage) -> bool:
+    def message_class(self, stage: Stage) -> type[StageMessage]:
+        """The SecAgg+ message class of uplink `stage` (KeyError for any other stage)."""
+        return STAGE_MESSAGES[stage]
+
+    def accept(self, stage: Stage, message: StageMessage | PlainUpdate) -> bool:
         """A verified device message (sender checked against the frame by the caller)."""
         sender = message.sender
         if self.finished or sender not in self.expected_devices:
@@ -162,6 +168,9 @@ class RoundDriver:
                 sender,
                 "round finished" if self.finished else "not an expected device",
             )
+            return False
+        if isinstance(message, PlainUpdate):  # trusted mode's message: never part of a secure round
+            logger.info("round %d: ignored a plain update from %s: secure round", self.round_id, sender)
             return False
         if stage is Stage.ADVERTISE and self.stage is Stage.ADVERTISE:
             accepted = self._lobby.accept(stage, message)
@@ -175,7 +184,7 @@ class RoundDriver:
                 self.round_id,
                 stage.value,
                 sender,
-                self.stage.value,
+                self.state.value,
             )
             return False
         return group.accept(stage, message)
@@ -190,11 +199,14 @@ class RoundDriver:
         return bool(live) and all(g.complete() for g in live)
 
     def deadline_ms(self) -> int:
-        """Absolute deadline of the current stage (from the task)."""
-        return int(self.task.deadlines_ms[self.stage.value])
+        """Absolute deadline of the current stage (from the task); ProtocolError once the round ended."""
+        return stage_deadline_ms(self.task, self.stage)
 
     def close(self) -> list[Outgoing]:
-        """Close the current stage for every live group; return what to publish."""
+        """Close the current stage for every live group; return what to publish.
+
+        The round's machine takes `close` (next stage), `release` (the groups' sums are combined) or
+        `abort`; a result outside the last stage is a `TransitionError` (lifecycle.py's table)."""
         if self.finished:
             return []
         if self.stage is Stage.ADVERTISE:
@@ -202,7 +214,7 @@ class RoundDriver:
         else:
             out = self._close_groups()
         if not self.finished:
-            self.stage = STAGE_ORDER[STAGE_ORDER.index(self.stage) + 1]
+            self.machine.apply(CohortEvent.CLOSE)
         return out
 
     def _close_advertise(self) -> list[Outgoing]:
@@ -243,17 +255,26 @@ class RoundDriver:
         if all(g.aborted for g in self.groups):
             reasons = "; ".join(self._group_aborts)
             return self.abort(f"every group of the cohort aborted ({reasons})"[:MAX_REASON_CHARS])
-        if self.stage is Stage.UNMASK:
+        if results:  # the unmask stage closed: every live group's sum is in
             self.result = combine_groups(results, task=self.task, policy=self.policy)
-            self.finished = True
+            self.machine.apply(CohortEvent.RELEASE)
         return out
 
     def abort(self, reason: str) -> list[Outgoing]:
-        """Abandon the round: nothing is released; the Abort goes out on the roster topic."""
+        """Abandon the round: nothing is released; the Abort goes out on the roster topic.
+
+        Raises TransitionError if the round already ended (done or aborted)."""
+        self.machine.abort()
         logger.warning("round %d: aborting: %s", self.round_id, reason)
-        self.finished = True
         self.aborted = Abort(round_id=self.round_id, sender=self.gateway_id, reason=reason)
         return [Outgoing(Stage.ROSTER, self.aborted)]
+
+
+def stage_deadline_ms(task: RoundTask, stage: Stage | None) -> int:
+    """The task's absolute deadline for `stage`; ProtocolError for None (a round that ended has none)."""
+    if stage is None:
+        raise ProtocolError(f"round {task.round_id} ended: no stage deadline")
+    return int(task.deadlines_ms[stage.value])
 
 
 def combine_groups(results: list[AggregateResult], *, task: RoundTask, policy: GroupPolicy) -> RoundResult:

@@ -15,6 +15,9 @@ with zeros) and `finish_round` ends with `wal_checkpoint(TRUNCATE)`: the zeroed 
 database and the WAL is cut to zero bytes before the round's outcome is published. Opening the store
 vacuums and checkpoints, for a file or WAL left by a crash or by an older version. No share of a closed
 round survives in either file.
+
+A round's `state` column holds a `RoundState` value: "active", "done" or "aborted" (the words every
+version of the store wrote, so an existing file loads as it is). A word outside those is refused on load.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 _SCHEMA = """
@@ -29,7 +33,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     round_id INTEGER PRIMARY KEY,
     task_frame BLOB NOT NULL,
     graph_seed BLOB NOT NULL,
-    state TEXT NOT NULL,            -- active | done | aborted
+    state TEXT NOT NULL,            -- RoundState: active | done | aborted
     outcome_frame BLOB,
     started_ms INTEGER NOT NULL
 );
@@ -45,6 +49,14 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+class RoundState(str, Enum):
+    """A stored round's state; the values are the words in the `rounds.state` column."""
+
+    ACTIVE = "active"  # running (or interrupted): its event log replays into a fresh driver
+    DONE = "done"  # the partial went out; `outcome_frame` is the signed PartialAggregate
+    ABORTED = "aborted"  # nothing was released; `outcome_frame` is the signed Abort
+
+
 @dataclass(frozen=True)
 class StoredRound:
     """A round's row: the signed task, its public graph seed, state and outcome frame."""
@@ -52,7 +64,7 @@ class StoredRound:
     round_id: int
     task_frame: bytes
     graph_seed: bytes
-    state: str
+    state: RoundState
     outcome_frame: bytes | None
 
 
@@ -95,24 +107,20 @@ class RoundStore:
     def begin_round(self, round_id: int, *, task_frame: bytes, graph_seed: bytes, now_ms: int) -> None:
         """Record a new active round (its task frame and public graph seed)."""
         self._db.execute(
-            "INSERT INTO rounds (round_id, task_frame, graph_seed, state, started_ms) "
-            "VALUES (?, ?, ?, 'active', ?)",
-            (round_id, task_frame, graph_seed, now_ms),
+            "INSERT INTO rounds (round_id, task_frame, graph_seed, state, started_ms) VALUES (?, ?, ?, ?, ?)",
+            (round_id, task_frame, graph_seed, RoundState.ACTIVE.value, now_ms),
         )
 
     def latest_round(self) -> StoredRound | None:
-        """The round with the highest id, or None on a fresh store."""
+        """The round with the highest id, or None on a fresh store (ValueError for an unknown state)."""
         row = self._db.execute(
             "SELECT round_id, task_frame, graph_seed, state, outcome_frame FROM rounds "
             "ORDER BY round_id DESC LIMIT 1"
         ).fetchone()
-        return (
-            None
-            if row is None
-            else StoredRound(
-                row[0], bytes(row[1]), bytes(row[2]), row[3], None if row[4] is None else bytes(row[4])
-            )
-        )
+        if row is None:
+            return None
+        outcome = None if row[4] is None else bytes(row[4])
+        return StoredRound(row[0], bytes(row[1]), bytes(row[2]), RoundState(row[3]), outcome)
 
     def append_frame(self, round_id: int, stage: str, sender: str, frame: bytes) -> bool:
         """Log an accepted device frame; False if one of (round, stage, sender) is already logged."""
@@ -140,16 +148,18 @@ class RoundStore:
             for kind, stage, sender, frame in rows
         ]
 
-    def finish_round(self, round_id: int, *, state: str, outcome_frame: bytes | None) -> None:
+    def finish_round(self, round_id: int, *, state: RoundState | str, outcome_frame: bytes | None) -> None:
         """Mark the round done or aborted, keep its outcome frame, drop its event log (one transaction),
-        then checkpoint so none of the dropped bytes remain in the database or WAL file."""
-        if state not in ("done", "aborted"):
+        then checkpoint so none of the dropped bytes remain in the database or WAL file.
+
+        state: RoundState.DONE or ABORTED (or its word); ValueError for anything else."""
+        if state not in (RoundState.DONE, RoundState.ABORTED):
             raise ValueError(f"state must be done or aborted, got {state!r}")
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "UPDATE rounds SET state = ?, outcome_frame = ? WHERE round_id = ?",
-                (state, outcome_frame, round_id),
+                (RoundState(state).value, outcome_frame, round_id),
             )
             self._db.execute("DELETE FROM events WHERE round_id = ?", (round_id,))
         self._checkpoint()

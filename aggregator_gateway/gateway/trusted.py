@@ -2,10 +2,10 @@
 
 In trusted-gateway mode (`task.secagg.mode == "trusted"`, `[gateway] trusted_mode = true`) devices that
 opted in publish their encoded update (clipped, DP-noised, quantized ring values) as a `PlainUpdate` on
-the masked-update topic; there are no SecAgg stages. `TrustedRoundDriver` has the same surface as
-`RoundDriver` (accept / ready / deadline_ms / close / abort, `stage`, `finished`, `result`, `aborted`), so
-the gateway's event handling, persistence and replay are shared: its only stage is MASKED, which closes at
-the masked deadline or when every expected device answered.
+the masked-update topic; there are no SecAgg stages. `TrustedRoundDriver` implements driver.py's
+`CohortRound` like `RoundDriver`, so the gateway's event handling, persistence and replay are shared: its
+machine runs lifecycle.py's TRUSTED_COHORT_TABLE, whose only stage is MASKED; it closes (`release` or
+`abort`) at the masked deadline or when every expected device answered.
 
 On close each update is decoded with `decode_sum(count=1)` and combined with `[gateway] trusted_rule`:
 "none" gives the plain sum; "krum", "trimmed_mean", "median" give robust_mean(updates) × n, so the
@@ -20,10 +20,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aggregator_gateway.gateway.rounds import Outgoing, RoundResult, combine_means, decode_partial
+from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, StageMessage
+from aggregator_gateway.gateway.lifecycle import CohortEvent, CohortMachine, CohortStateMixin
+from aggregator_gateway.gateway.rounds import (
+    Outgoing,
+    RoundResult,
+    combine_means,
+    decode_partial,
+    stage_deadline_ms,
+)
 from fl_protocol.codec.pipeline import encoded_length
 from fl_protocol.secagg import Abort
-from fl_protocol.topics import Stage
+from fl_protocol.stages import Stage
 from fl_protocol.wire.messages import PlainUpdate, RoundTask
 
 logger = logging.getLogger(__name__)
@@ -75,7 +83,7 @@ def combine_devices(updates: dict[str, np.ndarray], *, task: RoundTask, policy: 
 
 
 @dataclass
-class TrustedRoundDriver:
+class TrustedRoundDriver(CohortStateMixin):
     """The trusted gateway's state for one round; see the module docstring. Pure: no I/O, no clock."""
 
     gateway_id: str
@@ -90,10 +98,9 @@ class TrustedRoundDriver:
         self.dimension_k = encoded_length(
             self.task.model_dimension, self.task.codec, weighted=self.task.training.weighted
         )
-        self.stage = Stage.MASKED
-        self.finished = False
-        self.aborted: Abort | None = None
-        self.result: RoundResult | None = None
+        self.machine = CohortMachine(trusted=True)
+        self.aborted: Abort | None = None  # the Abort published, once aborted
+        self.result: RoundResult | None = None  # the partial's content, once done
         self._updates: dict[str, np.ndarray] = {}
 
     @property
@@ -101,7 +108,11 @@ class TrustedRoundDriver:
         """The task's round id."""
         return self.task.round_id
 
-    def accept(self, stage: Stage, message: object) -> bool:
+    def message_class(self, stage: Stage) -> type[StageMessage | PlainUpdate]:
+        """PlainUpdate on the masked stage; the SecAgg+ class elsewhere (refused by `accept`)."""
+        return PlainUpdate if stage is Stage.MASKED else STAGE_MESSAGES[stage]
+
+    def accept(self, stage: Stage, message: StageMessage | PlainUpdate) -> bool:
         """A verified `PlainUpdate` (sender checked against the frame by the caller); False if refused."""
         reason = self._refusal(stage, message)
         if reason is not None:
@@ -111,7 +122,7 @@ class TrustedRoundDriver:
         self._updates[message.sender] = message.values
         return True
 
-    def _refusal(self, stage: Stage, message: object) -> str | None:
+    def _refusal(self, stage: Stage, message: StageMessage | PlainUpdate) -> str | None:
         if self.finished:
             return "round finished"
         if stage is not Stage.MASKED or not isinstance(message, PlainUpdate):
@@ -133,8 +144,8 @@ class TrustedRoundDriver:
         return set(self._updates) >= self.expected_devices
 
     def deadline_ms(self) -> int:
-        """The task's masked deadline (the only stage of a trusted round)."""
-        return int(self.task.deadlines_ms[Stage.MASKED.value])
+        """The task's masked deadline (the only stage of a trusted round); ProtocolError once ended."""
+        return stage_deadline_ms(self.task, self.stage)
 
     def close(self) -> list[Outgoing]:
         """Combine the updates received (result set, nothing to publish) or abort below the min cohort."""
@@ -147,14 +158,16 @@ class TrustedRoundDriver:
             return self.abort(f"krum needs at least {KRUM_MIN_UPDATES} updates, got {count}")
         self.result = combine_devices(self._updates, task=self.task, policy=self.policy)
         self._updates.clear()  # individual updates are not kept once combined
-        self.finished = True
+        self.machine.apply(CohortEvent.RELEASE)
         logger.info("round %d: combined %d update(s) with rule %s", self.round_id, count, self.policy.rule)
         return []
 
     def abort(self, reason: str) -> list[Outgoing]:
-        """Abandon the round: nothing is released; the Abort goes out on the roster topic."""
+        """Abandon the round: nothing is released; the Abort goes out on the roster topic.
+
+        Raises TransitionError if the round already ended (done or aborted)."""
+        self.machine.abort()
         logger.warning("round %d: aborting: %s", self.round_id, reason)
-        self.finished = True
         self._updates.clear()
         self.aborted = Abort(round_id=self.round_id, sender=self.gateway_id, reason=reason)
         return [Outgoing(Stage.ROSTER, self.aborted)]

@@ -1,15 +1,17 @@
 """SecAgg+ server role (the gateway): a pure state machine. Devices' messages go to the `on_*` handlers;
 the caller advances stages on its own deadlines with the `close_*` / `unmask_request` / `finalize` calls.
+Which message and which call each stage allows is one table, `SERVER_TABLE` (server_stages.py).
 
 Handling policy (see docs/secure-aggregation.md): device input never raises. A message for another
 round, from a node not entitled to send it in this stage, out of stage, a duplicate (first one wins),
 or with invalid content is ignored with a logged reason and the handler returns False. Calling an advance
-method in the wrong stage is a bug of the caller and raises ProtocolError. Below t at any point the
-cohort is aborted: the advance call returns an `Abort` message and nothing is released. So is it below
-the survivor floor `min_survivors` (the task's dp.min_survivors): a sum of fewer survivors would carry
-less DP noise than the accountant assumed. Reconstruction is verifiable: a b_u must match the commitment
-its owner sent with its shares, an s_sk its advertised public key; wrong shares are found, their senders
-named in `AggregateResult.misbehaving` and left out (docs/secure-aggregation.md).
+method in the wrong stage is a bug of the caller: it raises ProtocolError (`TransitionError`) and the
+server stays in its error stage. Below t at any point the cohort is aborted: the advance call returns an
+`Abort` message and nothing is released. So is it below the survivor floor `min_survivors` (the task's
+dp.min_survivors): a sum of fewer survivors would carry less DP noise than the accountant assumed.
+Reconstruction is verifiable: a b_u must match the commitment its owner sent with its shares, an s_sk
+its advertised public key; wrong shares are found, their senders named in `AggregateResult.misbehaving`
+and left out (docs/secure-aggregation.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,23 +40,15 @@ from fl_protocol.secagg.messages import (
     UnmaskShares,
 )
 from fl_protocol.secagg.prg import check_ring_bits, ring_mask
+from fl_protocol.secagg.server_stages import SERVER_TABLE, ServerEvent, ServerStage
 from fl_protocol.secagg.unmask import remove_masks
+from fl_protocol.state_machine import StateMachine
 
 logger = logging.getLogger(__name__)
 
 _CIPHERTEXT_BYTES = keys.NONCE_BYTES + 2 * shamir.SHARE_BYTES + 16
-
-
-class ServerStage(Enum):
-    """Server stages, in protocol order."""
-
-    ADVERTISE = 0
-    SHARE_KEYS = 1
-    MASKED_COLLECTION = 2
-    CONSISTENCY = 3
-    UNMASK = 4
-    DONE = 5
-    ABORTED = 6
+# Stages in which the shares of U2 are fixed and can be routed (ServerStage is re-exported from here).
+_ROUTED_STAGES = frozenset({ServerStage.MASKED_COLLECTION, ServerStage.CONSISTENCY, ServerStage.UNMASK})
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,7 +93,7 @@ class SecAggServer:
         self.dimension, self.ring_bits, self.min_cohort = dimension, ring_bits, min_cohort
         self._graph_seed, self._verify_key, self._model_hash = graph_seed, verify_key, model_hash
         self._degree, self._threshold, self._fraction = degree, threshold, threshold_fraction
-        self.stage = ServerStage.ADVERTISE
+        self._machine = StateMachine(SERVER_TABLE)
         self._advertised: dict[str, AdvertiseKeys] = {}
         self._cohort: Cohort | None = None
         self._roster: Roster | None = None
@@ -117,6 +110,11 @@ class SecAggServer:
         self._responders: set[str] = set()
 
     @property
+    def stage(self) -> ServerStage:
+        """The current stage (SERVER_TABLE's state)."""
+        return self._machine.state
+
+    @property
     def cohort(self) -> Cohort | None:
         """The cohort fixed by `close_advertise` (None before)."""
         return self._cohort
@@ -124,7 +122,7 @@ class SecAggServer:
     # -- stage 2/3 ----------------------------------------------------------------------------
     def on_advertise(self, message: AdvertiseKeys) -> bool:
         """Accept a device's signed X25519 public keys."""
-        if not self._admit(message, ServerStage.ADVERTISE, "advertise"):
+        if not self._admit(message, ServerEvent.ADVERTISE_KEYS, "advertise"):
             return False
         if message.sender in self._advertised:
             return self._ignore(message, "duplicate advertise")
@@ -140,7 +138,7 @@ class SecAggServer:
 
     def close_advertise(self) -> Roster | Abort:
         """Fix the cohort (sorted ids; index = position + 1), the graph degree k and threshold t."""
-        self._expect(ServerStage.ADVERTISE)
+        self._require(ServerEvent.CLOSE_ADVERTISE)
         n = len(self._advertised)
         if n < self.min_cohort:
             return self._abort(f"cohort of {n} below the minimum of {self.min_cohort}")
@@ -165,14 +163,14 @@ class SecAggServer:
             ring_bits=self.ring_bits,
         )
         self._roster, self._cohort = roster, Cohort.from_roster(roster)
-        self.stage = ServerStage.SHARE_KEYS
+        self._machine.apply(ServerEvent.CLOSE_ADVERTISE)
         return roster
 
     # -- stage 4 ------------------------------------------------------------------------------
     def on_share_keys(self, message: ShareKeys) -> bool:
         """Accept a device's encrypted shares; they must address exactly its neighbours."""
         cohort = self._cohort
-        if cohort is None or not self._admit(message, ServerStage.SHARE_KEYS, "share keys"):
+        if cohort is None or not self._admit(message, ServerEvent.SHARE_KEYS, "share keys"):
             return False
         if message.sender not in cohort.index:
             return self._ignore(message, "sender not in the roster")
@@ -189,17 +187,17 @@ class SecAggServer:
 
     def close_share_keys(self) -> dict[str, RoutedShares] | Abort:
         """Fix U2 (nodes that shared) and return each member of U2 its routed shares."""
-        self._expect(ServerStage.SHARE_KEYS)
+        self._require(ServerEvent.CLOSE_SHARE_KEYS)
         self._sharers = frozenset(self._share_keys)
         if len(self._sharers) < self._require_cohort().threshold:
             return self._abort("fewer than t nodes shared their keys")
         self._sum = np.zeros(self.dimension, dtype=np.uint32)
-        self.stage = ServerStage.MASKED_COLLECTION
+        self._machine.apply(ServerEvent.CLOSE_SHARE_KEYS)
         return {node: self.routed_shares_for(node) for node in sorted(self._sharers)}
 
     def routed_shares_for(self, node: str) -> RoutedShares:
         """The shares from members of U2 addressed to `node` (the gateway only routes them)."""
-        if self.stage not in (ServerStage.MASKED_COLLECTION, ServerStage.CONSISTENCY, ServerStage.UNMASK):
+        if self.stage not in _ROUTED_STAGES:
             raise ProtocolError("routed shares exist only after close_share_keys")
         ciphertexts = {
             src: self._share_keys[src].ciphertexts[node]
@@ -213,7 +211,7 @@ class SecAggServer:
     # -- stage 5 ------------------------------------------------------------------------------
     def on_masked_update(self, message: MaskedUpdate) -> bool:
         """Add a masked update of a member of U2 into the running sum (in place, uint32 wrapping)."""
-        if not self._admit(message, ServerStage.MASKED_COLLECTION, "masked update"):
+        if not self._admit(message, ServerEvent.MASKED_UPDATE, "masked update"):
             return False
         if message.sender not in self._sharers:
             return self._ignore(message, "sender did not share keys")
@@ -234,7 +232,7 @@ class SecAggServer:
 
     def close_masked_collection(self) -> Survivors | Abort:
         """Fix the survivor set U3 (nodes whose update arrived); fewer than t aborts the cohort."""
-        self._expect(ServerStage.MASKED_COLLECTION)
+        self._require(ServerEvent.CLOSE_MASKED_COLLECTION)
         self._survivors = tuple(sorted(self._uploaded))
         self._dropped = tuple(sorted(self._sharers - self._uploaded))
         if len(self._survivors) < self._require_cohort().threshold:
@@ -243,13 +241,13 @@ class SecAggServer:
             return self._abort(
                 f"{len(self._survivors)} survivors below the floor min_survivors={self.min_survivors}"
             )
-        self.stage = ServerStage.CONSISTENCY
+        self._machine.apply(ServerEvent.CLOSE_MASKED_COLLECTION)
         return Survivors(round_id=self.round_id, sender=self.gateway_id, survivors=self._survivors)
 
     # -- stage 6 ------------------------------------------------------------------------------
     def on_consistency_signature(self, message: ConsistencySignature) -> bool:
         """Accept a survivor's signature over (fleet, round, survivors, model hash) if it verifies."""
-        if not self._admit(message, ServerStage.CONSISTENCY, "consistency signature"):
+        if not self._admit(message, ServerEvent.CONSISTENCY_SIGNATURE, "consistency signature"):
             return False
         if message.sender not in self._survivors:
             return self._ignore(message, "signer is not a survivor")
@@ -263,9 +261,9 @@ class SecAggServer:
 
     def unmask_request(self) -> UnmaskRequest | Abort:
         """With at least t valid signatures, the request for shares (idempotent once issued)."""
-        if self.stage is ServerStage.UNMASK and self._request is not None:
+        self._require(ServerEvent.UNMASK_REQUEST)
+        if self._request is not None:  # in UNMASK: issued already, the same request again
             return self._request
-        self._expect(ServerStage.CONSISTENCY)
         if len(self._signatures) < self._require_cohort().threshold:
             return self._abort("fewer than t consistency signatures")
         self._request = UnmaskRequest(
@@ -275,14 +273,14 @@ class SecAggServer:
             dropped=self._dropped,
             signatures=dict(sorted(self._signatures.items())),
         )
-        self.stage = ServerStage.UNMASK
+        self._machine.apply(ServerEvent.UNMASK_REQUEST)
         return self._request
 
     # -- stage 7 ------------------------------------------------------------------------------
     def on_unmask_shares(self, message: UnmaskShares) -> bool:
         """Record a signer's b-shares (of survivors) and s-shares (of dropped nodes) it really holds."""
         cohort = self._cohort
-        if cohort is None or not self._admit(message, ServerStage.UNMASK, "unmask shares"):
+        if cohort is None or not self._admit(message, ServerEvent.UNMASK_SHARES, "unmask shares"):
             return False
         if message.sender not in self._signatures:
             return self._ignore(message, "responder did not sign the survivor set")
@@ -306,7 +304,7 @@ class SecAggServer:
 
     def finalize(self) -> AggregateResult | Abort:
         """Reconstruct b of survivors and s_sk of dropped nodes, remove the masks, return the sum."""
-        self._expect(ServerStage.UNMASK)
+        self._require(ServerEvent.FINALIZE)
         cohort = self._require_cohort()
         try:
             values, misbehaving = remove_masks(
@@ -322,16 +320,17 @@ class SecAggServer:
             )
         except ProtocolError as exc:
             return self._abort(str(exc))
-        self.stage = ServerStage.DONE
+        self._machine.apply(ServerEvent.FINALIZE)
         self._b_points, self._s_points, self._sum = {}, {}, np.zeros(0, dtype=np.uint32)
         return AggregateResult(values, self._survivors, self._dropped, self.ring_bits, misbehaving)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _admit(self, message: object, stage: ServerStage, what: str) -> bool:
+    def _admit(self, message: object, event: ServerEvent, what: str) -> bool:
+        """True if a device message may be handled now: this round, its stage (the table), a sender."""
         round_id, sender = getattr(message, "round_id", None), getattr(message, "sender", None)
         if round_id != self.round_id:
             return self._ignore(message, f"{what} for round {round_id}")
-        if self.stage is not stage:
+        if not self._machine.can(event):
             return self._ignore(message, f"{what} in stage {self.stage.name}")
         if not isinstance(sender, str):
             return self._ignore(message, f"{what} without sender")
@@ -347,9 +346,11 @@ class SecAggServer:
         )
         return False
 
-    def _expect(self, stage: ServerStage) -> None:
-        if self.stage is not stage:
-            raise ProtocolError(f"expected stage {stage.name}, in {self.stage.name}")
+    def _require(self, event: ServerEvent) -> None:
+        """An advance call the table refuses now is the caller's bug: raise `TransitionError` (a
+        ProtocolError) and enter the error stage; otherwise nothing happens (the call applies its outcome)."""
+        if not self._machine.can(event):
+            self._machine.apply(event)  # raises
 
     def _require_cohort(self) -> Cohort:
         if self._cohort is None:
@@ -358,7 +359,7 @@ class SecAggServer:
 
     def _abort(self, reason: str) -> Abort:
         logger.warning("round %s: aborting cohort: %s", self.round_id, reason)
-        self.stage = ServerStage.ABORTED
+        self._machine.apply(ServerEvent.ABORT)
         self._sum = np.zeros(0, dtype=np.uint32)
         self._b_points, self._s_points = {}, {}
         return Abort(round_id=self.round_id, sender=self.gateway_id, reason=reason)

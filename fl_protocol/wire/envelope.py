@@ -45,8 +45,8 @@ class WireMessage(Protocol):
         ...
 
     @classmethod
-    def from_fields(cls, values: Mapping[str, Any]) -> Any:
-        """Rebuild (and validate) the message from a decoded field mapping."""
+    def from_fields(cls, values: dict[str, Any]) -> Any:
+        """Rebuild (and validate) the message from the decoded field dict (`decode_fields` gives one)."""
         ...
 
 

@@ -3,12 +3,18 @@ aborts below the threshold, and groups combined exactly or robustly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import pytest
 
-from aggregator_gateway.gateway.rounds import GroupPolicy, RoundDriver, split_groups
+from aggregator_gateway.gateway.lifecycle import CohortState, collecting
+from aggregator_gateway.gateway.rounds import GroupPolicy, Outgoing, RoundDriver, split_groups
 from fl_protocol.codec.quantize import from_ring, to_ring
 from fl_protocol.secagg import Abort
+from fl_protocol.stages import SECURE_ROUND_STAGES, Stage
+from fl_protocol.wire.messages import PlainUpdate
 from tests.integration.gateway_scripted import (
     FLEET,
     GATEWAY,
@@ -59,6 +65,46 @@ def test_cohort_below_min_cohort_aborts_at_advertise() -> None:
     run_in_memory(driver, clients, updates)
     assert driver.aborted is not None and "below the minimum" in driver.aborted.reason
     assert driver.result is None
+
+
+def _closing_states(
+    monkeypatch: pytest.MonkeyPatch, driver: RoundDriver, run: Callable[[], None]
+) -> list[CohortState]:
+    """The round's state before its first close and after each close while `run()` drives it."""
+    states, close = [driver.state], driver.close
+
+    def recording_close() -> list[Outgoing]:
+        out = close()
+        states.append(driver.state)
+        return out
+
+    monkeypatch.setattr(driver, "close", recording_close)
+    run()
+    return states
+
+
+def test_a_round_walks_the_secure_cohort_table_and_ends_done_or_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _task, driver, clients, updates = _setup(5)
+    states = _closing_states(monkeypatch, driver, partial(run_in_memory, driver, clients, updates))
+    assert states == [*(collecting(s) for s in SECURE_ROUND_STAGES), CohortState.DONE]
+    assert driver.finished and driver.stage is None and driver.result is not None
+    _task, driver, clients, updates = _setup(5)
+    dropped = {"dev-00", "dev-01", "dev-02"}  # 2 survivors, t = 3
+    states = _closing_states(
+        monkeypatch, driver, partial(run_in_memory, driver, clients, updates, drop_before=dropped)
+    )
+    assert states[-2:] == [CohortState.MASKED, CohortState.ABORTED] and driver.aborted is not None
+    assert driver.close() == [] and driver.state is CohortState.ABORTED  # an ended round closes nothing
+
+
+def test_a_secure_round_ignores_plain_updates(caplog: pytest.LogCaptureFixture) -> None:
+    task, driver, _clients, _updates = _setup(3)
+    update = PlainUpdate(1, "dev-00", task.codec.ring_bits, np.zeros(driver.dimension_k, dtype=np.uint32))
+    with caplog.at_level("INFO"):
+        assert not driver.accept(Stage.MASKED, update)
+    assert "ignored a plain update from dev-00: secure round" in caplog.text
 
 
 def test_ready_when_every_expected_device_advertised() -> None:

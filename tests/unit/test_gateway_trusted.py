@@ -10,6 +10,7 @@ import pytest
 
 from aggregator_gateway.gateway.config import GatewaySection
 from aggregator_gateway.gateway.gateway import Gateway
+from aggregator_gateway.gateway.lifecycle import CohortState
 from aggregator_gateway.gateway.store import RoundStore
 from aggregator_gateway.gateway.trusted import TrustedRoundDriver, krum_byzantine
 from fl_protocol.errors import DecodeError
@@ -120,6 +121,7 @@ def test_none_rule_is_the_exact_sum_of_decoded_updates(tmp_path: Path) -> None:
     gateway.tick()
     partial = _partial(gateway, sent)
     assert partial.survivors == tuple(DEVICES[:4]) and partial.weight_sum == 4.0
+    assert gateway.driver is not None and gateway.driver.state is CohortState.DONE
     assert np.allclose(partial.vector_sum, decoded_updates(task, updates).sum(axis=0), rtol=0, atol=1e-12)
 
 
@@ -150,6 +152,7 @@ def test_below_min_cohort_aborts_and_releases_nothing(tmp_path: Path) -> None:
     _h, abort = gateway.identity.decode(frame, Abort, senders={GATEWAY})
     assert "below the minimum cohort" in abort.reason
     assert gateway.store.latest_round().state == "aborted"  # type: ignore[union-attr]
+    assert gateway.driver is not None and gateway.driver.state is CohortState.ABORTED
 
 
 def test_refuses_masked_updates_wrong_lengths_duplicates_and_strangers(tmp_path: Path) -> None:
