@@ -10,8 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the module top stays standard-library only at run time
+    from aggregator_gateway.cloud.config import CloudConfig
+    from aggregator_gateway.cloud.coordinator import CloudCoordinator
+    from fl_protocol.identity import NodeIdentity
+    from fl_transport.loop import EventLoop
+    from fl_transport.mqtt import MqttConnection
 
 logger = logging.getLogger(__name__)
 
@@ -100,42 +108,19 @@ def run(args: argparse.Namespace) -> int:
     from aggregator_gateway.cloud.coordinator import CloudCoordinator
     from aggregator_gateway.cloud.status_page import StatusPage
     from aggregator_gateway.cloud.store import ModelStore
-    from fl_protocol.config import load_fleet_keys, load_signing_key
-    from fl_protocol.identity import NodeIdentity
-    from fl_protocol.topics import cloud_abort_filter, cloud_partial_filter, status_filter, status_topic
-    from fl_protocol.wire.messages import Status
-    from fl_transport.chunking import ChunkCodec
     from fl_transport.loop import EventLoop
-    from fl_transport.mqtt import MqttConnection, MqttSettings, Will
 
     apply_log_level(args)
     config = CloudConfig.load(args.config)
     warn_tier_mismatch(config)
     initial, bundle_id = _load_initial_vector(config.cloud.bundle_dir)
-    node = config.node
-    identity = NodeIdentity(
-        node.id,
-        node.fleet,
-        load_signing_key(config.identity.signing_key_file),
-        load_fleet_keys(config.identity.fleet_keys_file),
-        clock_ms=_clock_ms,
-    )
+    identity = _node_identity(config)
     store = ModelStore(config.cloud.store_dir, bundle_id=bundle_id)
     holder: dict[str, CloudCoordinator] = {}
     loop = EventLoop(
         lambda topic, payload: holder["c"].handle(topic, payload), tick=lambda: holder["c"].tick()
     )
-    b = config.broker
-    will = Will(
-        status_topic(node.fleet, node.id),
-        identity.encode(Status(node.id, "offline", "connection lost", _clock_ms()), round_id=0),
-    )
-    connection = MqttConnection(
-        MqttSettings.from_broker(b, node.id),
-        loop.submit,
-        will=will,
-        chunking=ChunkCodec.for_identity(identity),
-    )
+    connection = _connection(config, identity, loop.submit)
     coordinator = CloudCoordinator(
         config,
         identity=identity,
@@ -149,10 +134,9 @@ def run(args: argparse.Namespace) -> int:
     page = _start_status_page(
         StatusPage, coordinator.snapshot, config.cloud.http_host, config.cloud.http_port
     )
-    connection.subscribe(cloud_partial_filter(node.fleet))
-    connection.subscribe(cloud_abort_filter(node.fleet))
-    connection.subscribe(status_filter(node.fleet))
+    _subscribe(connection, config.node.fleet)
     connection.start()
+    node, b = config.node, config.broker
     logger.info(
         "cloud %s of fleet %s: %d round(s), gateways %s, broker %s:%d",
         node.id,
@@ -163,13 +147,7 @@ def run(args: argparse.Namespace) -> int:
         b.port,
     )
     try:
-        connection.wait_connected(CONNECT_TIMEOUT_S)
-        logger.info("connected to the broker")
-        coordinator.start()
-        loop.run(until=lambda: coordinator.done)
-        # paho drops unacknowledged QoS 1 messages on disconnect: the final model and status must be out.
-        if not connection.flush(FLUSH_TIMEOUT_S):
-            logger.warning("final publishes not confirmed by the broker within %.0f s", FLUSH_TIMEOUT_S)
+        _run_rounds(connection, coordinator, loop)
     finally:
         connection.stop()
         if page is not None:
@@ -177,6 +155,63 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     logger.info("cloud finished: %s", "every round completed" if coordinator.succeeded else "FAILED")
     return 0 if coordinator.succeeded else 1
+
+
+def _node_identity(config: CloudConfig) -> NodeIdentity:
+    """The cloud's NodeIdentity from [node] and [identity] (ConfigError if a key file is unusable)."""
+    from fl_protocol.config import load_fleet_keys, load_signing_key
+    from fl_protocol.identity import NodeIdentity
+
+    return NodeIdentity(
+        config.node.id,
+        config.node.fleet,
+        load_signing_key(config.identity.signing_key_file),
+        load_fleet_keys(config.identity.fleet_keys_file),
+        clock_ms=_clock_ms,
+    )
+
+
+def _connection(
+    config: CloudConfig, identity: NodeIdentity, submit: Callable[[str, bytes], None]
+) -> MqttConnection:
+    """The MQTT connection to the cloud broker (not started), with an `offline` Status as its will."""
+    from fl_protocol.stages import NodeState
+    from fl_protocol.topics import status_topic
+    from fl_protocol.wire.messages import Status
+    from fl_transport.chunking import ChunkCodec
+    from fl_transport.mqtt import MqttConnection, MqttSettings, Will
+
+    node = config.node
+    will = Will(
+        status_topic(node.fleet, node.id),
+        identity.encode(Status(node.id, NodeState.OFFLINE.value, "connection lost", _clock_ms()), round_id=0),
+    )
+    return MqttConnection(
+        MqttSettings.from_broker(config.broker, node.id),
+        submit,
+        will=will,
+        chunking=ChunkCodec.for_identity(identity),
+    )
+
+
+def _subscribe(connection: MqttConnection, fleet: str) -> None:
+    """Partials, gateway aborts and every node's status."""
+    from fl_protocol.topics import cloud_abort_filter, cloud_partial_filter, status_filter
+
+    connection.subscribe(cloud_partial_filter(fleet))
+    connection.subscribe(cloud_abort_filter(fleet))
+    connection.subscribe(status_filter(fleet))
+
+
+def _run_rounds(connection: MqttConnection, coordinator: CloudCoordinator, loop: EventLoop) -> None:
+    """Connect, start the coordinator, run its event loop until the run is done, flush the last publishes."""
+    connection.wait_connected(CONNECT_TIMEOUT_S)
+    logger.info("connected to the broker")
+    coordinator.start()
+    loop.run(until=lambda: coordinator.done)
+    # paho drops unacknowledged QoS 1 messages on disconnect: the final model and status must be out.
+    if not connection.flush(FLUSH_TIMEOUT_S):
+        logger.warning("final publishes not confirmed by the broker within %.0f s", FLUSH_TIMEOUT_S)
 
 
 def _start_status_page(page_class: Any, snapshot: Any, host: str, port: int) -> Any:

@@ -20,10 +20,10 @@ from fl_protocol.config import (
     section_from_table,
 )
 from fl_protocol.errors import ConfigError
+from fl_protocol.stages import DEADLINE_STAGES
 from fl_protocol.topics import validate_id
 from fl_protocol.wire.task_settings import DP_MECHANISMS, SECAGG_MODES, TrainingSettings
 
-STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
 OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
 ROBUST_RULES = ("none", "trimmed_mean", "median", "norm_filter", "krum")
 WEIGHTINGS = ("count", "fair")
@@ -32,6 +32,8 @@ WEIGHTINGS = ("count", "fair")
 @dataclass(frozen=True)
 class StageTimeouts:
     """[cloud.stage_timeouts_s]: how long each stage may last, in seconds.
+
+    One field per `fl_protocol.stages.DEADLINE_STAGES` member, named by its value.
 
     Deadlines are cumulative: advertise closes at start + advertise, shares at that + shares, and so on;
     the cloud closes the round at the `partial` deadline (or earlier, once every gateway reported).
@@ -45,10 +47,10 @@ class StageTimeouts:
     partial: float = 60.0
 
     def __post_init__(self) -> None:
-        for stage in STAGES:
-            value = getattr(self, stage)
+        for stage in DEADLINE_STAGES:
+            value = getattr(self, stage.value)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"stage timeout {stage} must be > 0 seconds, got {value!r}")
+                raise ValueError(f"stage timeout {stage.value} must be > 0 seconds, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ One record per round attempt (a retried round gets a new round id and its own re
 (Status details with `round`, `train_loss`, `eval_loss`) usually arrive after the round closed, so the
 log keeps per-device reports and recomputes the round's selected/dropped counts and mean losses whenever
 one arrives. `selected` is the larger of the survivor count and the number of devices that reported the
-round in a Status (state other than `skipped`): the cloud never sees the cohorts themselves.
+round in a Status (state other than `NodeState.SKIPPED`): the cloud never sees the cohorts themselves.
 """
 
 from __future__ import annotations
@@ -13,11 +13,25 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+from fl_protocol.stages import NodeState
 
 logger = logging.getLogger(__name__)
 
-RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+class RecordState(str, Enum):
+    """The outcome of one round attempt as its record (and rounds.json's `state`) spells it.
+
+    RUNNING until the attempt closes; COMPLETED when it committed a model version; FAILED when it produced
+    none (no usable partial, or a restart found no committed version). The round's lifecycle behind these
+    words is the cloud round state machine (`aggregator_gateway.cloud.lifecycle`, docs/architecture.md).
+    """
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 @dataclass
@@ -26,7 +40,7 @@ class RoundRecord:
 
     round: int
     model_version: int
-    state: str = RUNNING
+    state: RecordState = RecordState.RUNNING
     new_version: int | None = None
     selected: int = 0
     survivors: int = 0
@@ -42,15 +56,22 @@ class RoundRecord:
     started_ms: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (floats that are not finite become None)."""
+        """JSON-able dict (floats that are not finite become None; `state` is its plain string)."""
         out = dataclasses.asdict(self)
+        out["state"] = RecordState(self.state).value
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RoundRecord:
-        """Inverse of `to_dict` (unknown keys are dropped: records written by a newer cloud still load)."""
+        """Inverse of `to_dict` (unknown keys are dropped: records written by a newer cloud still load).
+
+        Raises ValueError if `state` is not a `RecordState` word.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        known = {k: v for k, v in values.items() if k in names}
+        if "state" in known:
+            known["state"] = RecordState(known["state"])
+        return cls(**known)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -80,12 +101,12 @@ class RoundLog:
 
     def completed(self) -> list[RoundRecord]:
         """Records of completed rounds."""
-        return [r for r in self.records() if r.state == COMPLETED]
+        return [r for r in self.records() if r.state == RecordState.COMPLETED]
 
     def device_report(self, device: str, state: str, details: dict[str, Any]) -> RoundRecord | None:
         """Take a device Status; returns the record it changed (None if it names no known round)."""
         round_id = details.get("round")
-        if not isinstance(round_id, int) or isinstance(round_id, bool) or state == "skipped":
+        if not isinstance(round_id, int) or isinstance(round_id, bool) or state == NodeState.SKIPPED:
             return None
         self._reports.setdefault(round_id, {})[device] = dict(details)
         record = self._records.get(round_id)
@@ -96,7 +117,8 @@ class RoundLog:
     def _refresh(self, record: RoundRecord) -> None:
         reports = self._reports.get(record.round, {})
         record.selected = max(record.selected, record.survivors, len(reports))
-        record.dropped = max(0, record.selected - record.survivors) if record.state != RUNNING else 0
+        closed = record.state != RecordState.RUNNING
+        record.dropped = max(0, record.selected - record.survivors) if closed else 0
         for key in ("train_loss", "eval_loss"):
             values = [
                 float(d[key])

@@ -17,10 +17,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aggregator_gateway.cloud.records import RecordState
+
 logger = logging.getLogger(__name__)
 
 Snapshot = Callable[[], dict[str, Any]]
 _CHART_W, _CHART_H, _PAD = 420, 160, 30
+_FAILED = RecordState.FAILED.value
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -98,7 +101,7 @@ def render_html(snapshot: dict[str, Any]) -> str:
         for r in rounds
     )
     nodes = "".join(_node_row(name, n) for name, n in snapshot.get("nodes", {}).items())
-    completed = [r for r in rounds if r.get("state") == "completed"]
+    completed = [r for r in rounds if r.get("state") == RecordState.COMPLETED.value]
     loss = _series(completed, "train_loss") or _series(completed, "eval_loss")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
@@ -122,7 +125,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head><b
 def render_metrics(snapshot: dict[str, Any]) -> str:
     """Prometheus text exposition (version 0.0.4) of the latest round and totals."""
     rounds = snapshot.get("rounds", [])
-    completed = [r for r in rounds if r.get("state") == "completed"]
+    completed = [r for r in rounds if r.get("state") == RecordState.COMPLETED.value]
     last = completed[-1] if completed else {}
     gauges = {
         "fedlora_round": (
@@ -131,7 +134,7 @@ def render_metrics(snapshot: dict[str, Any]) -> str:
         ),
         "fedlora_model_version": ("latest published model version", snapshot.get("model_version") or 0),
         "fedlora_rounds_completed": ("completed rounds", len(completed)),
-        "fedlora_rounds_failed": ("failed round attempts", sum(r.get("state") == "failed" for r in rounds)),
+        "fedlora_rounds_failed": ("failed round attempts", sum(r.get("state") == _FAILED for r in rounds)),
         "fedlora_epsilon": ("epsilon spent so far (+Inf without DP)", snapshot.get("epsilon")),
         "fedlora_delta": ("delta of the epsilon", snapshot.get("delta")),
         "fedlora_survivors": ("survivors of the last completed round", last.get("survivors", 0)),

@@ -4,6 +4,8 @@ Layout under `store_dir`:
     store.sqlite                       versions(version, parent, sha256, created_ms, round, path),
                                        rounds(round, record JSON), meta(key, value)
     vectors/{sha256}.safetensors       fl_protocol.flatvec files (bundle id + version in the metadata)
+    optimizer_{name}.npy               the server optimizer's moments after the step that made
+                                       meta `optimizer_version` (names listed in meta `optimizer_keys`)
 
 The sha256 is `fl_protocol.codec.compress.vector_sha256` (float32 little-endian bytes), the same hash a
 RoundTask and GlobalModel carry, so a stored version can be matched to what went over the wire. Files are
@@ -13,15 +15,18 @@ reopens the same history; `load` re-checks the hash, so a corrupted file is refu
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fl_protocol.atomic_file import PUBLIC_MODE, write_atomic
 from fl_protocol.codec.compress import vector_sha256
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
@@ -146,3 +151,24 @@ class ModelStore:
     def set_meta(self, key: str, value: str) -> None:
         """Insert or replace a piece of persistent state."""
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def save_optimizer_state(self, state: Mapping[str, np.ndarray], *, version: int) -> None:
+        """Write the server optimizer's state (name -> array, e.g. m and v) as the state after `version`.
+
+        Each array goes to `optimizer_{name}.npy` atomically; the meta rows naming the arrays and the
+        version are written last, so a crash in between leaves the previous version's state unused.
+        """
+        for name, values in state.items():
+            buffer = io.BytesIO()
+            np.save(buffer, values, allow_pickle=False)
+            write_atomic(self._dir / f"optimizer_{name}.npy", buffer.getvalue(), mode=PUBLIC_MODE)
+        self.set_meta("optimizer_keys", json.dumps(sorted(state)))
+        self.set_meta("optimizer_version", str(version))
+
+    def optimizer_state(self, *, version: int) -> dict[str, np.ndarray] | None:
+        """The state `save_optimizer_state` wrote for `version`, or None if the saved state is of
+        another version (or none was saved)."""
+        if self.get_meta("optimizer_version") != str(version):
+            return None
+        names = json.loads(self.get_meta("optimizer_keys") or "[]")
+        return {name: np.load(self._dir / f"optimizer_{name}.npy") for name in names}

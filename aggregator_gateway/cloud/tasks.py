@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aggregator_gateway.cloud.config import STAGES, CloudConfig
+from aggregator_gateway.cloud.config import CloudConfig
 from fl_protocol.codec.settings import SEED_BYTES, CodecSettings, default_scale, sparse_count
+from fl_protocol.stages import DEADLINE_STAGES
 from fl_protocol.wire.messages import RoundTask
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
@@ -32,12 +33,13 @@ def codec_shape(config: CloudConfig, dimension: int) -> CodecShape:
 
 
 def stage_deadlines_ms(config: CloudConfig, now_ms: int) -> dict[str, int]:
-    """Absolute, cumulative deadline of each stage (docs/round-protocol.md, Deadlines)."""
+    """Absolute, cumulative deadline of each stage (docs/round-protocol.md, Deadlines), in ms, keyed by
+    the `DEADLINE_STAGES` values in their order."""
     deadlines: dict[str, int] = {}
     at_ms = now_ms
-    for stage in STAGES:
-        at_ms += int(round(getattr(config.cloud.stage_timeouts_s, stage) * 1000))
-        deadlines[stage] = at_ms
+    for stage in DEADLINE_STAGES:
+        at_ms += int(round(getattr(config.cloud.stage_timeouts_s, stage.value) * 1000))
+        deadlines[stage.value] = at_ms
     return deadlines
 
 

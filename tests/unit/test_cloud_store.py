@@ -54,3 +54,20 @@ def test_store_of_another_bundle_is_refused(tmp_path: Path) -> None:
 def test_unknown_version(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         ModelStore(tmp_path, bundle_id="b" * 64).load(7)
+
+
+def test_optimizer_state_belongs_to_one_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, bundle_id="b" * 64)
+    assert store.optimizer_state(version=0) is None  # nothing saved yet
+    moments = {"m": np.arange(3, dtype=np.float64), "v": np.full(3, 0.25)}
+    store.save_optimizer_state(moments, version=4)
+    assert sorted(p.name for p in tmp_path.glob("optimizer_*.npy")) == ["optimizer_m.npy", "optimizer_v.npy"]
+    store.close()
+
+    reopened = ModelStore(tmp_path, bundle_id="b" * 64)
+    restored = reopened.optimizer_state(version=4)
+    assert restored is not None and sorted(restored) == ["m", "v"]
+    assert all(np.array_equal(restored[k], moments[k]) for k in moments)
+    assert reopened.optimizer_state(version=3) is None  # moments of another version are not used
+    reopened.save_optimizer_state({}, version=5)  # a stateless optimizer (FedAvg)
+    assert reopened.optimizer_state(version=5) == {}

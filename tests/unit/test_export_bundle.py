@@ -264,7 +264,7 @@ def test_clear_errors(tmp_path: Path) -> None:
 
 
 def test_cloud_writes_the_final_adapter(exported: tuple[Path, Manifest], tmp_path: Path) -> None:
-    from aggregator_gateway.cloud.coordinator import write_final_adapter
+    from aggregator_gateway.cloud.final_output import write_final_adapter
 
     _, manifest = exported
     weights = tmp_path / "final.safetensors"

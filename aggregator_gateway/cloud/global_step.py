@@ -1,0 +1,91 @@
+"""The global step of a round: combine the partials, take the server optimizer's step, account the
+release and commit the new model version.
+
+Privacy set-up happens once, at construction: the tasks' noise multiplier (as configured, or calibrated
+from target_epsilon) and the check that the ring holds the summed noise (docs/cloud.md, "Privacy
+accounting"). The accountant and the optimizer moments are restored from the model store, so a restarted
+cloud carries on.
+
+Commit order (a crash between two steps is settled on restart, docs/failure-policy.md "Cloud restart"):
+the privacy spend first (a crash then over-counts, never under-counts), then the model version (the
+round's commit point), then the optimizer state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aggregator_gateway.cloud.combine import combine
+from aggregator_gateway.cloud.config import CloudConfig
+from aggregator_gateway.cloud.optimizer import make_optimizer
+from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
+from aggregator_gateway.cloud.store import ModelStore, VersionInfo
+from aggregator_gateway.cloud.tasks import CodecShape
+from fl_protocol.wire.messages import PartialAggregate
+
+
+class GlobalStep:
+    """Server optimizer plus privacy accountant over one model store; see the module docstring.
+
+    Raises ConfigError at construction if the ring cannot hold the summed noise.
+    """
+
+    def __init__(self, config: CloudConfig, *, store: ModelStore, shape: CodecShape) -> None:
+        self._config, self._store, self._shape = config, store, shape
+        noise = resolve_noise_multiplier(
+            config.privacy,
+            rounds=config.cloud.rounds,
+            scale=shape.scale,
+            sparse_length=shape.sparse_length,
+        )
+        check_ring_holds_noise(
+            quant_bits=config.codec.quant_bits,
+            ring_bits=config.codec.ring_bits,
+            max_clients=max(config.cloud.total_devices, config.min_cohort),
+            min_survivors=config.privacy.min_survivors,
+            noise_multiplier=noise,
+            clip_norm=config.privacy.clip_norm,
+            scale=shape.scale,
+        )
+        self._accountant = CloudAccountant(config.privacy, noise, store.get_meta("accountant"))
+        self._optimizer = make_optimizer(config.optimizer)
+        latest = store.latest()
+        state = None if latest is None else store.optimizer_state(version=latest.version)
+        if state is not None:
+            self._optimizer.load_state(state)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """z that every task carries (0 for mechanism 'none')."""
+        return self._accountant.noise_multiplier
+
+    def epsilon(self) -> float | None:
+        """ε spent so far at [privacy].delta (None: unbounded, mechanism 'none')."""
+        return self._accountant.epsilon()
+
+    def compute(self, model_version: int, usable: list[PartialAggregate]) -> np.ndarray:
+        """The next float32 model from `model_version` and the partials (each with count > 0).
+
+        Raises ProtocolError or ValueError if the partials cannot be combined or the step is not finite.
+        """
+        combined = combine(usable, self._config.aggregation)
+        model = self._store.load(model_version)
+        new_vector = self._optimizer.step(model, combined.mean_update).astype(np.float32)
+        if not np.all(np.isfinite(new_vector)):
+            raise ValueError("the optimizer produced non-finite values")
+        return new_vector
+
+    def commit(self, new_vector: np.ndarray, *, parent: int, round_id: int, now_ms: int) -> VersionInfo:
+        """Account the round's release, store `new_vector` as the next version, save the optimizer state.
+
+        Returns the new version's row. Store errors and OSError propagate (the cloud then exits 70).
+        """
+        self._accountant.record_round(
+            clip_norm=self._config.privacy.clip_norm,
+            scale=self._shape.scale,
+            sparse_length=self._shape.sparse_length,
+        )
+        self._store.set_meta("accountant", self._accountant.to_json())
+        info = self._store.add(new_vector, parent=parent, round_id=round_id, created_ms=now_ms)
+        self._store.save_optimizer_state(self._optimizer.state(), version=info.version)
+        return info
