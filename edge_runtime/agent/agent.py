@@ -1,7 +1,9 @@
 """The device agent: MQTT in, round state machine, training thread, ledger, outbox, status out.
 
 Threads: paho's network thread only queues incoming messages (`EventLoop.submit`); the training runs on
-`TrainingWorker`'s thread; everything else (decoding, the round, the ledger, persistence, publishing)
+`TrainingWorker`'s thread, which hands each job to a trainer in a child process for ONNX Runtime (its
+training bindings hold the GIL through a step; edge_runtime/agent/trainer_process.py); everything else
+(decoding, the round, the ledger, persistence, publishing)
 runs on the thread that calls `run`, so round state needs no locks. The tick drains training outcomes
 and enforces deadlines with the injected clock.
 
@@ -45,10 +47,11 @@ from edge_runtime.agent.round_api import (
 from edge_runtime.agent.round_machine import Phase, RoundEvent, round_table
 from edge_runtime.agent.state import OUTBOX_DIR, DeviceState, write_plain_update
 from edge_runtime.agent.status import StatusPublisher, epsilon_details
-from edge_runtime.agent.worker import TrainingJob, TrainingOutcome, TrainingWorker
+from edge_runtime.agent.trainer_process import TrainerProcess, start_training
+from edge_runtime.agent.worker import TrainingJob, TrainingOutcome
 from edge_runtime.ledger import open_device_ledger, round_ref
 from edge_runtime.text_tokenizer import load_tokenizer
-from edge_runtime.trainer import Trainer, create_trainer
+from edge_runtime.trainer import Trainer
 from fl_protocol.codec.pipeline import codec_chain_text
 from fl_protocol.config import load_fleet_keys, load_signing_key
 from fl_protocol.dp.mechanisms import secure_generator
@@ -100,11 +103,13 @@ class DeviceAgent:
         state_dir = config.device.state_dir
         self.state = DeviceState(state_dir)
         self.ledger = open_device_ledger(state_dir, config.identity.signing_key_file, config.tiers)
-        self.trainer = trainer or create_trainer(
-            config.device.bundle_dir, backend=config.device.backend, device=config.device.compute_device
+        self.trainer, self.worker = start_training(
+            trainer,
+            config.device.bundle_dir,
+            backend=config.device.backend,
+            device=config.device.compute_device,
         )
         self.tokenizer = load_tokenizer(self.trainer.manifest.tokenizer_spec, config.device.bundle_dir)
-        self.worker = TrainingWorker(self.trainer)
         self.loop = EventLoop(self._on_message, tick=self._tick, tick_interval_s=0.1)
         self.status = StatusPublisher(self.identity, self.fleet, clock_ms, self.trainer.backend_name)
         settings = MqttSettings.from_broker(
@@ -170,6 +175,8 @@ class DeviceAgent:
         if not after_fault and self.round is not None and not self.round.done:
             self._execute(self.round.withdraw("device shutting down"))
         self.worker.close()
+        if isinstance(self.trainer, TrainerProcess):
+            self.trainer.close()
         try:
             self.status.publish(NodeState.OFFLINE, "stopped")
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,16 +132,21 @@ def run_job(trainer: Trainer, job: TrainingJob) -> TrainingOutcome:
 
 
 class TrainingWorker:
-    """A single background thread running `run_job`, results collected with `poll`."""
+    """A single background thread running jobs, results collected with `poll`.
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    `runner` runs one job: `functools.partial(run_job, trainer)` for an in-process trainer whose backend
+    releases the GIL while it computes (torch), or `TrainerProcess.run_job` for one that does not (ONNX
+    Runtime's training bindings; edge_runtime/agent/trainer_process.py).
+    """
+
+    def __init__(self, runner: Callable[[TrainingJob], TrainingOutcome]) -> None:
+        self._runner = runner
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedlora-train")
         self._results: queue.Queue[TrainingOutcome] = queue.Queue()
 
     def submit(self, job: TrainingJob) -> None:
         """Queue a job (runs after any job still in progress)."""
-        future = self._executor.submit(run_job, self.trainer, job)
+        future = self._executor.submit(self._runner, job)
         future.add_done_callback(self._collect)
 
     def poll(self) -> list[TrainingOutcome]:
