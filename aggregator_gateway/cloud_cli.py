@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 10.0
+RETAINED_CHUNKS_FILE = "retained_chunks.json"  # in store_dir (docs/transport.md, "Retained chunks")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -180,6 +181,7 @@ def _connection(
     from fl_protocol.wire.messages import Status
     from fl_transport.chunking import ChunkCodec
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
+    from fl_transport.retained_chunks import RetainedChunkLedger
 
     node = config.node
     will = Will(
@@ -191,6 +193,8 @@ def _connection(
         submit,
         will=will,
         chunking=ChunkCodec.for_identity(identity),
+        # which retained chunk topics of tasks and models are filled, so a restart can clear them
+        retained_chunks=RetainedChunkLedger(config.cloud.store_dir / RETAINED_CHUNKS_FILE),
     )
 
 

@@ -222,3 +222,69 @@ def _parse(levels: list[str]) -> Topic:
                 device=validate_id(device),
             )
     raise ValueError("no matching topic pattern")
+
+
+# -- retained chunk topics (docs/transport.md, "Retained chunks") ------------------------------------------
+# A retained message larger than the broker's packet limit cannot sit on its own topic (the broker keeps one
+# message per topic: the last chunk). Its chunks are retained one per sub-topic `{topic}/chunk/{i}`, so a
+# subscriber that arrives later still finds every chunk. Only the task and model topics have them: the
+# status topic is also the last will's topic, which the broker fills with one packet of its own.
+
+CHUNK_LEVEL = "chunk"
+RETAINED_CHUNK_KINDS = frozenset({TopicKind.TASK, TopicKind.MODEL})
+
+
+def has_retained_chunk_topics(topic: str) -> bool:
+    """True if `topic` is a task or model topic: one whose retained message may travel in chunk topics."""
+    try:
+        return parse_topic(topic).kind in RETAINED_CHUNK_KINDS
+    except DecodeError:
+        return False
+
+
+def retained_chunk_topic(topic: str, index: int) -> str:
+    """`{topic}/chunk/{index}` (retained): chunk `index` (0-based) of the retained message of `topic`.
+
+    ConfigError if `topic` is not a task or model topic, or `index` is not a non-negative int below 1e19.
+    """
+    if not has_retained_chunk_topics(topic):
+        raise ConfigError("only task and model topics have retained chunk topics")
+    return f"{topic}/{CHUNK_LEVEL}/{_number(index, 'chunk index')}"
+
+
+def is_retained_chunk_topic(topic: str) -> bool:
+    """True if `topic` ends in `/chunk/{i}` (a cheap test; `parse_retained_chunk_topic` checks the rest)."""
+    levels = topic.split("/")
+    return len(levels) > 2 and levels[-2] == CHUNK_LEVEL
+
+
+def parse_retained_chunk_topic(topic: str) -> tuple[str, int]:
+    """(message topic, chunk index) of a retained chunk topic; DecodeError for anything else."""
+    base, _, index = topic.rpartition("/")
+    base, _, level = base.rpartition("/")
+    try:
+        if level != CHUNK_LEVEL or not has_retained_chunk_topics(base):
+            raise ValueError("not a chunk topic of a task or model topic")
+        return base, _int(index)
+    except ValueError as exc:
+        logger.debug("unparseable chunk topic: %s", exc)
+        raise DecodeError() from None
+
+
+def retained_chunk_filter(topic_filter: str) -> str | None:
+    """`{topic_filter}/chunk/+` if `topic_filter` matches task or model topics, else None.
+
+    A subscriber to task or model topics also subscribes to this filter to receive retained messages that
+    needed chunks. `topic_filter` may hold `+` in the fleet, round and version levels; a filter ending in
+    `#` already matches the chunk topics (None).
+    """
+    levels = topic_filter.split("/")
+    if len(levels) < 4 or "/".join(levels[:2]) != PROTOCOL_PREFIX:
+        return None
+    if levels[2] != "+" and not is_valid_id(levels[2]):
+        return None
+    match levels[3:]:
+        case ["round", number, "task"] | ["model", number]:
+            if number == "+" or _INT_RE.fullmatch(number) is not None:
+                return f"{topic_filter}/{CHUNK_LEVEL}/+"
+    return None

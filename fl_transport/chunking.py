@@ -2,7 +2,10 @@
 
 `ChunkCodec` holds what both directions need: this node's identity to sign chunks, the fleet's keys to
 verify them, and a `Reassembler` whose buffers are bounded per sender and in total. Chunks of one message
-travel on the message's own topic with its QoS and retain flag, so broker ACLs and bridges need nothing new.
+travel on the message's own topic with its QoS, except those of a retained task or model message: they are
+retained on chunk topics `{topic}/chunk/{i}` (fl_transport.retained_chunks), so a subscriber that arrives
+later gets them all. Chunks are keyed by (sender, topic, message id = SHA-256 of the message): chunks of an
+older version of a retained message never combine with a newer one.
 
 Reassembly limits (all enforced before a byte is buffered): the chunk decoder's `ChunkLimits` (message size,
 chunk count); at most `max_partial_per_sender` incomplete messages and `max_buffered_bytes_per_sender` bytes
@@ -11,11 +14,9 @@ message of the same sender, or over the total of the sender holding the most, is
 line); an incomplete message is dropped `timeout_s` after its last chunk. A message is handed on only when
 every chunk arrived and its SHA-256 equals the signed message id.
 
-Retained messages: each chunk is published with the message's retain flag, so the broker keeps only the
-last chunk. A subscriber that connects after a chunked retained message was published gets that one chunk,
-which never completes and is dropped after `timeout_s`; it receives the message only when it is published
-again (for the global model: the next version). Subscribers with a persistent session that were offline
-get every chunk from the broker's queue (mosquitto's `max_queued_messages` must exceed the chunk count).
+Queues: a subscriber slower than the publisher, or offline with a persistent session, gets the chunks
+from the broker's per-client queue, which must hold them (`chunk_count_bound`; `fedlora provision` sizes
+mosquitto's `max_queued_messages` with it, docs/transport.md).
 """
 
 from __future__ import annotations
@@ -30,12 +31,41 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fl_protocol.errors import DecodeError
 from fl_protocol.identity import NodeIdentity
-from fl_protocol.wire.chunks import Chunk, ChunkLimits, decode_chunk, split_message
+from fl_protocol.wire.chunks import (
+    MIN_CHUNK_DATA_BYTES,
+    Chunk,
+    ChunkLimits,
+    decode_chunk,
+    max_chunk_overhead_bytes,
+    split_message,
+)
+from fl_transport.settings import publish_packet_bytes
 
 logger = logging.getLogger(__name__)
 
 _RECENT_COMPLETED = 256
+# Longer than any topic fl_protocol.topics builds, retained chunk topics included (64-character ids and
+# 19-digit numbers: a device stage topic has at most 241 characters).
+BOUND_TOPIC_CHARS = 256
+
+
+def chunk_count_bound(message_bytes: int, max_packet_bytes: int, limits: ChunkLimits | None = None) -> int:
+    """The most chunks (MQTT packets) a message of `message_bytes` bytes becomes under `max_packet_bytes`.
+
+    Counted for the longest protocol topic and the widest chunk header, and capped at `limits.max_chunks`
+    (a sender refuses to split into more; a limit too small for chunks caps at it too). 1 if the message
+    fits one packet.
+    """
+    limits = limits or ChunkLimits()
+    if publish_packet_bytes("t" * BOUND_TOPIC_CHARS, message_bytes, qos=1, mqtt5=True) <= max_packet_bytes:
+        return 1
+    header = publish_packet_bytes("t" * BOUND_TOPIC_CHARS, max_packet_bytes, qos=1, mqtt5=True)
+    room = max_packet_bytes - (header - max_packet_bytes) - max_chunk_overhead_bytes(BOUND_TOPIC_CHARS)
+    if room < MIN_CHUNK_DATA_BYTES:
+        return limits.max_chunks
+    return min(-(-message_bytes // room), limits.max_chunks)
 
 
 @dataclass(frozen=True)
@@ -202,7 +232,8 @@ class ChunkCodec:
         )
 
     def split(self, topic: str, payload: bytes, max_frame_bytes: int) -> list[bytes]:
-        """Signed chunk frames of at most `max_frame_bytes` bytes (ConfigError if the limit is too small)."""
+        """Signed chunk frames of at most `max_frame_bytes` bytes; ConfigError if the limit is too small or
+        the message needs more chunks than `limits.chunk.max_chunks` (receivers would refuse them)."""
         return split_message(
             payload,
             topic=topic,
@@ -211,9 +242,17 @@ class ChunkCodec:
             sender=self.sender,
             signing_key=self.signing_key,
             created_ms=self.clock_ms(),
+            max_chunks=self.limits.chunk.max_chunks,
         )
 
-    def receive(self, topic: str, payload: bytes) -> bytes | None:
-        """Verify one chunk frame (DecodeError if invalid) and return the whole message once complete."""
+    def receive(self, topic: str, payload: bytes, *, index: int | None = None) -> bytes | None:
+        """Verify one chunk frame of the message on `topic` and return the whole message once complete.
+
+        `index`: the chunk index its retained chunk topic names; the chunk must carry the same.
+        DecodeError if the frame is invalid or its index differs.
+        """
         chunk = decode_chunk(payload, fleet=self.fleet, verify_key=self.verify_key, limits=self.limits.chunk)
+        if index is not None and chunk.index != index:
+            logger.debug("chunk %d arrived on the chunk topic of index %d", chunk.index, index)
+            raise DecodeError()
         return self.reassembler.add(topic, chunk)

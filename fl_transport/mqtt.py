@@ -9,9 +9,11 @@ MQTT 5 is spoken by default: its CONNACK tells the broker's maximum packet size.
 "unsupported protocol version" gets MQTT 3.1.1 on the next attempt, the same downgrade paho itself does
 from 3.1.1 to 3.1; a broker that hangs on an MQTT 5 CONNECT instead (the demo's embedded amqtt) needs
 `mqtt_version = "3.1.1"` in `[broker]`. Under 3.1.1 the limit comes from `max_packet_bytes` in `[broker]`.
-A message whose packet would exceed the limit is split into signed chunks (fl_transport.chunking) when the
+A message whose packet would exceed the limit is split into signed chunks (fl_transport.packets) when the
 connection has a `ChunkCodec`, and refused with a TransportError otherwise: never handed to the broker,
-which would drop the connection and get it again on every reconnect.
+which would drop the connection and get it again on every reconnect. A retained task or model message
+that needs chunks goes to retained chunk topics (fl_transport.retained_chunks); subscribing to task or
+model topics subscribes to their chunk topics too, and the whole message is handed on under its own topic.
 Until the first CONNACK the limit may be unknown; publishes made then wait (in order) for it.
 """
 
@@ -21,17 +23,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fl_protocol.errors import ConfigError, DecodeError
+from fl_protocol.errors import DecodeError
+from fl_protocol.topics import is_retained_chunk_topic, parse_retained_chunk_topic, retained_chunk_filter
 from fl_protocol.wire.chunks import is_chunk_frame
 from fl_transport.chunking import ChunkCodec
 from fl_transport.outbox import Outbox
+from fl_transport.packets import Outgoing, plan, refusal
+from fl_transport.retained_chunks import Packet, RetainedChunkLedger
 from fl_transport.settings import MqttSettings, TransportError, Will, publish_packet_bytes
 from fl_transport.tls import TlsDiagnostics
 
@@ -52,17 +56,9 @@ _UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code (MQTT 5) / return cod
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    key: str | None  # outbox key, None when not durable
-
-
 class MqttConnection:
-    """A connected (or reconnecting) MQTT client with an optional on-disk outbox and chunking."""
+    """A connected (or reconnecting) MQTT client with an optional on-disk outbox and chunking;
+    `retained_chunks`: the record of retained chunk topics filled (default: in memory, this process)."""
 
     def __init__(
         self,
@@ -72,17 +68,19 @@ class MqttConnection:
         will: Will | None = None,
         outbox: Outbox | None = None,
         chunking: ChunkCodec | None = None,
+        retained_chunks: RetainedChunkLedger | None = None,
     ) -> None:
         self._settings = settings
         self._on_message = on_message
         self._outbox = outbox
         self._chunking = chunking
+        self._retained = retained_chunks if retained_chunks is not None else RetainedChunkLedger()
         self._subscriptions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pending_acks: dict[int, str | None] = {}  # mid -> outbox key (None: not durable)
         self._key_mids: dict[str, int] = {}  # outbox key -> packets still unacknowledged
         self._early_acks: set[int] = set()
-        self._held: list[_Outgoing] = []  # published before the packet limit was known
+        self._held: list[Outgoing] = []  # published before the packet limit was known
         self._limit_known = settings.max_packet_bytes is not None
         self._max_packet_bytes = settings.max_packet_bytes
         self._connected = threading.Event()
@@ -128,7 +126,7 @@ class MqttConnection:
         if self._outbox is not None:
             for entry in self._outbox.pending():
                 logger.info("outbox: re-sending %s left from a previous run", entry.topic)
-                self._submit(_Outgoing(entry.topic, entry.payload, entry.qos, entry.retain, entry.key))
+                self._submit(Outgoing(entry.topic, entry.payload, entry.qos, entry.retain, entry.key))
         if self._mqtt5:
             properties = Properties(PacketTypes.CONNECT)
             if not self._settings.clean_session:
@@ -174,10 +172,14 @@ class MqttConnection:
         self._connected.clear()
 
     def subscribe(self, topic_filter: str, *, qos: int = 1) -> None:
-        """Subscribe now if connected and again after every reconnect."""
-        self._subscriptions[topic_filter] = qos
-        if self.connected:
-            self._client.subscribe(topic_filter, qos=qos)
+        """Subscribe now if connected and again after every reconnect; a filter of task or model topics
+        brings its retained chunk topics (`{filter}/chunk/+`) along."""
+        chunk_filter = retained_chunk_filter(topic_filter)
+        for each in (topic_filter, chunk_filter):
+            if each is not None:
+                self._subscriptions[each] = qos
+                if self.connected:
+                    self._client.subscribe(each, qos=qos)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, durable: bool = False
@@ -190,69 +192,50 @@ class MqttConnection:
         """
         # Refuse at once whatever the known limit rules out: nothing unsendable goes into the outbox, and a
         # publish made between the CONNACK and the release of held messages is not deferred to a log line.
-        self._refuse_oversize(topic, len(payload), qos)
+        reason = refusal(
+            topic, len(payload), qos=qos, retain=retain, limit=self._max_packet_bytes, mqtt5=self._mqtt5,
+            can_chunk=self._chunking is not None,
+        )  # fmt: skip
+        if reason is not None:
+            raise TransportError(reason)
         if durable and qos > 0 and self._outbox is not None:
             entry = self._outbox.add(topic, payload, qos=qos, retain=retain)
-            self._submit(_Outgoing(topic, payload, qos, retain, entry.key))
+            self._submit(Outgoing(topic, payload, qos, retain, entry.key))
             return
-        self._submit(_Outgoing(topic, payload, qos, retain, None))
+        self._submit(Outgoing(topic, payload, qos, retain, None))
 
-    def _submit(self, item: _Outgoing) -> None:
+    def _submit(self, item: Outgoing) -> None:
         with self._lock:
             if not self._limit_known:
                 self._held.append(item)
                 return
         self._send(item)
 
-    def _refuse_oversize(self, topic: str, payload_bytes: int, qos: int) -> None:
-        limit = self._max_packet_bytes
-        if limit is None or self._chunking is not None:
-            return
-        size = publish_packet_bytes(topic, payload_bytes, qos=qos, mqtt5=self._mqtt5)
-        if size > limit:
-            raise TransportError(
-                f"message of {size} bytes on {topic} exceeds the broker's maximum packet size of {limit} "
-                "bytes and this connection cannot chunk it"
-            )
-
     @property
     def _mqtt5(self) -> bool:
         return bool(self._client.protocol == paho.MQTTv5)
 
-    def _send(self, item: _Outgoing) -> None:
-        limit = self._max_packet_bytes
-        size = publish_packet_bytes(item.topic, len(item.payload), qos=item.qos, mqtt5=self._mqtt5)
-        if limit is None or size <= limit or not item.payload:
-            self._send_packets(item, [item.payload])
-            return
-        if self._chunking is None:
-            self._set_aside(item)
-            raise TransportError(
-                f"message of {size} bytes on {item.topic} exceeds the broker's maximum packet size of "
-                f"{limit} bytes and this connection cannot chunk it"
-            )
-        room = limit - publish_packet_bytes(item.topic, 0, qos=item.qos, mqtt5=True)
+    def _send(self, item: Outgoing) -> None:
         try:
-            chunks = self._chunking.split(item.topic, item.payload, room)
-        except ConfigError as exc:
-            self._set_aside(item)
-            raise TransportError(f"cannot send {size} bytes on {item.topic}: {exc}") from None
-        logger.info(
-            "sending %d bytes on %s as %d chunks (packet limit %d)", size, item.topic, len(chunks), limit
-        )
-        self._send_packets(item, chunks)
+            sending = plan(
+                item, limit=self._max_packet_bytes, mqtt5=self._mqtt5, chunking=self._chunking,
+                ledger=self._retained,
+            )  # fmt: skip
+        except TransportError:
+            if item.key is not None and self._outbox is not None:
+                self._outbox.set_aside(item.key, "oversize")
+            raise
+        self._send_packets(item, sending.packets)
+        if sending.retained_chunks is not None:
+            self._retained.set(item.topic, sending.retained_chunks)
 
-    def _set_aside(self, item: _Outgoing) -> None:
-        if item.key is not None and self._outbox is not None:
-            self._outbox.set_aside(item.key, "oversize")
-
-    def _send_packets(self, item: _Outgoing, packets: list[bytes]) -> None:
+    def _send_packets(self, item: Outgoing, packets: list[Packet]) -> None:
         if item.key is not None and item.qos > 0:
             with self._lock:
                 self._key_mids[item.key] = self._key_mids.get(item.key, 0) + len(packets)
-        for packet in packets:
-            info = self._client.publish(item.topic, packet, qos=item.qos, retain=item.retain)
-            self._check(info.rc, f"publish to {item.topic}")
+        for topic, payload in packets:
+            info = self._client.publish(topic, payload, qos=item.qos, retain=item.retain)
+            self._check(info.rc, f"publish to {topic}")
             if item.qos > 0:
                 self._track(info.mid, item.key)
 
@@ -368,23 +351,37 @@ class MqttConnection:
         )
 
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        payload = bytes(message.payload)
         try:
-            if is_chunk_frame(payload):
-                whole = self._reassemble(message.topic, payload)
-                if whole is None:
-                    return
-                payload = whole
-            self._on_message(message.topic, payload)
+            delivered = self._whole_message(message.topic, bytes(message.payload))
+            if delivered is not None:
+                self._on_message(*delivered)
         except Exception:  # a handler bug must not kill paho's network thread
             logger.exception("message handler failed for %s", message.topic)
 
-    def _reassemble(self, topic: str, payload: bytes) -> bytes | None:
+    def _whole_message(self, topic: str, payload: bytes) -> tuple[str, bytes] | None:
+        """(topic, message) to hand on; None while chunks are missing or for an ignored packet. A message
+        from retained chunk topics is handed on under its own topic."""
+        if is_retained_chunk_topic(topic):
+            if not payload:
+                return None  # a cleared chunk topic
+            try:
+                topic, index = parse_retained_chunk_topic(topic)
+            except DecodeError:
+                logger.warning("ignored message on unexpected chunk topic %s", topic)
+                return None
+            whole = self._reassemble(topic, payload, index=index)
+        elif is_chunk_frame(payload):
+            whole = self._reassemble(topic, payload)
+        else:
+            return topic, payload
+        return None if whole is None else (topic, whole)
+
+    def _reassemble(self, topic: str, payload: bytes, *, index: int | None = None) -> bytes | None:
         if self._chunking is None:
             logger.warning("chunk on %s ignored: this connection has no chunk keys", topic)
             return None
         try:
-            return self._chunking.receive(topic, payload)
+            return self._chunking.receive(topic, payload, index=index)
         except DecodeError:
             logger.warning("ignored chunk on %s: invalid, unsigned or wrongly signed", topic)
             return None

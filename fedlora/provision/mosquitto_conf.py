@@ -11,11 +11,24 @@ Client ids are bound to the certificate too: `use_username_as_clientid` replaces
 client sends with its username (= certificate CN), so a valid device certificate cannot connect as `g1`
 and displace the gateway's session. Every node therefore connects with its node id as client id, and the
 bridge's `remote_clientid` is the gateway id it authenticates as.
+
+Retained chunk topics: a retained task or model message above the packet limit is retained chunk by chunk
+on `{topic}/chunk/{i}` (docs/transport.md, "Retained chunks"). Whoever may read or write task or model
+topics has the same right on their chunk topics, and the bridge carries them in; nothing else changes.
+
+Queues: mosquitto drops QoS 1 messages for a client whose queue holds `max_queued_messages` (default 1000)
+beyond the `max_inflight_messages` in flight. A message split into chunks is that many messages, so the
+queue is sized for two of the largest messages at the fleet's packet limit on top of the default
+(`max_queued_messages_for`); `max_inflight_messages` is written as paho's window (20).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from fl_protocol.topics import retained_chunk_filter
+from fl_protocol.wire.framing import DEFAULT_MAX_FRAME_BYTES
+from fl_transport.chunking import chunk_count_bound
 
 from .fleet import Fleet, FleetSettings
 
@@ -30,6 +43,22 @@ BRIDGE_CERT = "bridge.crt"
 BRIDGE_KEY = "bridge.key"
 DATA_DIR = "data"
 QOS = 1
+MOSQUITTO_DEFAULT_QUEUED_MESSAGES = 1000
+MAX_INFLIGHT_MESSAGES = 20  # paho-mqtt's default window of unacknowledged QoS 1 publishes per client
+QUEUED_LARGEST_MESSAGES = 2  # e.g. a device offline while the next model and its task went out, then more
+
+
+def max_queued_messages_for(max_packet_bytes: int) -> int:
+    """mosquitto's per-client `max_queued_messages` for a broker with `max_packet_bytes`: room for
+    QUEUED_LARGEST_MESSAGES messages of the largest frame (64 MiB) in chunks, plus the default 1000."""
+    largest = chunk_count_bound(DEFAULT_MAX_FRAME_BYTES, max_packet_bytes)
+    return QUEUED_LARGEST_MESSAGES * largest + MOSQUITTO_DEFAULT_QUEUED_MESSAGES
+
+
+def _with_chunks(topic_filter: str) -> list[str]:
+    """`topic_filter` and, for task and model filters, the filter of their retained chunk topics."""
+    chunk_filter = retained_chunk_filter(topic_filter)
+    return [topic_filter] if chunk_filter is None else [topic_filter, chunk_filter]
 
 
 @dataclass(frozen=True)
@@ -55,11 +84,12 @@ def _listener_section(root: str, port: int, bind_address: str) -> list[str]:
 
 
 def bridge_topics(settings: FleetSettings, gateway: str) -> list[str]:
-    """Topic lines of a gateway's bridge: task and model in, this gateway's partial and status out."""
+    """Topic lines of a gateway's bridge: task and model (and their chunk topics) in, this gateway's partial
+    and status out."""
     p = settings.topic_prefix
     return [
-        f"topic {p}/round/+/task in {QOS}",
-        f"topic {p}/model/+ in {QOS}",
+        *(f"topic {t} in {QOS}" for t in _with_chunks(f"{p}/round/+/task")),
+        *(f"topic {t} in {QOS}" for t in _with_chunks(f"{p}/model/+")),
         f"topic {p}/round/+/partial/{gateway} out {QOS}",
         f"topic {p}/round/+/abort/{gateway} out {QOS}",
         f"topic {p}/status/+ out {QOS}",
@@ -89,7 +119,7 @@ def _bridge_section(settings: FleetSettings, root: str, bridge: BridgeSpec) -> l
 
 def render_conf(settings: FleetSettings, name: str, *, port: int, bridge: BridgeSpec | None) -> str:
     """The mosquitto.conf of broker `name`: one TLS listener with client certificates and the CRL,
-    ACL file, packet size limit, persistence, and (gateway brokers) the bridge to the cloud."""
+    ACL file, packet size limit and queue sized for it, persistence, and (gateway brokers) the bridge."""
     root = f"{settings.broker_root}/{name}"
     lines = [
         f"# mosquitto 2.0 configuration of broker {name!r}, fleet {settings.fleet!r}.",
@@ -100,6 +130,8 @@ def render_conf(settings: FleetSettings, name: str, *, port: int, bridge: Bridge
         "allow_anonymous false",
         f"acl_file {root}/{ACL_FILE}",
         f"max_packet_size {settings.max_packet_bytes}",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        f"max_queued_messages {max_queued_messages_for(settings.max_packet_bytes)}",
         "persistence true",
         f"persistence_location {root}/{DATA_DIR}/",
         "autosave_interval 300",
@@ -130,8 +162,8 @@ def render_cloud_acl(fleet: Fleet) -> str:
         lines += [
             "",
             f"user {cloud.id}",
-            f"topic write {p}/round/+/task",
-            f"topic write {p}/model/+",
+            *(f"topic write {t}" for t in _with_chunks(f"{p}/round/+/task")),
+            *(f"topic write {t}" for t in _with_chunks(f"{p}/model/+")),
             f"topic read {p}/round/+/partial/+",
             f"topic read {p}/round/+/abort/+",
             f"topic readwrite {p}/status/{cloud.id}",
@@ -141,8 +173,8 @@ def render_cloud_acl(fleet: Fleet) -> str:
         lines += [
             "",
             f"user {gw.id}",
-            f"topic read {p}/round/+/task",
-            f"topic read {p}/model/+",
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
             f"topic write {p}/round/+/partial/{gw.id}",
             f"topic write {p}/round/+/abort/{gw.id}",
             f"topic write {p}/status/{gw.id}",
@@ -163,8 +195,8 @@ def render_gateway_acl(fleet: Fleet, gateway: str) -> str:
         lines += [
             "",
             f"user {gateway}",
-            f"topic read {p}/round/+/task",
-            f"topic read {p}/model/+",
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
             f"topic read {g}/round/+/+/+",
             f"topic write {g}/round/+/+",
             f"topic write {g}/inbox/+",
@@ -180,8 +212,8 @@ def render_gateway_acl(fleet: Fleet, gateway: str) -> str:
             f"topic write {g}/round/+/+/{dev.id}",
             f"topic readwrite {p}/status/{dev.id}",
             f"topic read {p}/status/{gateway}",
-            f"topic read {p}/round/+/task",
-            f"topic read {p}/model/+",
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
+            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
             f"topic read {g}/round/+/+",
             f"topic read {g}/inbox/{dev.id}",
         ]

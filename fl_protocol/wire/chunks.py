@@ -15,6 +15,7 @@ the message; every failure is the opaque `DecodeError` (reason at DEBUG). See do
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -123,12 +124,14 @@ def split_message(
     sender: str,
     signing_key: Ed25519PrivateKey,
     created_ms: int,
+    max_chunks: int | None = None,
 ) -> list[bytes]:
     """Split `payload` into signed chunk frames of at most `max_frame_bytes` bytes each.
 
     The chunk id is the SHA-256 of `payload`, so sending the same message again (after a crash) yields the
     same chunks. ConfigError if `max_frame_bytes` leaves less than MIN_CHUNK_DATA_BYTES of data per chunk,
-    or if the topic is longer than MAX_TOPIC_CHARS.
+    if the topic is longer than MAX_TOPIC_CHARS, or if the message needs more than `max_chunks` chunks
+    (the receivers' `ChunkLimits.max_chunks`: they would refuse every chunk).
     """
     if not payload:
         raise ConfigError("an empty message is never chunked")
@@ -144,6 +147,11 @@ def split_message(
     if room < MIN_CHUNK_DATA_BYTES:
         raise ConfigError(f"a {max_frame_bytes}-byte packet limit leaves no room for chunks")
     count = -(-len(payload) // room)
+    if max_chunks is not None and count > max_chunks:
+        raise ConfigError(
+            f"a message of {len(payload)} bytes needs {count} chunks at a {max_frame_bytes}-byte packet "
+            f"limit, more than the {max_chunks} a receiver accepts"
+        )
     return [
         encode_frame(
             header,
@@ -152,6 +160,20 @@ def split_message(
         )
         for i in range(count)
     ]
+
+
+@functools.cache
+def max_chunk_overhead_bytes(topic_chars: int) -> int:
+    """The most bytes a chunk frame holds besides its data, for a topic of `topic_chars` ASCII characters.
+
+    Worst case of `split_message`'s own estimate: 64-character fleet and sender ids, every integer at its
+    widest. A fixed throwaway key signs (an Ed25519 signature has one length whatever the key).
+    """
+    if not 0 <= topic_chars <= MAX_TOPIC_CHARS:
+        raise ConfigError("topic too long for a chunk")
+    header = FrameHeader("f" * 64, 0, "s" * 64, MessageType.CHUNK, MAX_UINT63)
+    body = _body("t" * topic_chars, bytes(MESSAGE_ID_BYTES), MAX_UINT63, MAX_UINT63, MAX_UINT63, b"")
+    return len(encode_frame(header, body, Ed25519PrivateKey.from_private_bytes(bytes(32))))
 
 
 def decode_chunk(

@@ -296,6 +296,35 @@ def test_bridge_carries_task_in_and_partial_and_status_out(fleet_dir, tmp_path, 
         cloud_broker.stop()
 
 
+def test_bridge_and_acls_carry_retained_chunk_topics(fleet_dir, tmp_path, clients) -> None:
+    """Retained chunk topics (docs/transport.md, "Retained chunks"): the cloud writes them, the bridge brings
+    them in retained, devices read them; a device cannot write them, and status has none."""
+    cloud_broker = _start_broker(fleet_dir, "cloud", tmp_path)
+    g1_broker = _start_broker(fleet_dir, "g1", tmp_path, cloud_port=cloud_broker.port)
+    try:
+        cloud = clients.node(fleet_dir, "cloud", cloud_broker.port)
+        dev1 = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+        assert cloud and dev1
+        dev1.subscribe(f"{P}/round/+/task/chunk/+")
+        dev1.subscribe(f"{P}/model/+/chunk/+")
+        cloud.publish(f"{P}/round/2/task/chunk/0", b"task-2-chunk-0", retain=True)
+        dev1.wait_for(f"{P}/round/2/task/chunk/0", b"task-2-chunk-0", timeout_s=15.0)  # bridge is up
+        for i in range(3):
+            cloud.publish(f"{P}/model/4/chunk/{i}", b"model-4-chunk-%d" % i, retain=True)
+        dev1.wait_for(f"{P}/model/4/chunk/2", b"model-4-chunk-2")
+        dev1.publish(f"{P}/model/4/chunk/0", b"forged", retain=True)  # denied: devices only read them
+        dev1.publish(f"{P}/status/dev-0001/chunk/0", b"forged", retain=True)  # no such right anywhere
+        late = clients.node(fleet_dir, "dev-0003", g1_broker.port)
+        assert late is not None
+        late.subscribe(f"{P}/model/+/chunk/+")
+        late.subscribe(f"{P}/status/+/chunk/+")
+        got = sorted(late.received(SILENCE_S + 1.0))  # retained on the gateway broker, as bridged
+        assert got == [(f"{P}/model/4/chunk/{i}", b"model-4-chunk-%d" % i) for i in range(3)]
+    finally:
+        g1_broker.stop()
+        cloud_broker.stop()
+
+
 def test_device_certificate_cannot_take_over_the_gateway_client_id(fleet_dir, g1_broker, clients) -> None:
     """`use_username_as_clientid`: a device connecting with client id "g1" (clean session, 4 times) gets
     its own CN as client id; the gateway's connection and session stay untouched."""

@@ -193,3 +193,72 @@ def test_fuzzed_chunks_raise_only_decode_error() -> None:
             decode_chunk(data, fleet="f1", verify_key=PUBLIC.get, limits=ChunkLimits())
         except DecodeError:
             pass
+
+
+MODEL_TOPIC = "fl/v1/f1/model/3"
+
+
+def test_chunks_of_an_older_version_never_combine_with_a_newer_one() -> None:
+    """What a late subscriber may find in retained chunk topics: the new version's chunks 0..M-1 and the
+    old version's chunks M..N-1 (not cleared yet), in any order. Only the new version comes out."""
+    rng = random.Random(3)
+    old, new = rng.randbytes(60_000), rng.randbytes(25_000)
+    old_chunks, new_chunks = _split(old, "cloud", topic=MODEL_TOPIC), _split(new, "cloud", topic=MODEL_TOPIC)
+    assert len(old_chunks) > len(new_chunks) > 1
+    retained = [*new_chunks, *old_chunks[len(new_chunks) :]]  # chunk topic i holds one chunk each
+    limits = ChunkLimits()
+    index = {c: decode_chunk(c, fleet="f1", verify_key=PUBLIC.get, limits=limits).index for c in retained}
+    for seed in range(5):
+        random.Random(seed).shuffle(retained)
+        receiver = _codec("g1")
+        results = [receiver.receive(MODEL_TOPIC, c, index=index[c]) for c in retained]
+        assert [r for r in results if r is not None] == [new]
+
+
+def test_stale_chunks_with_the_same_index_count_and_size_still_do_not_combine() -> None:
+    """Two versions of equal length: same count, total and indices; the message id tells them apart."""
+    rng = random.Random(4)
+    old, new = rng.randbytes(30_000), rng.randbytes(30_000)
+    old_chunks, new_chunks = _split(old, "cloud", topic=MODEL_TOPIC), _split(new, "cloud", topic=MODEL_TOPIC)
+    receiver = _codec("g1")
+    mixed = [old_chunks[0], *new_chunks[1:]]  # chunk topic 0 not yet overwritten
+    assert [receiver.receive(MODEL_TOPIC, c) for c in mixed] == [None] * len(mixed)
+    assert receiver.receive(MODEL_TOPIC, new_chunks[0]) == new
+
+
+def test_a_chunk_on_the_chunk_topic_of_another_index_is_refused() -> None:
+    chunks = _split(b"w" * 20_000, "cloud", topic=MODEL_TOPIC)
+    receiver = _codec("g1")
+    with pytest.raises(DecodeError):
+        receiver.receive(MODEL_TOPIC, chunks[1], index=0)
+    assert receiver.reassembler.buffered_bytes == 0
+
+
+def test_split_refuses_more_chunks_than_a_receiver_accepts() -> None:
+    codec = _codec("g1", ReassemblyLimits(chunk=ChunkLimits(max_chunks=4)))
+    assert len(codec.split(TOPIC, b"a" * 20_000, 8192)) == 3
+    with pytest.raises(ConfigError, match="needs 6 chunks .* more than the 4 a receiver accepts"):
+        codec.split(TOPIC, b"a" * 40_000, 8192)
+
+
+def test_chunk_count_bound_covers_the_longest_protocol_topics() -> None:
+    from fl_protocol import topics as t
+    from fl_transport.chunking import BOUND_TOPIC_CHARS, chunk_count_bound
+
+    fleet, node, big = "f" * 64, "n" * 64, 10**19 - 1
+    longest = [
+        *(t.device_stage_topic(fleet, node, big, stage, node) for stage in t.UPLINK_STAGES),
+        t.retained_chunk_topic(t.task_topic(fleet, big), big),
+        t.retained_chunk_topic(t.model_topic(fleet, big), big),
+        t.inbox_topic(fleet, node, node),
+        t.status_topic(fleet, node),
+    ]
+    assert max(len(topic) for topic in longest) <= BOUND_TOPIC_CHARS
+    for limit in (8192, 12_000, 65_536):
+        payload = random.Random(limit).randbytes(200_000)
+        for topic in (TOPIC, max(longest, key=len)):
+            actual = len(_codec("g1").split(topic, payload, limit - 300))  # 300: a PUBLISH header bound
+            assert actual <= chunk_count_bound(len(payload), limit)
+    assert chunk_count_bound(1000, 8192) == 1
+    assert chunk_count_bound(64 * 1024 * 1024, 32 * 1024 * 1024) == 3
+    assert chunk_count_bound(64 * 1024 * 1024, 2048) == ChunkLimits().max_chunks  # capped

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from fedlora.provision.fleet import Fleet, FleetSettings, NodeRecord
-from fedlora.provision.mosquitto_conf import BridgeSpec, render_cloud_acl, render_conf, render_gateway_acl
+from fedlora.provision.mosquitto_conf import (
+    BridgeSpec,
+    max_queued_messages_for,
+    render_cloud_acl,
+    render_conf,
+    render_gateway_acl,
+)
 
 
 def _fleet() -> Fleet:
@@ -56,9 +62,31 @@ def test_gateway_conf_has_tls_acl_limits_persistence_and_bridge() -> None:
         f"bridge_certfile {root}/bridge.crt",
         "topic fl/v1/f/round/+/task in 1",
         "topic fl/v1/f/model/+ in 1",
+        "topic fl/v1/f/round/+/task/chunk/+ in 1",
+        "topic fl/v1/f/model/+/chunk/+ in 1",
         "topic fl/v1/f/round/+/partial/g1 out 1",
         "topic fl/v1/f/status/+ out 1",
+        "max_inflight_messages 20",
+        f"max_queued_messages {max_queued_messages_for(4096)}",
     } <= conf
+    bridged = sorted(line for line in conf if line.startswith("topic "))
+    assert [line for line in bridged if "/chunk/" in line] == [
+        "topic fl/v1/f/model/+/chunk/+ in 1",
+        "topic fl/v1/f/round/+/task/chunk/+ in 1",
+    ]  # chunk topics of tasks and models come in; nothing else has chunk topics
+
+
+def test_broker_queue_holds_two_largest_messages_in_chunks() -> None:
+    """mosquitto drops QoS 1 messages beyond max_queued_messages: a chunked model must fit in it."""
+    from fl_protocol.wire.framing import DEFAULT_MAX_FRAME_BYTES
+    from fl_transport.chunking import chunk_count_bound
+
+    assert max_queued_messages_for(32 * 1024 * 1024) == 2 * 3 + 1000
+    for limit in (8192, 12_000, 65_536, 1024 * 1024):
+        assert max_queued_messages_for(limit) == 2 * chunk_count_bound(DEFAULT_MAX_FRAME_BYTES, limit) + 1000
+    assert max_queued_messages_for(12_000) > 2 * DEFAULT_MAX_FRAME_BYTES // 12_000
+    conf = render_conf(_fleet().settings, "cloud", port=8883, bridge=None)
+    assert f"max_queued_messages {max_queued_messages_for(4096)}" in conf.splitlines()
 
 
 def test_cloud_conf_has_no_bridge() -> None:
@@ -117,3 +145,24 @@ def test_acls_agree_with_the_protocol_topic_builders() -> None:
     assert not _allowed(cloud_acl, "g1", "write", t.partial_topic("f", 3, "g2"))
     assert _allowed(cloud_acl, "cloud", "read", t.partial_topic("f", 3, "g2"))
     assert _allowed(cloud_acl, "cloud", "write", t.task_topic("f", 3))
+
+
+def test_acls_grant_chunk_topics_exactly_where_task_and_model_topics_are_granted() -> None:
+    from fl_protocol import topics as t
+
+    fleet = _fleet()
+    acls = {"gw": render_gateway_acl(fleet, "g1"), "cloud": render_cloud_acl(fleet)}
+    cases = [("gw", user) for user in ("g1", "d1")] + [("cloud", user) for user in ("cloud", "g1")]
+    bases = [t.task_topic("f", 3), t.model_topic("f", 2)]
+    for acl, user in cases:
+        for access in ("read", "write"):
+            for base in bases:
+                chunk = t.retained_chunk_topic(base, 17)
+                assert _allowed(acls[acl], user, access, chunk) == _allowed(acls[acl], user, access, base)
+    assert _allowed(acls["cloud"], "cloud", "write", t.retained_chunk_topic(bases[1], 0))
+    assert _allowed(acls["gw"], "d1", "read", t.retained_chunk_topic(bases[1], 0))
+    assert not _allowed(acls["gw"], "d1", "write", t.retained_chunk_topic(bases[1], 0))
+    chunk_lines = [line for text in acls.values() for line in text.splitlines() if "/chunk/" in line]
+    assert chunk_lines and all(
+        line.endswith(("/round/+/task/chunk/+", "/model/+/chunk/+")) for line in chunk_lines
+    ), "no topic but tasks and models has chunk topics"

@@ -95,3 +95,79 @@ def test_every_built_topic_parses_back() -> None:
         assert (parsed.stage, parsed.device, parsed.round_id) == (stage, "d", 4)
     for stage in topics.DOWNLINK_STAGES:
         assert topics.parse_topic(topics.gateway_stage_topic("f", "g", 4, stage)).stage == stage
+
+
+def test_retained_chunk_topics_exist_for_task_and_model_topics_only() -> None:
+    task, model = topics.task_topic("f", 3), topics.model_topic("f", 7)
+    assert topics.retained_chunk_topic(task, 0) == "fl/v1/f/round/3/task/chunk/0"
+    assert topics.retained_chunk_topic(model, 12) == "fl/v1/f/model/7/chunk/12"
+    assert topics.has_retained_chunk_topics(task) and topics.has_retained_chunk_topics(model)
+    for other in (topics.status_topic("f", "d"), topics.partial_topic("f", 3, "g"), "t/big", ""):
+        assert not topics.has_retained_chunk_topics(other)
+        with pytest.raises(ConfigError, match="only task and model topics"):
+            topics.retained_chunk_topic(other, 0)
+    with pytest.raises(ConfigError, match="chunk index"):
+        topics.retained_chunk_topic(model, -1)
+
+
+def test_retained_chunk_topics_parse_back_and_are_not_protocol_topics() -> None:
+    for base in (topics.task_topic("f", 3), topics.model_topic("f", 7)):
+        for index in (0, 1, 16_383):
+            chunk_topic = topics.retained_chunk_topic(base, index)
+            assert topics.is_retained_chunk_topic(chunk_topic)
+            assert topics.parse_retained_chunk_topic(chunk_topic) == (base, index)
+            with pytest.raises(DecodeError):
+                topics.parse_topic(chunk_topic)  # roles never see a chunk topic
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "fl/v1/f/status/d/chunk/0",  # status has no chunk topics
+        "fl/v1/f/round/3/partial/g/chunk/0",
+        "fl/v1/f/model/7/chunk/01",  # non-canonical index
+        "fl/v1/f/model/7/chunk/-1",
+        "fl/v1/f/model/7/chunk/+",
+        "fl/v1/f/model/7/chunk/",
+        "fl/v1/f/model/x/chunk/0",
+        "fl/v1/f/model/7/chunks/0",
+        "fl/v1/f/model/7/chunk/0/1",
+        "chunk/0",
+    ],
+)
+def test_parse_retained_chunk_topic_rejects(topic: str) -> None:
+    with pytest.raises(DecodeError):
+        topics.parse_retained_chunk_topic(topic)
+
+
+def test_ordinary_topics_are_not_taken_for_chunk_topics() -> None:
+    built = [
+        topics.task_topic("f", 3),
+        topics.model_topic("f", 7),
+        topics.status_topic("f", "chunk"),
+        topics.inbox_topic("f", "chunk", "chunk"),
+        topics.partial_topic("f", 3, "chunk"),
+        topics.gateway_stage_topic("f", "chunk", 3, "roster"),
+        *(topics.device_stage_topic("f", "chunk", 3, stage, "chunk") for stage in topics.UPLINK_STAGES),
+    ]
+    assert not any(topics.is_retained_chunk_topic(topic) for topic in built)
+
+
+def test_retained_chunk_filter_follows_task_and_model_filters() -> None:
+    assert topics.retained_chunk_filter(topics.task_filter("f")) == "fl/v1/f/round/+/task/chunk/+"
+    assert topics.retained_chunk_filter("fl/v1/f/model/+") == "fl/v1/f/model/+/chunk/+"
+    assert topics.retained_chunk_filter("fl/v1/+/model/3") == "fl/v1/+/model/3/chunk/+"
+    assert topics.retained_chunk_filter(topics.task_topic("f", 3)) == "fl/v1/f/round/3/task/chunk/+"
+    for other in (
+        topics.status_filter("f"),
+        topics.cloud_partial_filter("f"),
+        topics.gateway_uplink_filter("f", "g"),
+        "fl/v1/f/#",  # already matches the chunk topics
+        "fl/v1/f/model/#",
+        "fl/v1/f/model/x",
+        "t/#",
+    ):
+        assert topics.retained_chunk_filter(other) is None
+    for topic_filter in topics.device_downlink_filters("f", "g", "d"):
+        chunk_filter = topics.retained_chunk_filter(topic_filter)
+        assert chunk_filter is None or chunk_filter == f"{topic_filter}/chunk/+"
