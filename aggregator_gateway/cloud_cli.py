@@ -29,6 +29,10 @@ RETAINED_CHUNKS_FILE = "retained_chunks.json"  # in store_dir (docs/transport.md
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "run the cloud: rounds, root aggregation, server optimizer, model store, status page"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the cloud's arguments."""
     parser.add_argument("--config", type=Path, required=True, help="cloud.toml (see docs/cloud.md)")

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "secure aggregation of a device cohort; signed partial sums to the cloud"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `fedlora gateway`."""
@@ -45,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (`python -m aggregator_gateway.gateway_cli`): exactly `fedlora gateway ...`."""
-    from fedlora.cli import standalone
+    from fl_transport.command import standalone
 
-    return standalone("gateway", argv)
+    return standalone("gateway", "aggregator_gateway.gateway_cli", argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ from fl_transport import stderr_handler
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "run the device agent: take part in federated rounds over MQTT"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `fedlora device`."""
     parser.add_argument(
@@ -147,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (`python -m edge_runtime.cli`): exactly `fedlora device ...`."""
-    from fedlora.cli import standalone
+    from fl_transport.command import standalone
 
-    return standalone("device", argv)
+    return standalone("device", "edge_runtime.cli", argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "turn a flat federated LoRA vector into a PEFT adapter directory"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the adapter flags (docs/bundle.md, "PEFT adapter output")."""

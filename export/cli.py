@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "export a causal LM with LoRA to an ONNX Runtime training bundle"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the export flags (docs/bundle.md)."""

@@ -20,6 +20,10 @@ CONFIG_ENV = "FEDLORA_DEVICE_CONFIG"
 DEFAULT_CONFIG = Path("/opt/fedlora/etc/device.toml")  # install.sh's default prefix
 
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "field diagnostics of this device"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fedlora diag`."""
     parser.add_argument(

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from fedlora.demo.presets import DEFAULT_MODEL, preset_for
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "run a whole federation (cloud, gateways, devices, broker) on this machine"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the demo flags (docs/demo.md)."""

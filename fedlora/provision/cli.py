@@ -37,6 +37,10 @@ _CREATE_ONLY = {
 }
 
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "fleet CA, TLS certs, Ed25519 identities, mosquitto configs and ACLs, node bundles"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the provision options on `parser` (called by the `fedlora` entry point)."""
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
@@ -205,9 +209,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (`python -m fedlora.provision.cli`): exactly `fedlora provision ...`."""
-    from fedlora.cli import standalone
+    from fl_transport.command import standalone
 
-    return standalone("provision", argv)
+    return standalone("provision", "fedlora.provision.cli", argv)
 
 
 if __name__ == "__main__":

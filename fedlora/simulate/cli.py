@@ -38,6 +38,10 @@ FLAGS: dict[str, tuple[str, str, type, str]] = {
 }
 
 
+# One line in `fedlora --help` and this command's description (fl_transport/command.py).
+HELP = "N virtual devices behind G gateways through the real code, with a network model (one process)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the flags; each overrides the same key of the TOML file."""
     parser.add_argument("--config", type=Path, default=None, help="simulate.toml (docs/simulate.md)")
