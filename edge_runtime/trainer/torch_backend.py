@@ -9,6 +9,9 @@ manifest, because a local source directory is not part of the bundle and may hav
 
 The optimizer reproduces ONNX Runtime's AdamW kernel (mode 1, Hugging Face style) with the bundle's
 hyper-parameters, so both backends produce the same trained vector from the same data.
+
+The exporter's modules are imported inside the functions that use them: edge_runtime reaches `export` only
+here, and only once a torch trainer is built (docs/architecture.md, "Layering").
 """
 
 from __future__ import annotations
@@ -25,10 +28,6 @@ from safetensors.numpy import load_file
 from transformers.utils import logging as transformers_logging
 
 from edge_runtime.trainer.base import BUNDLE_ADAMW, AdamWSettings, Trainer, TrainerError
-from export.errors import ExportError
-from export.lora import LoraSettings, attach_lora, peft_key
-from export.onnx_graph import WRAPPER_PREFIX, CausalLMWithLoss
-from export.sources import load_local
 from fl_protocol.flatvec import load_flat_vector
 from fl_protocol.manifest import Manifest, TrainableTensor
 
@@ -114,6 +113,10 @@ def _base_digest(peft_model: Any) -> str:
 
 def build_peft_model(manifest: Manifest) -> torch.nn.Module:
     """The bundle's LoRA model in torch (CPU, float32), base weights checked against the manifest."""
+    from export.errors import ExportError
+    from export.lora import LoraSettings, attach_lora, peft_key
+    from export.sources import load_local
+
     where = _base_model_dir(manifest)
     transformers_logging.disable_progress_bar()
     try:
@@ -145,6 +148,8 @@ def bind_layout(
     peft_model: torch.nn.Module, manifest: Manifest
 ) -> list[tuple[torch.Tensor, TrainableTensor]]:
     """Pair each manifest tensor with its torch parameter; refuse any mismatch in names, shapes or set."""
+    from export.onnx_graph import WRAPPER_PREFIX
+
     params = dict(peft_model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
     bound: list[tuple[torch.Tensor, TrainableTensor]] = []
@@ -169,6 +174,8 @@ class TorchTrainer(Trainer):
     backend_name = "torch"
 
     def __init__(self, manifest: Manifest, *, device: str = "auto") -> None:
+        from export.onnx_graph import CausalLMWithLoss
+
         super().__init__(manifest)
         self._device = _resolve_device(device)
         peft_model = build_peft_model(manifest)
