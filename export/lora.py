@@ -56,7 +56,8 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         )
     config = LoraConfig(
         r=settings.r,
-        lora_alpha=settings.alpha,
+        # peft annotates lora_alpha as int but only divides it by r; fractional alphas are valid
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]
         target_modules=list(settings.targets),
         lora_dropout=0.0,
         bias="none",

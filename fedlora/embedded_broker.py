@@ -23,11 +23,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fl_protocol.errors import FedloraError
+
+if TYPE_CHECKING:  # the concrete view types dict itself returns (typeshed names them here)
+    from _collections_abc import dict_items, dict_keys, dict_values
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +52,13 @@ class _SnapshotDict(dict):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[Any]:
         return iter(list(super().keys()))
 
-    def keys(self) -> KeysView[Any]:
+    def keys(self) -> dict_keys[Any, Any]:
         return dict.fromkeys(list(super().keys())).keys()
 
-    def items(self) -> ItemsView[Any, Any]:
+    def items(self) -> dict_items[Any, Any]:
         return dict(super().items()).items()
 
-    def values(self) -> ValuesView[Any]:
+    def values(self) -> dict_values[Any, Any]:
         return dict(super().items()).values()
 
 

@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 from pathlib import Path
+from typing import cast
 
 from hardware_tests.context import DiagContext
 from hardware_tests.result import CheckResult, failed, passed, skipped, warned
@@ -181,7 +182,9 @@ def _tls_probe(ctx: DiagContext, sock: socket.socket, details: dict[str, object]
         return f"TLS handshake failed: {exc}"
     details["tls_version"] = tls_sock.version()
     peer = tls_sock.getpeercert() or {}
-    details["broker_subject"] = dict(x[0] for x in peer.get("subject", ()))
+    # the subject as the ssl docs give it: a tuple of RDNs, each a tuple of (attribute, value) pairs
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", peer.get("subject", ()))
+    details["broker_subject"] = dict(rdn[0] for rdn in subject)
     tls_sock.settimeout(min(VERDICT_WAIT_S, ctx.broker_timeout_s))
     problem = None
     try:

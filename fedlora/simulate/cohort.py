@@ -16,10 +16,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from aggregator_gateway.gateway.cohort import StageMessage
 from aggregator_gateway.gateway.rounds import Outgoing, RoundDriver, RoundResult
 from fl_protocol.codec.pipeline import codec_chain_text
 from fl_protocol.errors import ProtocolError
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 FLEET = "simfleet"
 CREATED_MS = 1_700_000_000_000  # a fixed frame timestamp: reports are reproducible byte for byte
+AnswerT = TypeVar("AnswerT", bound=StageMessage)
 
 
 def identity_key(name: str, seed: int) -> Ed25519PrivateKey:
@@ -112,11 +115,11 @@ class CohortRun:
         }
         self.outcome = CohortOutcome(gateway, tuple(sorted(selected)))
 
-    def _send(self, stage: Stage, message: object, *, update: bool = False) -> bool:
+    def _send(self, stage: Stage, message: StageMessage, *, update: bool = False) -> bool:
         """Frame, sign and measure a device message; the gateway decodes and verifies it, then accepts."""
-        sender = message.sender  # type: ignore[attr-defined]
+        sender = message.sender
         frame = encode_message(
-            message,  # type: ignore[arg-type]
+            message,
             fleet=FLEET,
             round_id=self.task.round_id,
             sender=sender,
@@ -159,16 +162,16 @@ class CohortRun:
                 self._on_routed(message, ring_values, vanished, late)
             elif isinstance(message, Roster):
                 for member in message.members:
-                    answer = self.clients[member.sender].on_roster(message)
-                    self._send(Stage.SHARES, _answered(answer, ShareKeys))
+                    shares = self.clients[member.sender].on_roster(message)
+                    self._send(Stage.SHARES, _answered(shares, ShareKeys))
             elif isinstance(message, Survivors):
                 for node in message.survivors:
-                    answer = self.clients[node].on_survivors(message)
-                    self._send(Stage.CONSISTENCY, _answered(answer, ConsistencySignature))
+                    signature = self.clients[node].on_survivors(message)
+                    self._send(Stage.CONSISTENCY, _answered(signature, ConsistencySignature))
             elif isinstance(message, UnmaskRequest):
                 for node in message.signatures:
-                    answer = self.clients[node].on_unmask_request(message)
-                    self._send(Stage.UNMASK, _answered(answer, UnmaskShares))
+                    unmask = self.clients[node].on_unmask_request(message)
+                    self._send(Stage.UNMASK, _answered(unmask, UnmaskShares))
 
     def _on_routed(
         self,
@@ -201,7 +204,8 @@ class CohortRun:
             self.outcome.masked_inputs[node] = values
 
 
-def _answered(message: object, kind: type) -> object:
+def _answered(message: object, kind: type[AnswerT]) -> AnswerT:
+    """`message` as a `kind`; ProtocolError when the simulated device answered something else or nothing."""
     if not isinstance(message, kind):
         raise ProtocolError(f"a simulated device did not answer with {kind.__name__}")
     return message
