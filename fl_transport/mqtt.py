@@ -15,6 +15,7 @@ which would drop the connection and get it again on every reconnect. A retained 
 that needs chunks goes to retained chunk topics (fl_transport.retained_chunks); subscribing to task or
 model topics subscribes to their chunk topics too, and the whole message is handed on under its own topic.
 Until the first CONNACK the limit may be unknown; publishes made then wait (in order) for it.
+The PUBACK bookkeeping (which packets await one, when an outbox entry is done) is fl_transport/acks.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from paho.mqtt.properties import Properties
 from fl_protocol.errors import DecodeError
 from fl_protocol.topics import is_retained_chunk_topic, parse_retained_chunk_topic, retained_chunk_filter
 from fl_protocol.wire.chunks import is_chunk_frame
+from fl_transport.acks import AckTracker
 from fl_transport.chunking import ChunkCodec
 from fl_transport.outbox import Outbox
 from fl_transport.packets import Outgoing, plan, refusal
@@ -77,9 +79,7 @@ class MqttConnection:
         self._retained = retained_chunks if retained_chunks is not None else RetainedChunkLedger()
         self._subscriptions: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._pending_acks: dict[int, str | None] = {}  # mid -> outbox key (None: not durable)
-        self._key_mids: dict[str, int] = {}  # outbox key -> packets still unacknowledged
-        self._early_acks: set[int] = set()
+        self._acks = AckTracker(self._entry_acknowledged)
         self._held: list[Outgoing] = []  # published before the packet limit was known
         self._limit_known = settings.max_packet_bytes is not None
         self._max_packet_bytes = settings.max_packet_bytes
@@ -159,8 +159,9 @@ class MqttConnection:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._pending_acks and not self._held:
-                    return True
+                held = bool(self._held)
+            if not held and not self._acks.outstanding:
+                return True
             time.sleep(0.02)
         return False
 
@@ -231,38 +232,17 @@ class MqttConnection:
 
     def _send_packets(self, item: Outgoing, packets: list[Packet]) -> None:
         if item.key is not None and item.qos > 0:
-            with self._lock:
-                self._key_mids[item.key] = self._key_mids.get(item.key, 0) + len(packets)
+            self._acks.expect(item.key, len(packets))
         for topic, payload in packets:
             info = self._client.publish(topic, payload, qos=item.qos, retain=item.retain)
             self._check(info.rc, f"publish to {topic}")
             if item.qos > 0:
-                self._track(info.mid, item.key)
+                self._acks.published(info.mid, item.key)
 
-    def _track(self, mid: int, key: str | None) -> None:
-        # The PUBACK can arrive on paho's thread before publish() returned here; paho holds its own
-        # locks while calling back, so we must not hold ours across publish() (deadlock), hence the
-        # early-ack set instead.
-        with self._lock:
-            acked = mid in self._early_acks
-            if acked:
-                self._early_acks.discard(mid)
-            else:
-                self._pending_acks[mid] = key
-        if acked:
-            self._acked(key)
-
-    def _acked(self, key: str | None) -> None:
-        """One packet of outbox entry `key` was acknowledged; the entry goes once all of them were."""
-        if key is None or self._outbox is None:
-            return
-        with self._lock:
-            left = self._key_mids.get(key, 1) - 1
-            if left > 0:
-                self._key_mids[key] = left
-                return
-            self._key_mids.pop(key, None)
-        self._outbox.remove(key)
+    def _entry_acknowledged(self, key: str) -> None:
+        """Every packet of outbox entry `key` was acknowledged: it leaves the outbox."""
+        if self._outbox is not None:
+            self._outbox.remove(key)
 
     @staticmethod
     def _check(rc: MQTTErrorCode | int, what: str) -> None:
@@ -391,9 +371,4 @@ class MqttConnection:
     ) -> None:
         if getattr(reason_code, "is_failure", False):  # MQTT 5 only: 3.1.1 has no negative PUBACK
             logger.warning("broker refused a publish (message id %d): %s", mid, reason_code)
-        with self._lock:
-            if mid not in self._pending_acks:
-                self._early_acks.add(mid)
-                return
-            key = self._pending_acks.pop(mid)
-        self._acked(key)
+        self._acks.acknowledged(mid)

@@ -14,6 +14,12 @@ HELP = "run a whole federation (cloud, gateways, devices, broker) on this machin
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the demo flags (docs/demo.md)."""
+    _add_federation_arguments(parser)
+    _add_run_arguments(parser)
+
+
+def _add_federation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The federation: model, fleet size, rounds, dropouts, broker, status page."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -43,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="port of the cloud's status page on 127.0.0.1 (default: a free port; 0: no status page)",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Outputs, seed, training and privacy overrides, logs and the model cache."""
     parser.add_argument(
         "--out", type=Path, default=Path("fedlora-out"), help="output directory (default fedlora-out)"
     )

@@ -55,6 +55,30 @@ class UplinkSize(NamedTuple):
     dense_fp32_bytes: int
 
 
+def _weighted_input(
+    delta: np.ndarray, residual: np.ndarray | None, settings: CodecSettings, weight: float | None
+) -> np.ndarray:
+    """`delta` (1-D, non-empty) as float64, times `weight`, plus the error-feedback `residual`.
+
+    ValueError for an empty or non-1-D delta, a weight outside (0, 1], a residual with error feedback off
+    or of another shape.
+    """
+    x = np.asarray(delta, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] < 1:
+        raise ValueError("delta must be a non-empty 1-D vector")
+    if weight is not None:
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"weight must be in (0, 1], got {weight!r}")
+        x = weight * x
+    if residual is not None:
+        if not settings.error_feedback:
+            raise ValueError("a residual was passed but error_feedback is off")
+        if residual.shape != x.shape:
+            raise ValueError("residual shape differs from delta")
+        x = x + residual
+    return x
+
+
 def encode_update(
     delta: np.ndarray,
     *,
@@ -81,19 +105,7 @@ def encode_update(
     """
     if integer_noise is not None and max_rounded_l2 is None:
         raise ValueError("integer DP noise needs max_rounded_l2 (the sensitivity the accountant assumes)")
-    x = np.asarray(delta, dtype=np.float64)
-    if x.ndim != 1 or x.shape[0] < 1:
-        raise ValueError("delta must be a non-empty 1-D vector")
-    if weight is not None:
-        if not 0.0 < weight <= 1.0:
-            raise ValueError(f"weight must be in (0, 1], got {weight!r}")
-        x = weight * x
-    if residual is not None:
-        if not settings.error_feedback:
-            raise ValueError("a residual was passed but error_feedback is off")
-        if residual.shape != x.shape:
-            raise ValueError("residual shape differs from delta")
-        x = x + residual
+    x = _weighted_input(delta, residual, settings, weight)
     clipped, input_norm = l2_clip(x, settings.clip_norm)
     indices = index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.sparsity_fraction))
     kept = gather(clipped, indices)

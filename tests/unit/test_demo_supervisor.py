@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedlora.demo.runner import MAX_RESTARTS, DemoOptions, _Driver, _Federation
+from fedlora.demo.driver import MAX_RESTARTS, Driver
+from fedlora.demo.federation import Federation
+from fedlora.demo.options import DemoOptions
 from fl_protocol.errors import EXIT_ROLE_FAULT
 
 
@@ -24,10 +26,10 @@ class _Proc:
         self.returncode = None
 
 
-def _driver(cloud: _Proc, gateway: _Proc, device: _Proc) -> tuple[_Driver, list[str]]:
-    fed: Any = _Federation(cloud, [gateway], [device], Path("store"), Path("keys"))  # type: ignore[arg-type]
+def _driver(cloud: _Proc, gateway: _Proc, device: _Proc) -> tuple[Driver, list[str]]:
+    fed: Any = Federation(cloud, [gateway], [device], Path("store"), Path("keys"))  # type: ignore[arg-type]
     lines: list[str] = []
-    return _Driver(fed, DemoOptions(devices=2, gateways=1), observer=None, progress=lines.append), lines  # type: ignore[arg-type]
+    return Driver(fed, DemoOptions(devices=2, gateways=1), observer=None, progress=lines.append), lines  # type: ignore[arg-type]
 
 
 def test_a_faulted_role_is_restarted_at_most_max_restarts_times() -> None:
