@@ -31,8 +31,6 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 FILE_REASON_WITHIN = 30
 _REASON = re.compile(r"^\s*# size: *(?P<reason>.*?)\s*$")
-# Areas other refactorings of issue 13 are reshaping right now; their remaining violations are expected.
-PENDING_AREAS = ("edge_runtime/", "aggregator_gateway/", "fl_protocol/secagg/messages.py")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -78,28 +76,12 @@ def size_violations(source: str, path: str) -> list[str]:
     return found
 
 
-def _product_violations(*, pending: bool) -> list[str]:
+def test_product_code_keeps_the_size_rule() -> None:
     found = []
     for package in PRODUCT_PACKAGES:
         for file in sorted((ROOT / package).rglob("*.py")):
             path = file.relative_to(ROOT).as_posix()
-            if path.startswith(PENDING_AREAS) == pending:
-                found.extend(size_violations(file.read_text(encoding="utf-8"), path))
-    return found
-
-
-def test_product_code_keeps_the_size_rule() -> None:
-    found = _product_violations(pending=False)
-    assert not found, "split these, or give a one-line reason:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="edge_runtime, aggregator_gateway and fl_protocol/secagg/messages.py are being reshaped by "
-    "other issue-13 refactorings; their files and functions over the limits are listed in the failure",
-)
-def test_areas_under_refactoring_keep_the_size_rule() -> None:
-    found = _product_violations(pending=True)
+            found.extend(size_violations(file.read_text(encoding="utf-8"), path))
     assert not found, "split these, or give a one-line reason:\n" + "\n".join(found)
 
 
