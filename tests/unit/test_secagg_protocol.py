@@ -83,7 +83,7 @@ def test_server_ignores_stale_duplicate_out_of_stage_and_forged_messages(
     sim, _ = _to_masked()
     server, client = sim.server, sim.clients["node-000"]
     masked = client.mask  # already masked once: a second call is refused
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"mask\(\) not allowed in stage MASKED"):
         masked(np.zeros(DIM, dtype=np.uint32))
     advert = client.advertise()
     with caplog.at_level(logging.INFO):
@@ -100,7 +100,7 @@ def test_server_ignores_stale_duplicate_out_of_stage_and_forged_messages(
     statement = keys.consistency_statement(sim.fleet, 1, survivors.survivors, sim.model_hash)
     forged = ConsistencySignature(1, "node-001", wrong_key.sign(statement))
     assert not server.on_consistency_signature(forged)  # signed by the wrong key
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="expected stage UNMASK, in CONSISTENCY"):
         server.finalize()  # advance call in the wrong stage is a caller bug
 
 
@@ -110,7 +110,7 @@ def test_server_aborts_below_threshold_and_releases_nothing() -> None:
     result = sim.run(inputs.__getitem__, drop_before_upload=sim.node_ids[:3])  # 2 survivors, t = 3
     assert isinstance(result, Abort)
     assert sim.server.stage is ServerStage.ABORTED
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="expected stage UNMASK, in ABORTED"):
         sim.server.finalize()
 
 
@@ -214,8 +214,9 @@ def test_client_refuses_request_with_forged_or_too_few_signatures() -> None:
         sim.clients["node-001"].on_unmask_request(UnmaskRequest(1, "gw-0", everyone, (), few))
 
 
-def test_client_refuses_share_with_flipped_bit() -> None:
-    sim = Simulation(n=5, dimension=DIM, ring_bits=RING_BITS)
+def _routed(n: int = 5) -> tuple[Simulation, Roster, dict[str, RoutedShares]]:
+    """Run advertise and shares for every node; return the roster and the shares routed to each node."""
+    sim = Simulation(n=n, dimension=DIM, ring_bits=RING_BITS)
     for client in sim.clients.values():
         sim.server.on_advertise(client.advertise())
     roster = sim.server.close_advertise()
@@ -224,16 +225,39 @@ def test_client_refuses_share_with_flipped_bit() -> None:
         sim.server.on_share_keys(client.on_roster(roster))  # type: ignore[arg-type]
     routed = sim.server.close_share_keys()
     assert isinstance(routed, dict)
+    return sim, roster, routed
+
+
+def test_client_refuses_share_with_flipped_bit() -> None:
+    sim, _roster, routed = _routed()
     honest = routed["node-000"]
     blob = bytearray(honest.ciphertexts["node-001"])
     blob[40] ^= 0x10
     tampered = RoutedShares(1, "gw-0", "node-000", {**honest.ciphertexts, "node-001": bytes(blob)})
     with pytest.raises(ProtocolError, match="failed to decrypt"):
         sim.clients["node-000"].on_routed_shares(tampered)
-    # a share for node-000 re-addressed to node-002 fails too (AD binds src and dst)
-    swapped = RoutedShares(1, "gw-0", "node-002", {"node-001": honest.ciphertexts["node-001"]})
-    with pytest.raises(ProtocolError):
-        sim.clients["node-002"].on_routed_shares(swapped)
+
+
+def test_client_refuses_a_share_re_addressed_from_another_node() -> None:
+    """A share's key and associated data both bind it to (src, dst) (the AD alone:
+    test_secagg_primitives.py). node-002 gets its own complete set except that the share from `src` is
+    the one `src` encrypted for node-000: recipient, sources and count pass, only the binding refuses."""
+    sim, _roster, routed = _routed()
+    own, other = routed["node-002"], routed["node-000"]
+    src = sorted((set(own.ciphertexts) & set(other.ciphertexts)) - {"node-000", "node-002"})[0]
+    readdressed = RoutedShares(1, "gw-0", "node-002", {**own.ciphertexts, src: other.ciphertexts[src]})
+    with pytest.raises(ProtocolError, match=f"share from {src} failed to decrypt"):
+        sim.clients["node-002"].on_routed_shares(readdressed)
+
+
+def test_client_refuses_fewer_shares_than_the_threshold_needs() -> None:
+    """One genuine share is refused before any decryption: with this node's own share that makes 2 < t."""
+    sim, roster, routed = _routed()
+    assert roster.threshold > 2
+    kept = next(iter(routed["node-003"].ciphertexts.items()))
+    few = RoutedShares(1, "gw-0", "node-003", dict([kept]))
+    with pytest.raises(ProtocolError, match="fewer than t share holders remain"):
+        sim.clients["node-003"].on_routed_shares(few)
 
 
 def test_client_refuses_roster_with_substituted_keys() -> None:
