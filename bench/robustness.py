@@ -6,7 +6,7 @@ One in-process federation built from the real components, without MQTT (the tran
 in the arithmetic): the demo's exported tiny-llama bundle and non-IID shards, one shared ONNX Runtime
 trainer playing every device, the real update codec (`encode_update` for honest devices), the gateway's
 real `RoundDriver` driving real SecAggClient/SecAggServer objects through every SecAgg+ stage
-(tests/integration/gateway_scripted.py), the gateway's decode + group combination, and FedAvg with
+(tests/kit/secagg_round.py), the gateway's decode + group combination, and FedAvg with
 server learning rate 1 in the cloud. Malicious devices control their own encoder: they skip clipping
 and send `factor · Δ` (factor 20 or −20), quantized at the round's scale and clamped to the q-bit range
 like every value, so the gateway cannot tell them apart by format. Method and results: docs/robustness.md.
@@ -48,14 +48,9 @@ from fl_protocol.codec.sparsify import gather, index_set  # noqa: E402
 from fl_protocol.manifest import load_manifest  # noqa: E402
 from fl_protocol.wire.messages import RoundTask  # noqa: E402
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings  # noqa: E402
-from tests.integration.gateway_scripted import (  # noqa: E402
-    FLEET,
-    GATEWAY,
-    STAGES,
-    make_client,
-    public_keys,
-    run_in_memory,
-)
+from tests.kit.fleet import FLEET, GATEWAY, public_keys  # noqa: E402
+from tests.kit.secagg_round import make_client, run_in_memory  # noqa: E402
+from tests.kit.tasks import STAGES  # noqa: E402
 
 TIER = "public"
 

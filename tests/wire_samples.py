@@ -13,20 +13,16 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fl_protocol.codec.settings import CodecSettings
 from fl_protocol.secagg import messages as secagg
 from fl_protocol.wire import (
-    DpSettings,
     GlobalModel,
     PartialAggregate,
     PlainUpdate,
-    RoundTask,
-    SecAggSettings,
     Status,
-    TrainingSettings,
 )
 from fl_protocol.wire.fields import encode_fields
 from fl_protocol.wire.framing import FrameHeader, encode_frame
+from tests.kit.tasks import wire_task
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
 SENDER, FLEET, ROUND = "node-1", "fleet", 3
@@ -37,31 +33,12 @@ def verify_key(sender: str) -> Ed25519PublicKey | None:
     return KEY.public_key() if sender == SENDER else None
 
 
-def task(**overrides: Any) -> RoundTask:
-    """A valid round task of round ROUND."""
-    codec = CodecSettings(1.0, 0.5, b"\x02" * 32, True, b"\x03" * 32, 8, 20, 300.0, True)
-    values: dict[str, Any] = {
-        "round_id": ROUND,
-        "model_version": 4,
-        "model_sha256": b"\xaa" * 32,
-        "training": TrainingSettings(local_steps=10, batch_size=8, learning_rate=1e-3),
-        "codec": codec,
-        "dp": DpSettings("skellam", 1.1, 1.0, 2, 1e-5),
-        "secagg": SecAggSettings(0.6, 0, 20),
-        "min_cohort": 2,
-        "deadlines_ms": {"advertise": 1000, "masked": 4000, "unmask": 5000},
-        "tier": "personal",
-        "model_dimension": 1000,
-    }
-    return RoundTask(**{**values, **overrides})
-
-
 def samples() -> list[Any]:
     """One valid message of every MessageType (plain and secure-aggregation), all of round ROUND."""
     advert = secagg.AdvertiseKeys(ROUND, SENDER, bytes(range(32)), bytes(range(1, 33)), bytes(64))
     other = secagg.AdvertiseKeys(ROUND, "dev-b", bytes(32), bytes(32), b"\x01" * 64)
     return [
-        task(),
+        wire_task(round_id=ROUND),
         GlobalModel.from_vector(4, np.linspace(-1, 1, 50, dtype=np.float32)),
         PartialAggregate("gw-1", ROUND, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         PlainUpdate(ROUND, SENDER, 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),

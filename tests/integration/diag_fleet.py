@@ -1,5 +1,5 @@
 """Test helpers for the field diagnostics and install.sh: a provisioned device, its gateway's real
-mosquitto (mutual TLS) on an ephemeral 127.0.0.1 port, and a tiny-llama bundle exported once per run."""
+mosquitto (mutual TLS) on an ephemeral 127.0.0.1 port (the tiny-llama bundle: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,6 @@ try:
     from tests.integration.mosquitto_fixture import HOST, MosquittoHandle, free_port, start_mosquitto
 except ModuleNotFoundError:  # plain `pytest`: tests/integration itself is on sys.path
     from mosquitto_fixture import HOST, MosquittoHandle, free_port, start_mosquitto  # type: ignore[no-redef]
-
-_BUNDLES: dict[str, Path] = {}  # one export per test session, shared by every module importing this
-
-
-def tiny_bundle(base: Path) -> Path:
-    """A tiny-llama bundle (seq_len 32) under `base`, exported on first use only."""
-    if "tiny" not in _BUNDLES:
-        from export.pipeline import ExportOptions, run_export
-
-        out = base / "bundle"
-        run_export(ExportOptions(model="tiny-llama", out_dir=out, seq_len=32), progress=lambda _s: None)
-        _BUNDLES["tiny"] = out
-    return _BUNDLES["tiny"]
 
 
 @dataclass

@@ -4,12 +4,11 @@
     port = free_port()
     broker = start_mosquitto(f"listener {port} 127.0.0.1\\nallow_anonymous true\\n", port, workdir=tmp_path)
     ...
-    broker.reload()    # SIGHUP, e.g. after rewriting the ACL
+    broker.reload()    # SIGHUP (returns once the broker took it), e.g. after rewriting the ACL
     broker.restart()   # e.g. after rewriting the CRL
     broker.stop()
 
-or the pytest fixture `mosquitto_factory` (defined here; import it into a test module or conftest) which
-stops every broker it started at teardown.
+or the pytest fixture `mosquitto` (tests/integration/conftest.py): a plain broker, stopped at teardown.
 
 Only the config text given is used, with one change: when the tests run as root, mosquitto 2.0 would drop
 privileges to the `mosquitto` user (or the config's `user`) and could no longer read 0600 key files owned
@@ -26,13 +25,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.kit.waits import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
+RELOAD_LOG_LINE = "Reloading config."  # mosquitto 2.0 logs it when it handles SIGHUP
 
 
 def free_port() -> int:
@@ -99,11 +98,20 @@ class MosquittoHandle:
             proc.kill()
             proc.wait(timeout=5)
 
-    def reload(self) -> None:
-        """Send SIGHUP: mosquitto re-reads its config and ACL file (a new CRL needs `restart`)."""
+    def reload(self, *, timeout_s: float = 10.0) -> None:
+        """Send SIGHUP and return once mosquitto has taken it, i.e. logged RELOAD_LOG_LINE: it
+        re-reads its config, ACL and (2.0.11) CRL files in that same turn of its single-threaded loop, so
+        every packet or connection it handles after the line sees the new files. AssertionError after
+        `timeout_s`."""
         if self._proc is None or self._proc.poll() is not None:
             raise RuntimeError("mosquitto is not running")
+        before = self.log().count(RELOAD_LOG_LINE)
         self._proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: self.log().count(RELOAD_LOG_LINE) > before,
+            timeout_s=timeout_s,
+            what=f"{RELOAD_LOG_LINE!r} in the log of the broker on port {self.port}",
+        )
 
     def restart(self) -> None:
         """Stop and start again from the same config file (picks up changed CRL, ACL, certificates)."""
@@ -150,18 +158,3 @@ def start_mosquitto(
     conf_path = workdir / f"mosquitto-{port}.conf"
     conf_path.write_text(_with_user_line(text))
     return MosquittoHandle(conf_path, port, startup_timeout_s=startup_timeout_s)
-
-
-@pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
-    """Pytest fixture: a `start(config, port)` callable; every broker it started is stopped at teardown."""
-    handles: list[MosquittoHandle] = []
-
-    def start(config: str | Path, port: int) -> MosquittoHandle:
-        handle = start_mosquitto(config, port, workdir=tmp_path)
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.stop()

@@ -12,79 +12,37 @@ import argparse
 import json
 import queue
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator_gateway import cloud_cli
-from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
+from fl_protocol.flatvec import load_flat_vector
 from fl_protocol.identity import NodeIdentity
-from fl_protocol.manifest import bundle_id, sha256_file, write_manifest
 from fl_protocol.topics import Topic, TopicKind, parse_topic, partial_topic, status_topic
 from fl_protocol.wire.messages import GlobalModel, PartialAggregate, RoundTask, Status
-from fl_transport.mqtt import MqttConnection, MqttSettings
-from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.integration.mosquitto_fixture import MosquittoHandle
+from tests.kit.cloud import cloud_config, write_cloud_dir
+from tests.kit.fleet import Role, device, identity, public_keys, wall_clock_ms
+from tests.kit.mqtt import connect
 
 pytestmark = pytest.mark.integration
 FLEET, DIM = "f1", 8
-NODES = ("cloud", "g1", "g2", "dev1")
+ROLES = {"cloud": Role("cloud"), "g1": Role("gateway"), "g2": Role("gateway"), "dev1": device(None)}
 SERVER_LR, BETA1, BETA2, TAU = 0.5, 0.9, 0.99, 0.01
+TASK_FILTER = f"fl/v1/{FLEET}/round/+/task"
 
 
-def _write_fleet(root: Path) -> dict[str, Ed25519PrivateKey]:
-    keys = {name: Ed25519PrivateKey.generate() for name in NODES}
-    nodes = {}
-    for name, key in keys.items():
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        nodes[name] = {
-            "role": "device" if name.startswith("dev") else "x",
-            "gateway": None,
-            "ed25519_public_key": raw.hex(),
-        }
-    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
-    pem = keys["cloud"].private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    (root / "signing.key").write_bytes(pem)
-    return keys
-
-
-def _write_bundle(bundle: Path, initial: np.ndarray) -> None:
-    bundle.mkdir()
-    raw = {
-        "format_version": 1,
-        "trainable": {"total_length": DIM, "tensors": []},
-        "training": {"seq_len": 16},
-        "artifacts": {"initial_vector": "initial_vector.safetensors"},
-    }
-    save_flat_vector(bundle / "initial_vector.safetensors", FlatVector(initial, bundle_id(raw), 0))
-    raw["files"] = {"initial_vector.safetensors": sha256_file(bundle / "initial_vector.safetensors")}
-    write_manifest(bundle, raw)
-
-
-def _write_config(root: Path, port: int) -> Path:
-    text = f"""
-[node]
-id = "cloud"
-role = "cloud"
-fleet = "{FLEET}"
-[broker]
-host = "{HOST}"
-port = {port}
-[identity]
-signing_key_file = "signing.key"
-fleet_keys_file = "fleet_keys.json"
-[cloud]
-bundle_dir = "bundle"
-rounds = 2
-gateways = ["g1", "g2"]
-store_dir = "store"
-total_devices = 10
-max_retries = 2
+def write_federation(root: Path, port: int, initial: np.ndarray) -> tuple[Path, dict[str, Ed25519PrivateKey]]:
+    """The cloud's directory (two gateways, two rounds, stage timeouts under a second, FedAdam);
+    returns (its config path, every node's private key)."""
+    config = cloud_config(
+        fleet=FLEET,
+        port=port,
+        cloud='rounds = 2\ngateways = ["g1", "g2"]\ntotal_devices = 10\nmax_retries = 2',
+        extra=f"""
 [cloud.stage_timeouts_s]
 advertise = 0.2
 shares = 0.2
@@ -101,26 +59,13 @@ server_lr = {SERVER_LR}
 beta1 = {BETA1}
 beta2 = {BETA2}
 tau = {TAU}
-"""
-    (root / "cloud.toml").write_text(text)
-    return root / "cloud.toml"
-
-
-def _identity(name: str, keys: dict[str, Ed25519PrivateKey]) -> NodeIdentity:
-    public = {n: k.public_key() for n, k in keys.items()}
-    return NodeIdentity(name, FLEET, keys[name], public, clock_ms=lambda: int(time.time() * 1000))
-
-
-def _connect(port: int, name: str, filters: list[str]) -> tuple[MqttConnection, queue.Queue]:
-    inbox: queue.Queue = queue.Queue()
-    conn = MqttConnection(
-        MqttSettings(HOST, port, name, clean_session=True), lambda topic, payload: inbox.put((topic, payload))
+""",
     )
-    for topic_filter in filters:
-        conn.subscribe(topic_filter)
-    conn.start()
-    conn.wait_connected(10)
-    return conn, inbox
+    return write_cloud_dir(root, fleet=FLEET, roles=ROLES, initial=initial, config=config)
+
+
+def _identity(name: str) -> NodeIdentity:
+    return identity(name, public_keys(ROLES), fleet=FLEET, clock_ms=wall_clock_ms)
 
 
 def _sums(round_id: int) -> dict[str, tuple[np.ndarray, int]]:
@@ -128,13 +73,11 @@ def _sums(round_id: int) -> dict[str, tuple[np.ndarray, int]]:
     return {"g1": (rng.normal(size=DIM) * 2, 2), "g2": (rng.normal(size=DIM) * 3, 3)}
 
 
-def _scripted_gateways(
-    port: int, keys: dict[str, Ed25519PrivateKey], stop: threading.Event, seen: list[RoundTask]
-) -> None:
+def scripted_gateways(port: int, stop: threading.Event, seen: list[RoundTask]) -> None:
     """Answer every task except round 1; in round 2 a device forges g1's partial before g1 answers."""
-    conn, inbox = _connect(port, "script", [f"fl/v1/{FLEET}/round/+/task"])
-    gateways = {g: _identity(g, keys) for g in ("g1", "g2")}
-    forger = _identity("dev1", keys)
+    conn, inbox = connect(port, "script", [TASK_FILTER])
+    gateways = {g: _identity(g) for g in ("g1", "g2")}
+    forger = _identity("dev1")
     try:
         while not stop.is_set():
             try:
@@ -149,8 +92,8 @@ def _scripted_gateways(
                 continue
             if task.round_id == 2:
                 forged = PartialAggregate("g1", 2, task.model_version, np.full(DIM, 1e6), 1, 1.0, ("dev1",))
+                # the forgery comes first: one connection, one topic, one QoS, so MQTT keeps the order
                 conn.publish(partial_topic(FLEET, 2, "g1"), forger.encode(forged, round_id=2))
-                time.sleep(0.2)
             for name, (vector_sum, count) in _sums(task.round_id).items():
                 survivors = tuple(f"{name}-d{i}" for i in range(count))
                 partial = PartialAggregate(
@@ -176,36 +119,32 @@ def _expected_fedadam(initial: np.ndarray, rounds: list[int]) -> np.ndarray:
     return x
 
 
-def test_cloud_runs_rounds_with_scripted_gateways(tmp_path: Path) -> None:
-    port = free_port()
-    broker = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
-    keys = _write_fleet(tmp_path)
+def test_cloud_runs_rounds_with_scripted_gateways(mosquitto: MosquittoHandle, tmp_path: Path) -> None:
+    port = mosquitto.port
     initial = np.linspace(-1, 1, DIM).astype(np.float32)
-    _write_bundle(tmp_path / "bundle", initial)
-    config = _write_config(tmp_path, port)
+    config, _keys = write_federation(tmp_path, port, initial)
     result: dict[str, int] = {}
     args = argparse.Namespace(config=config)
     cloud = threading.Thread(target=lambda: result.update(rc=cloud_cli.run(args)))
     stop, seen = threading.Event(), []
+    watcher, tasks = connect(port, "watcher", [TASK_FILTER])
     try:
         cloud.start()
-        time.sleep(0.5)  # the scripted gateways join late: they must get the task as a retained message
-        device, _ = _connect(port, "dev1", [])
+        tasks.get(timeout=10)  # round 1's task is out: the scripted gateways join late, it is retained
+        device, _ = connect(port, "dev1")
         status = Status("dev1", "idle", "", 1, {"round": 2, "train_loss": 2.5, "eval_loss": 2.75})
-        device.publish(
-            status_topic(FLEET, "dev1"), _identity("dev1", keys).encode(status, round_id=2), retain=True
-        )
-        script = threading.Thread(target=_scripted_gateways, args=(port, keys, stop, seen))
+        device.publish(status_topic(FLEET, "dev1"), _identity("dev1").encode(status, round_id=2), retain=True)
+        script = threading.Thread(target=scripted_gateways, args=(port, stop, seen))
         script.start()
         cloud.join(timeout=30)
         assert not cloud.is_alive(), "the cloud did not finish its rounds"
         assert result["rc"] == 0
         _check_outputs(tmp_path, initial, seen)
-        _check_retained(port, keys, tmp_path)
+        _check_retained(port, tmp_path)
         device.stop()
     finally:
         stop.set()
-        broker.stop()
+        watcher.stop()
 
 
 def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> None:
@@ -225,21 +164,20 @@ def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> No
     assert all(t.model_dimension == DIM for t in seen)
 
 
-def _check_retained(port: int, keys: dict[str, Ed25519PrivateKey], root: Path) -> None:
-    """A fresh subscriber gets the final model (valid, signed frame) and no stale task."""
-    conn, inbox = _connect(port, "fresh", [f"fl/v1/{FLEET}/model/+", f"fl/v1/{FLEET}/round/+/task"])
+def _check_retained(port: int, root: Path) -> None:
+    """A fresh subscriber gets the final model (valid, signed frame) and no stale task.
+
+    A broker sends the retained messages of a subscription before it handles that connection's next
+    packet, so once `connect` has its probe back (tests/kit/mqtt.py) every retained message is in."""
+    conn, inbox = connect(port, "fresh", [f"fl/v1/{FLEET}/model/+", TASK_FILTER])
     try:
         got: list[tuple[Topic, bytes]] = []
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            try:
-                topic_text, payload = inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
+        while not inbox.empty():
+            topic_text, payload = inbox.get_nowait()
             got.append((parse_topic(topic_text), payload))
         assert [t.kind for t, _ in got] == [TopicKind.MODEL]
         topic, payload = got[0]
-        _header, model = _identity("g1", keys).decode(payload, GlobalModel, senders={"cloud"})
+        _header, model = _identity("g1").decode(payload, GlobalModel, senders={"cloud"})
         assert topic.model_version == model.model_version == 2
         final = load_flat_vector(root / "store" / "final.safetensors").values
         assert np.array_equal(model.vector(max_elements=DIM), final)

@@ -14,87 +14,52 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator_gateway import cloud_cli
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort
+from fl_protocol.stages import DEADLINE_STAGES
 from fl_protocol.topics import abort_topic, partial_topic, status_topic
 from fl_protocol.wire.messages import PartialAggregate, RoundTask, Status
-from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
-from tests.integration.test_cloud import _connect, _write_bundle
+from tests.integration.mosquitto_fixture import MosquittoHandle
+from tests.kit.cloud import cloud_config, write_cloud_dir
+from tests.kit.fleet import Role, device, identity, public_keys, wall_clock_ms
+from tests.kit.mqtt import connect
 
 pytestmark = pytest.mark.integration
 FLEET, DIM = "f1", 8
 DEVICES = {"dev1": "g1", "dev2": "g2"}
-NODES = ("cloud", "g1", "g2", *DEVICES)
+ROLES = {
+    "cloud": Role("cloud"),
+    "g1": Role("gateway"),
+    "g2": Role("gateway"),
+    **{name: device(gateway) for name, gateway in DEVICES.items()},
+}
 LONG_S = 60.0  # every stage timeout: a round that waited for its deadline would take minutes
 
 
-def _write_fleet(root: Path) -> dict[str, Ed25519PrivateKey]:
-    keys = {name: Ed25519PrivateKey.generate() for name in NODES}
-    nodes = {}
-    for name, key in keys.items():
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        role = "device" if name in DEVICES else "gateway" if name.startswith("g") else "cloud"
-        nodes[name] = {"role": role, "gateway": DEVICES.get(name), "ed25519_public_key": raw.hex()}
-    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
-    pem = keys["cloud"].private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+def _write_federation(root: Path, port: int) -> Path:
+    """The cloud's directory: two gateways, one round, one retry, every stage timeout LONG_S."""
+    timeouts = "\n".join(f"{stage.value} = {LONG_S}" for stage in DEADLINE_STAGES)
+    config = cloud_config(
+        fleet=FLEET,
+        port=port,
+        cloud='rounds = 1\ngateways = ["g1", "g2"]\nmax_retries = 1\nhttp_port = 0',
+        extra=f"[cloud.stage_timeouts_s]\n{timeouts}\n[privacy]\nnoise_multiplier = 1.0\n",
     )
-    (root / "signing.key").write_bytes(pem)
-    return keys
+    initial = np.zeros(DIM, np.float32)
+    path, _keys = write_cloud_dir(root, fleet=FLEET, roles=ROLES, initial=initial, config=config)
+    return path
 
 
-def _write_config(root: Path, port: int) -> Path:
-    timeouts = "\n".join(
-        f"{s} = {LONG_S}" for s in ("advertise", "shares", "masked", "consistency", "unmask", "partial")
-    )
-    (root / "cloud.toml").write_text(
-        f"""
-[node]
-id = "cloud"
-role = "cloud"
-fleet = "{FLEET}"
-[broker]
-host = "{HOST}"
-port = {port}
-[identity]
-signing_key_file = "signing.key"
-fleet_keys_file = "fleet_keys.json"
-[cloud]
-bundle_dir = "bundle"
-rounds = 1
-gateways = ["g1", "g2"]
-store_dir = "store"
-max_retries = 1
-http_port = 0
-[cloud.stage_timeouts_s]
-{timeouts}
-[privacy]
-noise_multiplier = 1.0
-"""
-    )
-    return root / "cloud.toml"
-
-
-def _identity(name: str, keys: dict[str, Ed25519PrivateKey]) -> NodeIdentity:
-    public = {n: k.public_key() for n, k in keys.items()}
-    return NodeIdentity(name, FLEET, keys[name], public, clock_ms=lambda: int(time.time() * 1000))
-
-
-def _run_cloud(tmp_path: Path, answer: object) -> tuple[int, float, dict]:
+def _run_cloud(port: int, tmp_path: Path, answer: object) -> tuple[int, float, dict]:
     """Run the cloud against `answer(conn, task, ids)` called for each task; (rc, seconds, rounds.json)."""
-    port = free_port()
-    broker = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
-    keys = _write_fleet(tmp_path)
-    _write_bundle(tmp_path / "bundle", np.zeros(DIM, np.float32))
-    args = argparse.Namespace(config=_write_config(tmp_path, port))
+    args = argparse.Namespace(config=_write_federation(tmp_path, port))
     result: dict[str, int] = {}
     cloud = threading.Thread(target=lambda: result.update(rc=cloud_cli.run(args)))
-    conn, inbox = _connect(port, "script", [f"fl/v1/{FLEET}/round/+/task"])
-    ids = {name: _identity(name, keys) for name in NODES}
+    conn, inbox = connect(port, "script", [f"fl/v1/{FLEET}/round/+/task"])
+    keys = public_keys(ROLES)
+    ids = {name: identity(name, keys, fleet=FLEET, clock_ms=wall_clock_ms) for name in ROLES}
     started = time.monotonic()
     try:
         cloud.start()
@@ -110,12 +75,13 @@ def _run_cloud(tmp_path: Path, answer: object) -> tuple[int, float, dict]:
         assert not cloud.is_alive(), "the cloud waited for its deadlines"
     finally:
         conn.stop()
-        broker.stop()
     report = json.loads((tmp_path / "store" / "rounds.json").read_text())
     return result["rc"], time.monotonic() - started, report
 
 
-def test_gateway_aborts_close_the_round_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_gateway_aborts_close_the_round_at_once(
+    mosquitto: MosquittoHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def answer(conn: object, task: RoundTask, ids: dict[str, NodeIdentity]) -> None:
         r = task.round_id
         if r == 1:  # g1 sends a partial, g2 aborts: the round closes with g1's partial
@@ -126,14 +92,14 @@ def test_gateway_aborts_close_the_round_at_once(tmp_path: Path, caplog: pytest.L
             conn.publish(abort_topic(FLEET, r, "g2"), ids["g2"].encode(abort, round_id=r))  # type: ignore[attr-defined]
 
     caplog.set_level(logging.INFO)
-    rc, seconds, report = _run_cloud(tmp_path, answer)
+    rc, seconds, report = _run_cloud(mosquitto.port, tmp_path, answer)
     assert rc == 0 and seconds < 20  # the partial deadline alone is 6 × 60 s away
     assert [(r["round"], r["state"]) for r in report["rounds"]] == [(1, "completed")]
     assert "gateway g2 aborted: cohort of 1 below the minimum of 2" in caplog.text
 
 
 def test_every_device_sitting_out_fails_the_round_at_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mosquitto: MosquittoHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def answer(conn: object, task: RoundTask, ids: dict[str, NodeIdentity]) -> None:
         reason = "no local records of tier 'personal' (3 record(s) of other tiers)"
@@ -143,7 +109,7 @@ def test_every_device_sitting_out_fails_the_round_at_once(
             conn.publish(status_topic(FLEET, dev), frame, retain=True)  # type: ignore[attr-defined]
 
     caplog.set_level(logging.INFO)
-    rc, seconds, report = _run_cloud(tmp_path, answer)
+    rc, seconds, report = _run_cloud(mosquitto.port, tmp_path, answer)
     assert rc == 1 and seconds < 20  # gave up after max_retries, without waiting for any deadline
     assert [(r["round"], r["state"]) for r in report["rounds"]] == [(1, "failed"), (2, "failed")]
     assert "every device (2) sits out: 2 × no local records of tier 'personal'" in caplog.text

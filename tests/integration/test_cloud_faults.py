@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,17 @@ from fl_protocol.wire.fields import encode_fields
 from fl_protocol.wire.framing import FrameHeader, encode_frame
 from fl_protocol.wire.messages import Status
 from tests.integration import test_cloud as base
-from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.integration.mosquitto_fixture import MosquittoHandle
+from tests.kit.mqtt import connect
+from tests.kit.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _federation(tmp_path: Path) -> tuple[Any, dict[str, Any], Path, np.ndarray, int]:
-    port = free_port()
-    broker = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
-    keys = base._write_fleet(tmp_path)
+def _federation(tmp_path: Path, port: int) -> tuple[dict[str, Any], Path, np.ndarray]:
     initial = np.linspace(-1, 1, base.DIM).astype(np.float32)
-    base._write_bundle(tmp_path / "bundle", initial)
-    return broker, keys, base._write_config(tmp_path, port), initial, port
+    config, keys = base.write_federation(tmp_path, port, initial)
+    return keys, config, initial
 
 
 def _run_cloud(config: Path, result: dict[str, int], key: str) -> threading.Thread:
@@ -60,13 +58,14 @@ def _states(root: Path) -> list[tuple[int, str, int]]:
 
 
 def test_a_device_status_with_a_huge_loss_is_rejected_with_one_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mosquitto: MosquittoHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broker, keys, config, initial, port = _federation(tmp_path)
+    port = mosquitto.port
+    keys, config, _initial = _federation(tmp_path, port)
     stop, seen, result = threading.Event(), [], {}
     caplog.set_level(logging.WARNING)
     try:
-        device, _ = base._connect(port, "dev1", [])
+        device, _ = connect(port, "dev1")
         # Signed by the device's real key; the body bypasses Status's own validation, as an attacker's would.
         fields = {"node": "dev1", "state": "idle", "reason": "", "time_ms": 1}
         body = encode_fields({**fields, "details": {"round": 2, "train_loss": 2**1100}})
@@ -75,7 +74,7 @@ def test_a_device_status_with_a_huge_loss_is_rejected_with_one_line(
             status_topic(base.FLEET, "dev1"), encode_frame(header, body, keys["dev1"]), retain=True
         )
         cloud = _run_cloud(config, result, "rc")
-        script = threading.Thread(target=base._scripted_gateways, args=(port, keys, stop, seen))
+        script = threading.Thread(target=base.scripted_gateways, args=(port, stop, seen))
         script.start()
         cloud.join(timeout=60)
         assert not cloud.is_alive(), "the cloud stalled"
@@ -87,13 +86,13 @@ def test_a_device_status_with_a_huge_loss_is_rejected_with_one_line(
         device.stop()
     finally:
         stop.set()
-        broker.stop()
 
 
 def test_a_fault_in_the_round_close_exits_70_and_the_restart_finishes_from_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mosquitto: MosquittoHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker, keys, config, initial, port = _federation(tmp_path)
+    port = mosquitto.port
+    _keys, config, initial = _federation(tmp_path, port)
     stop, seen, result = threading.Event(), [], {}
     original = ModelStore.save_round
     fired: list[int] = []
@@ -105,7 +104,7 @@ def test_a_fault_in_the_round_close_exits_70_and_the_restart_finishes_from_the_s
         original(self, round_id, record)
 
     monkeypatch.setattr(ModelStore, "save_round", failing_save_round)
-    script = threading.Thread(target=base._scripted_gateways, args=(port, keys, stop, seen))
+    script = threading.Thread(target=base.scripted_gateways, args=(port, stop, seen))
     try:
         script.start()
         first = _run_cloud(config, result, "first")
@@ -115,7 +114,11 @@ def test_a_fault_in_the_round_close_exits_70_and_the_restart_finishes_from_the_s
         assert not (tmp_path / "store" / "rounds.json").exists()
 
         monkeypatch.setattr(ModelStore, "save_round", original)  # the supervisor restarts it
-        time.sleep(0.2)
+        wait_until(  # the restart comes after the broker closed the first session, as under systemd
+            lambda: "Client cloud disconnected" in mosquitto.log(),
+            timeout_s=10,
+            what="the broker closing the first cloud's connection",
+        )
         second = _run_cloud(config, result, "second")
         second.join(timeout=60)
         assert not second.is_alive() and result["second"] == 0
@@ -128,4 +131,3 @@ def test_a_fault_in_the_round_close_exits_70_and_the_restart_finishes_from_the_s
     finally:
         stop.set()
         script.join(timeout=5)
-        broker.stop()

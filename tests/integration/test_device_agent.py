@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.agent.agent import DeviceAgent
 from edge_runtime.agent.config import TEST_HOOKS_ENV, load_device_config
@@ -53,6 +52,9 @@ from fl_protocol.wire.messages import GlobalModel, PlainUpdate, RoundTask, Statu
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 from fl_transport.mqtt import MqttConnection, MqttSettings
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.kit.fleet import Role, device, write_fleet, write_signing_key
+from tests.kit.mqtt import wait_subscribed
+from tests.kit.waits import assert_nothing_within
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,24 +77,15 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Bundle (exported once), identity keys, fleet_keys.json and one data directory."""
-    from export.pipeline import ExportOptions, run_export
-
+def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_llama_bundle: Path) -> dict[str, object]:
+    """A copy of the session's tiny-llama bundle, identity keys (`<node>.key`), fleet_keys.json and one
+    data directory."""
     root = tmp_path_factory.mktemp("fleet")
-    run_export(
-        ExportOptions(model="tiny-llama", out_dir=root / "bundle", seq_len=32), progress=lambda s: None
-    )
-    keys = {node: Ed25519PrivateKey.generate() for node in (CLOUD, GW, *DEVICES)}
-    nodes = {}
-    for node, key in keys.items():
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        (root / f"{node}.key").write_bytes(pem)
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        nodes[node] = {"ed25519_public_key": raw.hex()}
-    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
+    shutil.copytree(tiny_llama_bundle, root / "bundle")
+    roles = {CLOUD: Role("cloud"), GW: Role("gateway"), **{node: device(GW) for node in DEVICES}}
+    keys = write_fleet(root, roles, fleet=FLEET)
+    for node in keys:
+        write_signing_key(root / f"{node}.key", node)
     data = root / "data"
     data.mkdir()
     (data / "notes.jsonl").write_text("".join(json.dumps({"text": t * 3}) + "\n" for t in TEXTS))
@@ -163,7 +156,7 @@ class Scripted:
         self.conn.subscribe(f"fl/v1/{FLEET}/status/+")
         self.conn.start()
         self.conn.wait_connected(10)
-        time.sleep(0.2)
+        wait_subscribed(self.conn, self.inbox)
         bundle = root / "bundle"
         self.vector = load_flat_vector(bundle / "initial_vector.safetensors").values.astype(np.float32)
 
@@ -239,6 +232,17 @@ class Scripted:
             self.status[str(topic.node)].append(self.gw.decode(payload, Status, senders={topic.node})[1])
         elif topic.kind is TopicKind.DEVICE_STAGE:
             self.received[(topic.stage, str(topic.device))].append(payload)  # type: ignore[index]
+
+    def assert_silent(self, seconds: float, unwanted: Callable[[], object], what: str) -> None:
+        """Pump messages for `seconds`; AssertionError naming `what` as soon as `unwanted()` holds.
+
+        A bounded wait on purpose: that a device sends nothing more can only be observed over a window."""
+
+        def arrived(left: float) -> object:
+            self.pump(left)
+            return unwanted()
+
+        assert_nothing_within(seconds, arrived, what=what)
 
     def run_round(
         self,
@@ -379,9 +383,13 @@ def test_killed_after_upload_and_restarted_neither_recharges_nor_resends_another
         assert np.array_equal(total, plain_sum(tmp_path, 1, DEVICES))  # dev-1 dropped after upload: recovered
         charges = _ledger_charges(tmp_path, "dev-1")
         assert [c["round_id"] for c in charges] == [1]
-        time.sleep(1.0)
-        scripted.pump(0.5)
         masked = scripted.received[(Stage.MASKED, "dev-1")]
+        advertised = scripted.received[(Stage.ADVERTISE, "dev-1")]
+        scripted.assert_silent(
+            1.5,
+            lambda: len(set(masked)) > 1 or len(advertised) > 1,
+            "a second masked update or advertise from the restarted dev-1",
+        )
         assert len(set(masked)) == 1, "a restarted device must never send a different masked update"
         assert len(scripted.received[(Stage.ADVERTISE, "dev-1")]) == 1, "no re-advertise after restart"
         assert restarted[0].poll() is None, log.read_text()[-3000:]
@@ -424,9 +432,11 @@ def test_malformed_or_wrongly_signed_task_is_ignored(fleet, broker, tmp_path: Pa
         scripted.conn.publish(task_topic(FLEET, 2), forged, retain=True)
         scripted.conn.publish(task_topic(FLEET, 3), b"\x00garbage", retain=True)
         scripted.collect(Stage.ADVERTISE, {"dev-1"})  # the genuine task of round 1 is taken
-        time.sleep(1.5)
-        scripted.pump(0.2)
-        assert len(scripted.received[(Stage.ADVERTISE, "dev-1")]) == 1
+        advertised = scripted.received[(Stage.ADVERTISE, "dev-1")]
+        scripted.assert_silent(
+            1.7, lambda: len(advertised) > 1, "an advertise for a forged or malformed task"
+        )
+        assert len(advertised) == 1
         messages = [r.getMessage() for r in caplog.records]
         assert any("ignored task for round 2" in m and f"not signed by {CLOUD}" in m for m in messages)
         assert any("ignored task for round 3" in m for m in messages)
@@ -443,9 +453,9 @@ def test_ledger_refusal_publishes_skipped_with_the_reason(fleet, broker, tmp_pat
         skipped = scripted.wait_status("dev-1", lambda s: s.state == "skipped")
         assert "privacy ledger" in skipped.reason and "min_noise_multiplier=6" in skipped.reason
         assert skipped.details["round"] == 1 and "temp_c" in skipped.details
-        time.sleep(0.5)
-        scripted.pump(0.2)
-        assert not scripted.received.get((Stage.ADVERTISE, "dev-1"))
+        scripted.assert_silent(
+            0.7, lambda: scripted.received.get((Stage.ADVERTISE, "dev-1")), "an advertise after the refusal"
+        )
     finally:
         agent.stop()
         scripted.conn.stop()
@@ -458,9 +468,7 @@ def test_trusted_task_is_sat_out_without_the_operator_opt_in(fleet, broker, tmp_
         scripted.publish_task(scripted.make_task(1, mode="trusted"))
         skipped = scripted.wait_status("dev-1", lambda s: s.state == "skipped")
         assert "allow_trusted_gateway is false" in skipped.reason and skipped.details["round"] == 1
-        time.sleep(0.5)
-        scripted.pump(0.2)
-        assert not scripted.received, "a device without the opt-in sent something"
+        scripted.assert_silent(0.7, lambda: scripted.received, "a message from a device without the opt-in")
         assert not (tmp_path / "state-dev-1" / "ledger.json").exists() or not _ledger_charges(
             tmp_path, "dev-1"
         )

@@ -3,20 +3,17 @@ and a scripted cloud: exact partial under dropouts, forged advertise ignored, ki
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.message_types import MessageType
@@ -33,21 +30,21 @@ from fl_protocol.topics import (
 from fl_protocol.wire.framing import peek_header
 from fl_protocol.wire.messages import PartialAggregate, PlainUpdate, RoundTask
 from fl_transport.mqtt import MqttConnection, MqttSettings
-from tests.integration.gateway_scripted import (
+from tests.integration.mosquitto_fixture import HOST, MosquittoHandle
+from tests.kit.fleet import (
     CLOUD,
     FLEET,
     GATEWAY,
-    STAGES,
-    decoded_updates,
-    device_update,
-    make_client,
-    make_task,
-    plain_sum,
+    Role,
+    device,
     public_keys,
     signing_key,
-    trusted_updates,
+    wall_clock_ms,
+    write_fleet,
 )
-from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.kit.secagg_round import decoded_updates, device_update, make_client, plain_sum, trusted_updates
+from tests.kit.tasks import STAGES, round_task
+from tests.kit.waits import assert_nothing_within, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,12 +52,8 @@ DEVICES = [f"dev-{i}" for i in range(5)]
 KEYS = public_keys([CLOUD, GATEWAY, *DEVICES])
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _identity(name: str) -> NodeIdentity:
-    return NodeIdentity(name, FLEET, signing_key(name), KEYS, _now_ms)
+    return NodeIdentity(name, FLEET, signing_key(name), KEYS, wall_clock_ms)
 
 
 def _connect(port: int, name: str, on_message: Callable[[str, bytes], None]) -> MqttConnection:
@@ -102,11 +95,13 @@ class ScriptedDevice:
         threading.Thread(target=self._advertise_until_roster, daemon=True).start()
 
     def _advertise_until_roster(self) -> None:
-        while not self.has_roster.is_set():
+        """Advertise, again every 0.3 s until a roster names this device (as a device retransmits)."""
+        while True:
             with self.lock:
                 assert self.client is not None
                 self._send(Stage.ADVERTISE, self.client.advertise())
-            time.sleep(0.3)
+            if self.has_roster.wait(0.3):
+                return
 
     def _send(self, stage: Stage, message: object) -> None:
         assert self.task is not None
@@ -175,7 +170,7 @@ class ScriptedCloud:
 
     def forge(self, topic: str, message: object, round_id: int) -> None:
         """Publish `message` claiming to be its sender but signed with an outsider's key."""
-        forger = NodeIdentity("dev-0", FLEET, signing_key("mallory"), KEYS, _now_ms)
+        forger = NodeIdentity("dev-0", FLEET, signing_key("mallory"), KEYS, wall_clock_ms)
         self.conn.publish(topic, forger.encode(message, round_id=round_id))  # type: ignore[arg-type]
 
     def _on_message(self, topic_text: str, payload: bytes) -> None:
@@ -187,21 +182,8 @@ class ScriptedCloud:
 
 
 def _write_gateway_dir(root: Path, port: int, gateway_extra: str = "") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    pem = signing_key(GATEWAY).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    (root / "signing.key").write_bytes(pem)
-    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    nodes = {
-        name: {
-            "role": "device" if name in DEVICES else name.split("-")[0].replace("gw", "gateway"),
-            "gateway": GATEWAY if name in DEVICES else None,
-            "ed25519_public_key": key.public_bytes(*raw).hex(),
-        }
-        for name, key in KEYS.items()
-    }
-    (root / "fleet_keys.json").write_text(json.dumps({"format": 1, "fleet": FLEET, "nodes": nodes}))
+    roles = {CLOUD: Role("cloud"), GATEWAY: Role("gateway"), **{name: device(GATEWAY) for name in DEVICES}}
+    write_fleet(root, roles, fleet=FLEET, signer=GATEWAY)
     (root / "config.toml").write_text(
         f'[node]\nid = "{GATEWAY}"\nrole = "gateway"\nfleet = "{FLEET}"\n'
         f'[broker]\nhost = "{HOST}"\nport = {port}\n'
@@ -228,7 +210,7 @@ def _start_gateway(config: Path) -> subprocess.Popen[bytes]:
 
 
 def _deadlines(offsets_s: dict[str, float]) -> dict[str, int]:
-    now = _now_ms()
+    now = wall_clock_ms()
     return {stage: now + int(1000 * offsets_s[stage]) for stage in STAGES}
 
 
@@ -249,11 +231,9 @@ def _check_partial(
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    handle = start_mosquitto(f"listener {port} {HOST}\nallow_anonymous true\n", port, workdir=tmp_path)
-    yield port
-    handle.stop()
+def broker(mosquitto: MosquittoHandle) -> int:
+    """The port of a plain mosquitto (tests/integration/conftest.py), stopped at teardown."""
+    return mosquitto.port
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -275,7 +255,7 @@ def test_partial_is_exact_with_dropouts_and_forged_advertise_ignored(broker: int
         for name in DEVICES
     ]
     try:
-        task = make_task(
+        task = round_task(
             1,
             deadlines_ms=_deadlines(
                 {"advertise": 8, "shares": 8, "masked": 4.5, "consistency": 6, "unmask": 9, "partial": 12}
@@ -287,12 +267,13 @@ def test_partial_is_exact_with_dropouts_and_forged_advertise_ignored(broker: int
         forged_message = AdvertiseKeys(1, "dev-0", forged.c_public, forged.s_public, forged.signature)
 
         def forge_until_roster() -> None:
-            while not devices[0].has_roster.is_set():
+            cloud.forge(forged_topic, forged_message, 1)
+            while not devices[0].has_roster.wait(0.1):
                 cloud.forge(forged_topic, forged_message, 1)
-                time.sleep(0.1)
 
         threading.Thread(target=forge_until_roster, daemon=True).start()
-        time.sleep(0.2)
+        # the genuine dev-0 joins only after the gateway refused a forgery: it must not take its place
+        _wait_for_log(tmp_path / "gw" / "gateway.log", "wrongly signed", timeout_s=10)
         for device in devices:
             device.join(task)
         partial = cloud.next_partial(timeout_s=15)
@@ -314,7 +295,7 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
     names = DEVICES
     devices = [ScriptedDevice(name, broker, hold=True) for name in names]
     try:
-        task = make_task(
+        task = round_task(
             1,
             deadlines_ms=_deadlines(
                 {"advertise": 8, "shares": 9, "masked": 14, "consistency": 15, "unmask": 16, "partial": 18}
@@ -333,7 +314,7 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
         partial = cloud.next_partial(timeout_s=15)
         _check_partial(partial, task, names, tmp_path / "gw" / "sums", devices)
 
-        task2 = make_task(
+        task2 = round_task(
             2,
             deadlines_ms=_deadlines(
                 {"advertise": 5, "shares": 6, "masked": 7, "consistency": 8, "unmask": 9, "partial": 10}
@@ -346,8 +327,7 @@ def test_killed_gateway_resumes_the_round_and_the_next_round_succeeds(broker: in
         partial2 = cloud.next_partial(timeout_s=12)
         assert partial2.round_id == 2
         _check_partial(partial2, task2, names, tmp_path / "gw" / "sums", devices)
-        time.sleep(0.3)
-        assert cloud.partials.empty(), "a round was published twice"
+        assert_nothing_within(0.3, cloud.partials, what="a second partial (a round published twice)")
     finally:
         _stop(gateway)
         for device in devices:
@@ -370,7 +350,7 @@ def test_trusted_gateway_publishes_the_median_of_plain_updates(broker: int, tmp_
         deadlines = _deadlines(
             {"advertise": 1, "shares": 2, "masked": 10, "consistency": 11, "unmask": 12, "partial": 14}
         )
-        task = make_task(1, deadlines_ms=deadlines, mode="trusted")
+        task = round_task(1, deadlines_ms=deadlines, mode="trusted")
         cloud.publish_task(task)
         updates = trusted_updates(task, DEVICES, poisoned=["dev-2"])
         _wait_for_log(tmp_path / "gw" / "gateway.log", "round 1: started in trusted mode", timeout_s=10)
@@ -391,8 +371,5 @@ def test_trusted_gateway_publishes_the_median_of_plain_updates(broker: int, tmp_
 
 
 def _wait_for_log(path: Path, text: str, *, timeout_s: float) -> None:
-    """Poll a process log until `text` appears (plain updates sent earlier would be ignored)."""
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, f"{text!r} never logged"
-        time.sleep(0.05)
+    """Return once the process log at `path` contains `text`; AssertionError after `timeout_s`."""
+    wait_until(lambda: text in path.read_text(), timeout_s=timeout_s, what=f"{text!r} in {path.name}")

@@ -4,14 +4,12 @@ in its SQLite database or WAL file (issue 12, finding 7: the WAL used to hold ev
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from fl_protocol.topics import Stage
 from fl_protocol.wire.fields import encode_fields
-from tests.integration.gateway_scripted import make_task
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
 from tests.integration.test_gateway import (
     DEVICES,
@@ -22,6 +20,8 @@ from tests.integration.test_gateway import (
     _stop,
     _write_gateway_dir,
 )
+from tests.kit.tasks import round_task
+from tests.kit.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_no_share_of_a_closed_round_survives_kill_9(tmp_path: Path) -> None:
     cloud = ScriptedCloud(port)
     devices = [RecordingDevice(name, port) for name in DEVICES]
     try:
-        task = make_task(
+        task = round_task(
             1,
             deadlines_ms=_deadlines(
                 {"advertise": 6, "shares": 7, "masked": 8, "consistency": 9, "unmask": 10, "partial": 12}
@@ -66,9 +66,12 @@ def test_no_share_of_a_closed_round_survives_kill_9(tmp_path: Path) -> None:
         assert partial.round_id == 1
         gateway.send_signal(signal.SIGKILL)  # the round is closed: its partial is out
         gateway.wait(timeout=5)
-        time.sleep(0.2)
+        wait_until(
+            lambda: sum(len(device.sent_shares) for device in devices) >= len(DEVICES) * 2,
+            timeout_s=5,
+            what="the devices' unmask shares",
+        )
         shares = [share for device in devices for share in device.sent_shares]
-        assert len(shares) >= len(DEVICES) * 2
         on_disk = _disk_bytes(tmp_path / "gw" / "state.sqlite3")
         assert len(on_disk) > 0
         leaked = [share for share in shares if share in on_disk]

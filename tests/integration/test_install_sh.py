@@ -19,10 +19,10 @@ from hardware_tests import diag_cli
 from hardware_tests.runner import CHECK_NAMES
 
 try:
-    from tests.integration.diag_fleet import Fleet, start_fleet, tiny_bundle, write_device_config
+    from tests.integration.diag_fleet import Fleet, start_fleet, write_device_config
     from tests.integration.mosquitto_fixture import free_port
 except ModuleNotFoundError:  # plain `pytest`: tests/integration itself is on sys.path
-    from diag_fleet import Fleet, start_fleet, tiny_bundle, write_device_config  # type: ignore[no-redef]
+    from diag_fleet import Fleet, start_fleet, write_device_config  # type: ignore[no-redef]
     from mosquitto_fixture import free_port  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.integration
@@ -39,8 +39,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(tmp_path_factory.mktemp("export"))
+def bundle(tiny_llama_bundle: Path) -> Path:
+    """The session's tiny-llama bundle (tests/conftest.py)."""
+    return tiny_llama_bundle
 
 
 def _checks(report: dict) -> dict[str, dict]:

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.integration.diag_fleet import tiny_bundle
     from tests.integration.operator_fleet import (
         DEVICES,
         ENV,
@@ -33,7 +32,6 @@ try:
         write_device_data,
     )
 except ModuleNotFoundError:  # plain `pytest`: tests/integration itself is on sys.path
-    from diag_fleet import tiny_bundle  # type: ignore[no-redef]
     from operator_fleet import (  # type: ignore[no-redef]
         DEVICES,
         ENV,
@@ -59,8 +57,9 @@ def fleet(tmp_path: Path) -> Iterator[OperatorFleet]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(tmp_path_factory.mktemp("export"))
+def bundle(tiny_llama_bundle: Path) -> Path:
+    """The session's tiny-llama bundle (tests/conftest.py)."""
+    return tiny_llama_bundle
 
 
 def _start_infrastructure(fleet: OperatorFleet, bundle: Path) -> None:

@@ -51,7 +51,7 @@ def test_ledger_reset_is_explicit_logged_and_lets_the_device_start_again(tmp_pat
     from edge_runtime.agent.config import load_device_config
     from edge_runtime.ledger import LedgerTamperedError, open_device_ledger, round_ref
     from fedlora.provision.cli import add_arguments, run
-    from tests.dp_tasks import make_dp_task
+    from tests.kit.tasks import dp_task
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -66,10 +66,10 @@ def test_ledger_reset_is_explicit_logged_and_lets_the_device_start_again(tmp_pat
     )
     config = load_device_config(config_path)
     ledger = open_device_ledger(tmp_path / "s", config.identity.signing_key_file, config.tiers)
-    task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
+    task = dp_task(mechanism="gaussian", noise_multiplier=3.0, tier="personal")
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     (tmp_path / "s" / "ledger.json").unlink()
-    with pytest.raises(LedgerTamperedError):
+    with pytest.raises(LedgerTamperedError, match="privacy ledger"):
         open_device_ledger(tmp_path / "s", config.identity.signing_key_file, config.tiers)
     assert main(["ledger-reset", "--config", str(config_path)]) == 2  # no reason: usage error
     assert main(["ledger-reset", "--config", str(config_path), "--reason", "disk replaced"]) == 0

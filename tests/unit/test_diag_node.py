@@ -14,7 +14,7 @@ from fedlora.provision.cli import add_arguments, run
 from hardware_tests import diag_cli, node_checks
 from hardware_tests.context import DiagContext
 from hardware_tests.result import Status
-from tests.dp_tasks import make_dp_task
+from tests.kit.tasks import dp_task
 
 _DAY_S = 86400.0
 
@@ -100,11 +100,11 @@ def test_ledger_absent_readable_spent_and_corrupt(config_path: Path) -> None:
     state = ctx.config.device.state_dir
     assert node_checks.check_ledger(ctx).status is Status.SKIP
     ledger = open_device_ledger(state, ctx.config.identity.signing_key_file, ctx.config.tiers)
-    task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
+    task = dp_task(mechanism="gaussian", noise_multiplier=3.0, tier="personal")
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     ok = node_checks.check_ledger(ctx)
     assert ok.status is Status.PASS and ok.details["tiers"]["personal"]["epsilon_spent"] > 0
-    task = make_dp_task(mechanism="none", tier="public", round_id=2)  # no noise: ε is infinite
+    task = dp_task(mechanism="none", tier="public", round_id=2)  # no noise: ε is infinite
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = node_checks.check_ledger(ctx)
     assert spent.status is Status.WARN and "public" in spent.reason
@@ -151,7 +151,7 @@ def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> N
     ctx = DiagContext.from_config_path(first)
     assert ctx.config is not None
     ledger = open_device_ledger(state, ctx.config.identity.signing_key_file, ctx.config.tiers)
-    task = make_dp_task(mechanism="gaussian", z=3.0, tier="personal")
+    task = dp_task(mechanism="gaussian", noise_multiplier=3.0, tier="personal")
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = ledger.summary()["personal"]["epsilon_spent"]
     near = node / "device-near.toml"

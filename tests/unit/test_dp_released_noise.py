@@ -24,14 +24,10 @@ from fl_protocol.codec.quantize import ring_sum
 from fl_protocol.dp.accountant import DiscreteGaussianEvent, SkellamEvent
 from fl_protocol.dp.rounds import round_privacy_event
 from fl_protocol.wire.messages import RoundTask
-from tests.dp_tasks import make_dp_task
+from tests.kit.tasks import dp_task
 
 CONFIDENCE = 0.999
 MIN_RATIO = 0.95
-
-
-def make_task(*, mechanism: str, dim: int, **kw: float) -> RoundTask:
-    return make_dp_task(mechanism=mechanism, dim=dim, **kw)  # type: ignore[arg-type]
 
 
 def released_sum(task: RoundTask, deltas: list[np.ndarray], seed: int) -> np.ndarray:
@@ -56,7 +52,7 @@ def lower_confidence_ratio(residual: np.ndarray, assumed_variance: float) -> tup
 def test_one_device_noise_share_survives_the_codec(mechanism: str) -> None:
     """Issue 11 finding 1: q = 8, k = 65,536, z = 1, C = 1, min_survivors 20. One device's decoded noise
     variance × 20 was 0.0146 of (z C)² for 'gaussian' (noise added before the q-bit clamp)."""
-    task = make_task(mechanism=mechanism, dim=65_536)
+    task = dp_task(mechanism=mechanism, dimension=65_536)
     decoded = released_sum(task, [np.zeros(65_536, np.float32)], seed=11)
     ratio, lower = lower_confidence_ratio(decoded * np.sqrt(20), 1.0)
     assert lower >= MIN_RATIO, (ratio, lower)
@@ -65,7 +61,7 @@ def test_one_device_noise_share_survives_the_codec(mechanism: str) -> None:
 def test_twenty_devices_at_the_floor_carry_the_assumed_variance_and_nothing_is_clamped() -> None:
     """Issue 11 finding 1: 20 devices, k = 4,096: the decoded sum carried 0.168 of the assumed variance
     and 63.5% of coordinates were clamped (the clamp now only ever sees the signal)."""
-    task = make_task(mechanism="gaussian", dim=4096)
+    task = dp_task(mechanism="gaussian", dimension=4096)
     rng = np.random.default_rng(5)
     residuals = []
     for trial in range(6):
@@ -85,7 +81,14 @@ def test_every_released_sum_carries_at_least_the_accounted_variance(mechanism: s
     """Cohort 26, floor 20: every survivor count from 26 down to 20, 6 rounds each with full-norm updates.
     The variance of (released sum − true clipped sum) must be ≥ 0.95 (z C)² at 99.9% confidence."""
     dim, min_survivors, cohort = 4096, 20, 26
-    task = make_task(mechanism=mechanism, dim=dim, quant_bits=8, z=0.8, clip=0.5, min_survivors=min_survivors)
+    task = dp_task(
+        mechanism=mechanism,
+        dimension=dim,
+        quant_bits=8,
+        noise_multiplier=0.8,
+        clip_norm=0.5,
+        min_survivors=min_survivors,
+    )
     assumed = (0.8 * 0.5) ** 2
     rng = np.random.default_rng(2026)
     for survivors in range(cohort, min_survivors - 1, -1):
@@ -103,7 +106,7 @@ def test_every_released_sum_carries_at_least_the_accounted_variance(mechanism: s
 def test_the_charged_event_is_the_mechanism_that_runs(mechanism: str) -> None:
     """The event both the cloud and the ledger charge names the integer-domain mechanism with the noise
     the encoder adds: central variance (z C s)² and the encoder's own rounding bound."""
-    task = make_task(mechanism=mechanism, dim=4096)
+    task = dp_task(mechanism=mechanism, dimension=4096)
     event = round_privacy_event(
         mechanism=mechanism,
         noise_multiplier=1.0,

@@ -20,7 +20,7 @@ from export.pipeline import ExportOptions, run_export
 from fedlora.cli import main as fedlora_main
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
 from fl_protocol.manifest import Manifest
-from tests.unit.tiny_gguf import tiny_tokens, write_tiny_llama_gguf
+from tests.kit.tiny_gguf import tiny_tokens, write_tiny_llama_gguf
 
 TOL = 1e-4
 

@@ -8,14 +8,23 @@ import pytest
 
 from aggregator_gateway.gateway.gateway import Gateway
 from fl_protocol.errors import ProtocolError
-from tests.unit.test_gateway_node import Clock, _gateway, _send_task
+from tests.kit.fleet import CLOUD, GATEWAY, ManualClock, public_keys
+from tests.kit.gateway import make_gateway, send_task
+from tests.kit.tasks import round_task, staggered_deadlines_ms
+
+DEVICES = ["d0", "d1", "d2"]
+KEYS = public_keys([CLOUD, GATEWAY, *DEVICES])
+
+
+def _send_task(gateway: Gateway, round_id: int) -> None:
+    send_task(gateway, round_task(round_id, deadlines_ms=staggered_deadlines_ms()), KEYS)
 
 
 def test_a_task_the_gateway_cannot_run_leaves_the_active_round_and_the_store_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[tuple[str, bytes]] = []
-    gateway = _gateway(tmp_path, Clock(), sent)
+    gateway = make_gateway(tmp_path, keys=KEYS, devices=DEVICES, clock=ManualClock(), sent=sent)
     _send_task(gateway, 1)
     active = gateway.driver
     assert active is not None and not active.finished

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator_gateway.gateway.config import GatewaySection
 from aggregator_gateway.gateway.gateway import Gateway
-from aggregator_gateway.gateway.store import RoundStore
 from fl_protocol.errors import DecodeError
-from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort
 from fl_protocol.topics import (
     Stage,
@@ -19,74 +16,47 @@ from fl_protocol.topics import (
     device_stage_topic,
     gateway_stage_topic,
     parse_topic,
-    task_topic,
 )
 from fl_protocol.wire.messages import RoundTask
-from tests.integration.gateway_scripted import (
-    CLOUD,
-    FLEET,
-    GATEWAY,
-    STAGES,
-    make_client,
-    make_task,
-    public_keys,
-    signing_key,
-)
+from tests.kit.fleet import CLOUD, FLEET, GATEWAY, ManualClock, identity, public_keys
+from tests.kit.gateway import Sent, make_gateway, send_task
+from tests.kit.secagg_round import make_client
+from tests.kit.tasks import round_task, staggered_deadlines_ms
 
 DEVICES = ["d0", "d1", "d2"]
 KEYS = public_keys([CLOUD, GATEWAY, "other", *DEVICES])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_ms = 1_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-def _gateway(tmp_path: Path, clock: Clock, sent: list[tuple[str, bytes]]) -> Gateway:
-    identity = NodeIdentity(GATEWAY, FLEET, signing_key(GATEWAY), KEYS, clock)
-    return Gateway(
-        identity=identity,
-        settings=GatewaySection(resume_grace_s=0.0),
-        expected_devices=frozenset(DEVICES),
-        store=RoundStore(tmp_path / "s.sqlite3"),
-        publish=lambda topic, payload: sent.append((topic, payload)),
-        clock_ms=clock,
-        seed_bytes=lambda n: b"\x05" * n,
+def _gateway(tmp_path: Path, clock: ManualClock, sent: Sent) -> Gateway:
+    """The gateway under test (its store in `tmp_path`, so a second one is a restart); fixed seeds."""
+    return make_gateway(
+        tmp_path, keys=KEYS, devices=DEVICES, clock=clock, sent=sent, seed_bytes=lambda n: b"\x05" * n
     )
 
 
-def _task(round_id: int, sender: str = CLOUD) -> tuple[RoundTask, bytes]:
-    task = make_task(round_id, deadlines_ms={s: 2_000 + 1_000 * i for i, s in enumerate(STAGES)})
-    frame = NodeIdentity(sender, FLEET, signing_key(sender), KEYS).encode(task, round_id=round_id)
-    return task, frame
-
-
 def _send_task(gateway: Gateway, round_id: int, sender: str = CLOUD) -> RoundTask:
-    task, frame = _task(round_id, sender)
-    gateway.handle(parse_topic(task_topic(FLEET, round_id)), frame)
+    task = round_task(round_id, deadlines_ms=staggered_deadlines_ms())
+    send_task(gateway, task, KEYS, sender)
     return task
 
 
 def _advertise(gateway: Gateway, task: RoundTask, node: str) -> None:
     message = make_client(node, task, KEYS).advertise()
-    frame = NodeIdentity(node, FLEET, signing_key(node), KEYS).encode(message, round_id=task.round_id)
+    frame = identity(node, KEYS).encode(message, round_id=task.round_id)
     gateway.handle(
         parse_topic(device_stage_topic(FLEET, GATEWAY, task.round_id, Stage.ADVERTISE, node)), frame
     )
 
 
 def test_task_from_another_sender_is_refused(tmp_path: Path) -> None:
-    gateway = _gateway(tmp_path, Clock(), [])
-    with pytest.raises(DecodeError):  # the event loop logs and drops it
+    gateway = _gateway(tmp_path, ManualClock(), [])
+    with pytest.raises(DecodeError, match="invalid message"):  # the event loop logs and drops it
         _send_task(gateway, 1, sender="other")
     assert gateway.driver is None
 
 
 def test_cohort_below_minimum_publishes_abort_on_the_roster_topic_and_to_the_cloud(tmp_path: Path) -> None:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent)
     task = _send_task(gateway, 1)
     _advertise(gateway, task, "d0")
@@ -106,7 +76,7 @@ def test_cohort_below_minimum_publishes_abort_on_the_roster_topic_and_to_the_clo
 
 
 def test_restart_replays_the_log_and_republishes_the_roster(tmp_path: Path) -> None:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent)
     task = _send_task(gateway, 1)
     for node in DEVICES:

@@ -15,16 +15,9 @@ from fl_protocol.codec.quantize import from_ring, to_ring
 from fl_protocol.secagg import Abort
 from fl_protocol.stages import SECURE_ROUND_STAGES, Stage
 from fl_protocol.wire.messages import PlainUpdate
-from tests.integration.gateway_scripted import (
-    FLEET,
-    GATEWAY,
-    device_update,
-    make_client,
-    make_task,
-    plain_sum,
-    public_keys,
-    run_in_memory,
-)
+from tests.kit.fleet import FLEET, GATEWAY, public_keys
+from tests.kit.secagg_round import device_update, make_client, plain_sum, run_in_memory
+from tests.kit.tasks import round_task
 
 
 def _setup(
@@ -32,7 +25,7 @@ def _setup(
 ):
     names = [f"dev-{i:02d}" for i in range(n)]
     keys = public_keys(names)
-    task = make_task(1)
+    task = round_task(1)
     driver = RoundDriver(
         GATEWAY, FLEET, task, b"\x07" * 32, frozenset(names), keys.get, min_cohort, policy or GroupPolicy()
     )

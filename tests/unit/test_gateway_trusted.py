@@ -8,13 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator_gateway.gateway.config import GatewaySection
 from aggregator_gateway.gateway.gateway import Gateway
 from aggregator_gateway.gateway.lifecycle import CohortState
-from aggregator_gateway.gateway.store import RoundStore
 from aggregator_gateway.gateway.trusted import TrustedRoundDriver, krum_byzantine
 from fl_protocol.errors import DecodeError
-from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort, MaskedUpdate
 from fl_protocol.topics import (
     Stage,
@@ -23,50 +20,25 @@ from fl_protocol.topics import (
     gateway_stage_topic,
     parse_topic,
     partial_topic,
-    task_topic,
 )
 from fl_protocol.wire.messages import PartialAggregate, PlainUpdate, RoundTask
-from tests.integration.gateway_scripted import (
-    CLOUD,
-    FLEET,
-    GATEWAY,
-    STAGES,
-    decoded_updates,
-    make_task,
-    public_keys,
-    signing_key,
-    trusted_updates,
-)
+from tests.kit.fleet import CLOUD, FLEET, GATEWAY, ManualClock, identity, public_keys
+from tests.kit.gateway import Sent, make_gateway, send_task
+from tests.kit.secagg_round import decoded_updates, trusted_updates
+from tests.kit.tasks import round_task, staggered_deadlines_ms
 
 DEVICES = [f"d{i}" for i in range(10)]
 POISONED = ["d3", "d7"]
 KEYS = public_keys([CLOUD, GATEWAY, "outsider", *DEVICES])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now_ms = 1_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-def _gateway(tmp_path: Path, clock: Clock, sent: list[tuple[str, bytes]], **settings: object) -> Gateway:
-    identity = NodeIdentity(GATEWAY, FLEET, signing_key(GATEWAY), KEYS, clock)
-    return Gateway(
-        identity=identity,
-        settings=GatewaySection(resume_grace_s=0.0, **settings),  # type: ignore[arg-type]
-        expected_devices=frozenset(DEVICES),
-        store=RoundStore(tmp_path / "s.sqlite3"),
-        publish=lambda topic, payload: sent.append((topic, payload)),
-        clock_ms=clock,
-    )
+def _gateway(tmp_path: Path, clock: ManualClock, sent: Sent, **settings: object) -> Gateway:
+    return make_gateway(tmp_path, keys=KEYS, devices=DEVICES, clock=clock, sent=sent, **settings)
 
 
 def _send_task(gateway: Gateway, round_id: int = 1, *, mode: str = "trusted") -> RoundTask:
-    task = make_task(round_id, mode=mode, deadlines_ms={s: 2_000 + 1_000 * i for i, s in enumerate(STAGES)})
-    frame = NodeIdentity(CLOUD, FLEET, signing_key(CLOUD), KEYS).encode(task, round_id=round_id)
-    gateway.handle(parse_topic(task_topic(FLEET, round_id)), frame)
+    task = round_task(round_id, mode=mode, deadlines_ms=staggered_deadlines_ms())
+    send_task(gateway, task, KEYS)
     return task
 
 
@@ -74,7 +46,7 @@ def _upload(
     gateway: Gateway, task: RoundTask, node: str, values: np.ndarray, *, kind: type = PlainUpdate
 ) -> None:
     message = kind(task.round_id, node, task.codec.ring_bits, values)
-    frame = NodeIdentity(node, FLEET, signing_key(node), KEYS).encode(message, round_id=task.round_id)
+    frame = identity(node, KEYS).encode(message, round_id=task.round_id)
     gateway.handle(parse_topic(device_stage_topic(FLEET, GATEWAY, task.round_id, Stage.MASKED, node)), frame)
 
 
@@ -85,7 +57,7 @@ def _partial(gateway: Gateway, sent: list[tuple[str, bytes]], round_id: int = 1)
 
 
 def _run_round(tmp_path: Path, rule: str) -> tuple[PartialAggregate, np.ndarray]:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent, trusted_mode=True, trusted_rule=rule)
     task = _send_task(gateway)
     updates = trusted_updates(task, DEVICES, poisoned=POISONED)
@@ -111,7 +83,7 @@ def test_plain_sum_is_dragged_by_the_poisoned_devices(tmp_path: Path) -> None:
 
 
 def test_none_rule_is_the_exact_sum_of_decoded_updates(tmp_path: Path) -> None:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent, trusted_mode=True, trusted_rule="none")
     task = _send_task(gateway)
     updates = trusted_updates(task, DEVICES[:4])
@@ -130,14 +102,14 @@ def test_gateway_refuses_a_task_whose_mode_disagrees(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, trusted_gateway: bool, mode: str
 ) -> None:
     sent: list[tuple[str, bytes]] = []
-    gateway = _gateway(tmp_path, Clock(), sent, trusted_mode=trusted_gateway)
+    gateway = _gateway(tmp_path, ManualClock(), sent, trusted_mode=trusted_gateway)
     _send_task(gateway, mode=mode)
     assert gateway.driver is None and sent == [] and gateway.store.latest_round() is None
     assert "refused task of round 1" in caplog.text and "trusted_mode" in caplog.text
 
 
 def test_below_min_cohort_aborts_and_releases_nothing(tmp_path: Path) -> None:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent, trusted_mode=True)
     task = _send_task(gateway)  # min_cohort 3
     updates = trusted_updates(task, DEVICES[:2])
@@ -156,12 +128,14 @@ def test_below_min_cohort_aborts_and_releases_nothing(tmp_path: Path) -> None:
 
 
 def test_refuses_masked_updates_wrong_lengths_duplicates_and_strangers(tmp_path: Path) -> None:
-    gateway = _gateway(tmp_path, Clock(), [], trusted_mode=True)
+    gateway = _gateway(tmp_path, ManualClock(), [], trusted_mode=True)
     task = _send_task(gateway)
     driver = gateway.driver
     assert isinstance(driver, TrustedRoundDriver)
     good = trusted_updates(task, ["d0"])["d0"]
-    with pytest.raises(DecodeError):  # a MaskedUpdate is not what a trusted round takes
+    with pytest.raises(
+        DecodeError, match="invalid message"
+    ):  # a MaskedUpdate is not what a trusted round takes
         _upload(gateway, task, "d0", good, kind=MaskedUpdate)
     _upload(gateway, task, "d1", good[:-1])  # wrong length: ignored, not logged
     _upload(gateway, task, "d0", good)
@@ -171,7 +145,7 @@ def test_refuses_masked_updates_wrong_lengths_duplicates_and_strangers(tmp_path:
 
 
 def test_restart_replays_the_plain_updates(tmp_path: Path) -> None:
-    clock, sent = Clock(), []
+    clock, sent = ManualClock(), []
     gateway = _gateway(tmp_path, clock, sent, trusted_mode=True, trusted_rule="median")
     task = _send_task(gateway)
     updates = trusted_updates(task, DEVICES)

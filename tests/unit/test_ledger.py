@@ -17,7 +17,7 @@ from edge_runtime.ledger import LedgerTamperedError, PrivacyLedger, RoundRef, ro
 from edge_runtime.ledger_seal import LedgerSeal, Marker
 from fl_protocol.dp.tiers import TierConfig, TierPolicy
 from fl_protocol.errors import ConfigError, PrivacyError
-from tests.dp_tasks import make_dp_task
+from tests.kit.tasks import dp_task
 
 TIERS = TierConfig(
     {
@@ -44,9 +44,15 @@ def _ledger(tmp: Path) -> PrivacyLedger:
 
 
 def _task(round_id: int = 1, **kw: object):  # type: ignore[no-untyped-def]
-    values: dict[str, object] = {"mechanism": "gaussian", "tier": "health", "clip": 0.5, "z": 2.0, "dim": 256}
+    values: dict[str, object] = {
+        "mechanism": "gaussian",
+        "tier": "health",
+        "clip_norm": 0.5,
+        "noise_multiplier": 2.0,
+        "dimension": 256,
+    }
     values.update(kw)
-    return make_dp_task(round_id=round_id, **values)  # type: ignore[arg-type]
+    return dp_task(round_id=round_id, **values)  # type: ignore[arg-type]
 
 
 def _ref(task, fleet: str = "fleet-a", cloud: str = "cloud-a") -> RoundRef:  # type: ignore[no-untyped-def]
@@ -79,10 +85,10 @@ def test_charge_is_idempotent_per_release(tmp_path: Path) -> None:
 def test_refuses_weaker_settings_than_tier_minimums(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     with pytest.raises(PrivacyError, match="health.*clip_norm 1 exceeds"):
-        task = _task(clip=1.0)
+        task = _task(clip_norm=1.0)
         ledger.charge(_ref(task), task)
     with pytest.raises(PrivacyError, match="noise_multiplier 0.5 is below"):
-        task = _task(z=0.5)
+        task = _task(noise_multiplier=0.5)
         ledger.charge(_ref(task), task)
     assert not (tmp_path / "state" / "ledger.json").exists()  # refused rounds write nothing
 
@@ -92,7 +98,7 @@ def test_refuses_round_that_would_exceed_budget(tmp_path: Path) -> None:
     accepted = 0
     with pytest.raises(PrivacyError, match="epsilon budget"):
         for round_id in range(1, 500):
-            task = _task(round_id, z=4.0)
+            task = _task(round_id, noise_multiplier=4.0)
             ledger.charge(_ref(task), task)
             accepted += 1
     assert accepted >= 1
@@ -101,7 +107,7 @@ def test_refuses_round_that_would_exceed_budget(tmp_path: Path) -> None:
 
 def test_public_tier_without_noise_is_unbounded_but_allowed(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
-    task = _task(tier="public", mechanism="none", clip=5.0)
+    task = _task(tier="public", mechanism="none", clip_norm=5.0)
     ledger.charge(_ref(task), task)
     assert ledger.spent_epsilon("public") == math.inf
 
@@ -113,7 +119,9 @@ def test_public_tier_without_noise_is_unbounded_but_allowed(tmp_path: Path) -> N
 def test_skellam_round_is_charged_as_skellam(tmp_path: Path, quant_bits: int, cloud_epsilon: float) -> None:
     """One round at z = 0.7 on 'personal' (budget 8): the ledger said 7.17 (Gaussian) and accepted it;
     the cloud's Skellam accountant says 8.26 (4-bit codec) or 38.65 (2-bit). Now the ledger refuses."""
-    task = make_dp_task(mechanism="skellam", dim=65_536, quant_bits=quant_bits, z=0.7, min_survivors=20)
+    task = dp_task(
+        mechanism="skellam", dimension=65_536, quant_bits=quant_bits, noise_multiplier=0.7, min_survivors=20
+    )
     cloud = CloudAccountant(PrivacySection(mechanism="skellam", noise_multiplier=0.7, min_survivors=20), 0.7)
     cloud.record_round(clip_norm=1.0, scale=task.codec.scale, sparse_length=65_536)
     assert cloud.epsilon() == pytest.approx(cloud_epsilon, abs=0.01)
@@ -130,7 +138,9 @@ def test_device_epsilon_equals_the_clouds_for_the_same_rounds(tmp_path: Path, me
     section = PrivacySection(mechanism=mechanism, noise_multiplier=3.0, min_survivors=20, delta=1e-5)
     cloud = CloudAccountant(section, 3.0)
     for round_id in range(1, 6):
-        task = make_dp_task(mechanism=mechanism, dim=4096, quant_bits=6, z=3.0, round_id=round_id)
+        task = dp_task(
+            mechanism=mechanism, dimension=4096, quant_bits=6, noise_multiplier=3.0, round_id=round_id
+        )
         ledger.charge(_ref(task), task)
         cloud.record_round(clip_norm=1.0, scale=task.codec.scale, sparse_length=4096)
     assert ledger.spent_epsilon("personal") == pytest.approx(cloud.epsilon(), rel=1e-12)
@@ -146,7 +156,7 @@ def test_a_second_federation_reusing_round_ids_pays_again(tmp_path: Path) -> Non
     accepted = []
     for cloud in ("cloud-a", "cloud-b"):
         for round_id in range(1, 21):
-            task = make_dp_task(mechanism="gaussian", dim=65_536, z=3.0, round_id=round_id)
+            task = dp_task(mechanism="gaussian", dimension=65_536, noise_multiplier=3.0, round_id=round_id)
             try:
                 ledger.charge(_ref(task, cloud=cloud), task)
                 accepted.append((cloud, round_id))
@@ -158,7 +168,10 @@ def test_a_second_federation_reusing_round_ids_pays_again(tmp_path: Path) -> Non
 
 def test_a_retried_attempt_of_the_same_round_is_a_new_release(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
-    first, retry = _task(3, z=8.0), _task(3, z=8.0, seed_byte=9)  # same round id, fresh public seeds
+    first, retry = (
+        _task(3, noise_multiplier=8.0),
+        _task(3, noise_multiplier=8.0, seed_byte=9),
+    )  # same round id, fresh public seeds
     ledger.charge(_ref(first), first)
     spent = ledger.spent_epsilon("health")
     ledger.charge(_ref(retry), retry)
@@ -171,7 +184,7 @@ def test_a_retried_attempt_of_the_same_round_is_a_new_release(tmp_path: Path) ->
 def _spend(tmp: Path, rounds: int) -> PrivacyLedger:
     ledger = _ledger(tmp)
     for round_id in range(1, rounds + 1):
-        task = _task(round_id, z=8.0)
+        task = _task(round_id, noise_multiplier=8.0)
         ledger.charge(_ref(task), task)
     return ledger
 
@@ -206,8 +219,8 @@ def test_restored_older_copy_stops_participation(tmp_path: Path) -> None:
     _spend(tmp_path, 1)
     path = tmp_path / "state" / "ledger.json"
     shutil.copy(path, tmp_path / "old.json")
-    _ledger(tmp_path).charge(_ref(_task(2, z=8.0)), _task(2, z=8.0))
-    _ledger(tmp_path).charge(_ref(_task(3, z=8.0)), _task(3, z=8.0))
+    _ledger(tmp_path).charge(_ref(_task(2, noise_multiplier=8.0)), _task(2, noise_multiplier=8.0))
+    _ledger(tmp_path).charge(_ref(_task(3, noise_multiplier=8.0)), _task(3, noise_multiplier=8.0))
     shutil.copy(tmp_path / "old.json", path)
     with pytest.raises(LedgerTamperedError, match="rolled back"):
         _ledger(tmp_path)
@@ -218,7 +231,7 @@ def test_malformed_ledger_is_a_clear_refusal(tmp_path: Path, content: str) -> No
     """A file holding [] or null raised an uncaught AttributeError."""
     _spend(tmp_path, 1)
     (tmp_path / "state" / "ledger.json").write_text(content)
-    with pytest.raises(LedgerTamperedError):
+    with pytest.raises(LedgerTamperedError, match="privacy ledger"):
         _ledger(tmp_path)
 
 
@@ -238,7 +251,7 @@ def test_crash_between_marker_and_ledger_write_is_recovered(tmp_path: Path) -> N
     seal.write_marker(Marker(marker.sequence + 1, "ab" * 32, marker.ledger_sha256))  # the next write died
     reopened = _ledger(tmp_path)
     assert reopened.spent_epsilon("health") == pytest.approx(ledger.spent_epsilon("health"))
-    task = _task(5, z=8.0)
+    task = _task(5, noise_multiplier=8.0)
     reopened.charge(_ref(task), task)
     assert _ledger(tmp_path).sequence == reopened.sequence
 
@@ -256,5 +269,5 @@ def test_operator_reset_is_explicit_recorded_and_monotonic(tmp_path: Path) -> No
     assert json.loads(path.read_text())["resets"][0]["reason"] == "disk replaced"
     assert reopened.sequence == 3
     shutil.copy(tmp_path / "old.json", path)  # the pre-reset copy is not accepted either
-    with pytest.raises(LedgerTamperedError):
+    with pytest.raises(LedgerTamperedError, match="privacy ledger"):
         _ledger(tmp_path)

@@ -18,7 +18,7 @@ from edge_runtime.data import LocalDataset, Record, read_data_dir, tokenize_reco
 from edge_runtime.errors import NoLocalDataError
 from edge_runtime.text_tokenizer import load_tokenizer
 from fl_protocol.tokenizer import ByteTokenizer
-from tests.unit.test_tokenizer import build_hf_tokenizer_file
+from tests.kit.tokenizers import build_hf_tokenizer_file
 
 
 def _write_jsonl(path: Path, texts: list[str]) -> None:
@@ -67,7 +67,7 @@ def test_hf_tokenizer_device_trains_on_the_rest(tmp_path: Path, caplog: pytest.L
     tok = load_tokenizer(
         {"kind": "hf", "files": ["tokenizer.json"], "bos_id": ids["bos"], "eos_id": ids["eos"]}, tmp_path
     )
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="TextInputSequence must be str"):
         tok.encode("\ud83d")  # what the Rust extension does with a lone surrogate
     records = [
         Record("the gateway sums", "public", "a.jsonl:1"),

@@ -4,20 +4,15 @@ unmask a smaller survivor set, so a dishonest gateway cannot go under the floor 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aggregator_gateway.gateway.config import GatewaySection
-from aggregator_gateway.gateway.gateway import Gateway
 from aggregator_gateway.gateway.rounds import GroupPolicy, RoundDriver
-from aggregator_gateway.gateway.store import RoundStore
 from edge_runtime.agent.round import DeviceRound, Finished
 from edge_runtime.agent.state import Phase
 from fl_protocol.errors import ProtocolError
-from fl_protocol.identity import NodeIdentity
 from fl_protocol.secagg import Abort, Survivors, UnmaskRequest
 from fl_protocol.secagg.simulate import Simulation
 from fl_protocol.topics import (
@@ -26,33 +21,26 @@ from fl_protocol.topics import (
     device_stage_topic,
     gateway_stage_topic,
     parse_topic,
-    task_topic,
 )
 from fl_protocol.wire.messages import RoundTask
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings
-from tests.integration.gateway_scripted import (
-    CLOUD,
-    FLEET,
-    GATEWAY,
-    STAGES,
-    deliver,
-    device_update,
-    make_client,
-    make_task,
-    public_keys,
-    run_in_memory,
-    signing_key,
-)
+from tests.kit.fleet import CLOUD, FLEET, GATEWAY, ManualClock, identity, public_keys
+from tests.kit.gateway import make_gateway, send_task
+from tests.kit.secagg_round import deliver, device_update, make_client, run_in_memory
+from tests.kit.tasks import codec_settings, round_task, staggered_deadlines_ms
 
 
 def _task(
-    *, min_survivors: int, min_cohort: int, threshold_fraction: float = 0.5, degree: int = 0, **kwargs: object
+    *, min_survivors: int, min_cohort: int, threshold_fraction: float = 0.5, degree: int = 0
 ) -> RoundTask:
-    task = make_task(1, min_cohort=min_cohort, **kwargs)  # type: ignore[arg-type]
-    return dataclasses.replace(
-        task,
+    """Round 1 with Gaussian noise whose floor is `min_survivors`, on a `degree`-regular graph (0: the
+    gateway picks)."""
+    ring_bits = codec_settings().ring_bits
+    return round_task(
+        1,
+        min_cohort=min_cohort,
         dp=DpSettings("gaussian", 1.0, 1.0, min_survivors, 1e-5),
-        secagg=SecAggSettings(threshold_fraction, degree, task.codec.ring_bits),
+        secagg=SecAggSettings(threshold_fraction, degree, ring_bits),
     )
 
 
@@ -119,26 +107,25 @@ def test_gateway_setting_cannot_lower_the_task_floor(tmp_path: Path) -> None:
     devices = ["d0", "d1", "d2"]
     keys = public_keys([CLOUD, GATEWAY, *devices])
     sent: list[tuple[str, bytes]] = []
-    now = [1_000]
-    gateway = Gateway(
-        identity=NodeIdentity(GATEWAY, FLEET, signing_key(GATEWAY), keys, lambda: now[0]),
-        settings=GatewaySection(min_cohort=2, resume_grace_s=0.0),
-        expected_devices=frozenset(devices),
-        store=RoundStore(tmp_path / "s.sqlite3"),
-        publish=lambda topic, payload: sent.append((topic, payload)),
-        clock_ms=lambda: now[0],
+    clock = ManualClock()
+    gateway = make_gateway(
+        tmp_path,
+        keys=keys,
+        devices=devices,
+        clock=clock,
+        sent=sent,
         seed_bytes=lambda n: b"\x05" * n,
+        min_cohort=2,
     )
-    task = make_task(1, deadlines_ms={s: 2_000 + 1_000 * i for i, s in enumerate(STAGES)}, min_cohort=3)
-    frame = NodeIdentity(CLOUD, FLEET, signing_key(CLOUD), keys).encode(task, round_id=1)
-    gateway.handle(parse_topic(task_topic(FLEET, 1)), frame)
+    task = round_task(1, deadlines_ms=staggered_deadlines_ms(), min_cohort=3)
+    send_task(gateway, task, keys)
     for node in ("d0", "d1"):
         advert = make_client(node, task, keys).advertise()
-        advert_frame = NodeIdentity(node, FLEET, signing_key(node), keys).encode(advert, round_id=1)
+        advert_frame = identity(node, keys).encode(advert, round_id=1)
         gateway.handle(
             parse_topic(device_stage_topic(FLEET, GATEWAY, 1, Stage.ADVERTISE, node)), advert_frame
         )
-    now[0] = task.deadlines_ms["advertise"]
+    clock.now_ms = task.deadlines_ms["advertise"]
     gateway.tick()
     # The signed Abort goes to the devices (roster topic) and to the cloud (abort topic), nothing else.
     roster_topic = gateway_stage_topic(FLEET, GATEWAY, 1, Stage.ROSTER)

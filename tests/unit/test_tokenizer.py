@@ -13,13 +13,7 @@ from hypothesis import strategies as st
 from edge_runtime.text_tokenizer import HFTokenizer, TextTokenizer, load_tokenizer
 from fl_protocol.errors import ConfigError
 from fl_protocol.tokenizer import BOS_ID, BYTE_VOCAB_SIZE, EOS_ID, PAD_ID, UNK_ID, ByteTokenizer
-
-SENTENCES = [
-    "the device trains a small adapter",
-    "the gateway sums the masked updates",
-    "the cloud applies the server optimizer",
-    "privacy holds against the aggregators",
-]
+from tests.kit.tokenizers import build_hf_tokenizer_file
 
 
 def test_special_ids_are_the_documented_contract() -> None:
@@ -56,9 +50,9 @@ def test_encode_adds_no_specials_and_decode_replaces_broken_utf8() -> None:
 
 
 def test_decode_refuses_ids_outside_the_vocabulary() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"token id 260 outside the byte vocabulary 0\.\.259"):
         ByteTokenizer().decode([260])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"token id -1 outside the byte vocabulary 0\.\.259"):
         ByteTokenizer().decode([-1])
 
 
@@ -72,18 +66,6 @@ def test_load_byte_tokenizer_checks_the_contract(tmp_path: Path) -> None:
 def test_unknown_kind_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown tokenizer kind"):
         load_tokenizer({"kind": "sentencepiece"}, tmp_path)
-
-
-def build_hf_tokenizer_file(path: Path) -> dict[str, int]:
-    """Train a tiny WordLevel tokenizer offline and save it as a tokenizer.json; return its special ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"])
-    tokenizer.train_from_iterator(SENTENCES, trainer=trainer)
-    tokenizer.save(str(path))
-    return {name: tokenizer.token_to_id(f"<{name}>") for name in ("unk", "bos", "eos")}
 
 
 def test_load_hf_tokenizer_from_bundle_without_pad(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from edge_runtime.trainer import TrainerError, create_trainer
 from edge_runtime.trainer.base import IGNORE_INDEX
-from export.pipeline import ExportOptions, run_export
-from fl_protocol.manifest import BundleError, Manifest
+from fl_protocol.manifest import BundleError
+from tests.kit.bundles import export_tiny_llama
 
 VOCAB = 260  # tiny-llama (byte tokenizer)
 LR = 1e-3
@@ -31,23 +31,16 @@ ATOL_LOSS = 1e-5
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _export(out: Path, *, ffa: bool) -> Manifest:
-    return run_export(
-        ExportOptions(model="tiny-llama", out_dir=out, seq_len=32, ffa=ffa), progress=lambda s: None
-    )
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trainer") / "bundle"
-    _export(out, ffa=False)
-    return out
+def bundle(tiny_llama_bundle: Path) -> Path:
+    """The session's tiny-llama bundle (tests/conftest.py); tests copy it before changing it."""
+    return tiny_llama_bundle
 
 
 @pytest.fixture(scope="module")
 def ffa_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trainer_ffa") / "bundle"
-    _export(out, ffa=True)
+    export_tiny_llama(out, ffa=True)
     return out
 
 

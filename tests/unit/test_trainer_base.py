@@ -11,17 +11,15 @@ import pytest
 from edge_runtime.errors import NoLocalDataError
 from edge_runtime.trainer import BUNDLE_ADAMW, TrainerError, choose_backend, create_trainer
 from edge_runtime.trainer.base import IGNORE_INDEX, model_inputs, target_tokens
-from export.pipeline import ExportOptions, run_export
 from fl_protocol.errors import ConfigError
 
 VOCAB = 260
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trainer_base") / "bundle"
-    run_export(ExportOptions(model="tiny-llama", out_dir=out, seq_len=32), progress=lambda s: None)
-    return out
+def bundle(tiny_llama_bundle: Path) -> Path:
+    """The session's tiny-llama bundle (tests/conftest.py)."""
+    return tiny_llama_bundle
 
 
 def _batch(seed: int = 0, *, rows: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
@@ -55,9 +53,9 @@ def test_empty_inputs_and_padding_only_batches(bundle: Path, backend: str) -> No
     padding_only = _batch()
     padding_only["labels"][:] = IGNORE_INDEX
     with create_trainer(bundle, backend=backend, device="cpu") as trainer:
-        with pytest.raises(NoLocalDataError):
+        with pytest.raises(NoLocalDataError, match=r"no training batch with target tokens \(0 empty batches"):
             trainer.train([], steps=3, learning_rate=1e-3)
-        with pytest.raises(NoLocalDataError):
+        with pytest.raises(NoLocalDataError, match="no evaluation batch with target tokens"):
             trainer.evaluate([padding_only])
         result = trainer.train([padding_only, _batch(1), _batch(2)], steps=5, learning_rate=1e-3)
         assert (result.steps, result.skipped_batches, result.target_tokens) == (2, 1, 2 * 2 * 15)

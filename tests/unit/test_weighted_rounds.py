@@ -17,19 +17,13 @@ from edge_runtime.agent.worker import MIN_WEIGHT, update_weight
 from fl_protocol.codec import decode_weighted_sum, encode_update
 from fl_protocol.wire.messages import PartialAggregate
 from fl_protocol.wire.task_settings import TrainingSettings
-from tests.integration.gateway_scripted import (
-    FLEET,
-    GATEWAY,
-    make_client,
-    make_task,
-    public_keys,
-    run_in_memory,
-)
+from tests.kit.fleet import FLEET, GATEWAY, public_keys
+from tests.kit.secagg_round import make_client, run_in_memory
+from tests.kit.tasks import round_task
 
 
 def _weighted_task() -> object:
-    task = make_task(1)
-    return dataclasses.replace(task, training=TrainingSettings(1, 1, 1e-3, "qffl", 2.0, 6.0))
+    return round_task(1, training=TrainingSettings(1, 1, 1e-3, "qffl", 2.0, 6.0))
 
 
 def test_gateway_learns_the_weight_sum_and_the_weighted_vector_sum() -> None:
@@ -89,7 +83,7 @@ def test_tasks_without_weighting_fields_mean_uniform_and_partial_fields_are_refu
     assert old.weighting == "uniform" and not old.weighted
     fields = TrainingSettings(2, 4, 0.1, "qffl", 1.0, 5.0).to_fields()
     assert TrainingSettings.from_fields(fields).weighting == "qffl"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="training: field names differ from the format"):
         TrainingSettings.from_fields({k: v for k, v in fields.items() if k != "qffl_q"})
 
 
@@ -110,7 +104,7 @@ def test_a_weighted_task_with_dp_cannot_be_built_or_decoded(mechanism: str, weig
     from fl_protocol.wire.messages import RoundTask
     from fl_protocol.wire.task_settings import DpSettings
 
-    task = make_task(1)
+    task = round_task(1)
     training = TrainingSettings(1, 1, 1e-3, weighting, 2.0, 6.0)
     with pytest.raises(ConfigError, match="weighted rounds"):
         dataclasses.replace(task, training=training, dp=DpSettings(mechanism, 1.0, 1.0, 2, 1e-5))
@@ -126,7 +120,7 @@ def test_the_issue_leak_cannot_happen_under_dp() -> None:
     from fl_protocol.errors import PrivacyError
     from fl_protocol.wire.task_settings import DpSettings
 
-    dp_task = dataclasses.replace(make_task(1), dp=DpSettings("skellam", 1.0, 1.0, 2, 1e-5))
+    dp_task = round_task(1, dp=DpSettings("skellam", 1.0, 1.0, 2, 1e-5))
     with pytest.raises(PrivacyError, match="weight"):
         encode_for_task(
             np.full(dp_task.model_dimension, 0.01),

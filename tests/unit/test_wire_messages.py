@@ -15,7 +15,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fl_protocol.codec.compress import compress_bytes, vector_sha256
-from fl_protocol.codec.settings import CodecSettings
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.message_types import MessageType
 from fl_protocol.secagg.messages import Abort
@@ -33,36 +32,9 @@ from fl_protocol.wire import (
     encode_fields,
     encode_message,
 )
+from tests.kit.tasks import wire_task
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
-CODEC = CodecSettings(
-    clip_norm=1.0,
-    sparsity_fraction=0.01,
-    index_seed=b"\x02" * 32,
-    rotate=True,
-    rotation_seed=b"\x03" * 32,
-    quant_bits=8,
-    ring_bits=20,
-    scale=300.0,
-    error_feedback=True,
-)
-
-
-def make_task(**overrides: Any) -> RoundTask:
-    values: dict[str, Any] = {
-        "round_id": 5,
-        "model_version": 4,
-        "model_sha256": b"\xaa" * 32,
-        "training": TrainingSettings(local_steps=10, batch_size=8, learning_rate=1e-3),
-        "codec": CODEC,
-        "dp": DpSettings("skellam", 1.1, 1.0, 6, 1e-5),
-        "secagg": SecAggSettings(0.6, 0, 20),
-        "min_cohort": 8,
-        "deadlines_ms": {"unmask": 5000, "advertise": 1000, "masked": 4000},
-        "tier": "personal",
-        "model_dimension": 100_000,
-    }
-    return RoundTask(**{**values, **overrides})
 
 
 def _verify(sender: str) -> Any:
@@ -78,12 +50,12 @@ def _frame(message: Any, round_id: int = 5) -> bytes:
 def _messages() -> list[Any]:
     vector = np.linspace(-1, 1, 50, dtype=np.float32)
     return [
-        make_task(),
+        wire_task(round_id=5),
         GlobalModel.from_vector(4, vector),
         PartialAggregate("gw-1", 5, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         Status("node-1", "training", "", 99),
         Abort(5, "gw", "fewer than t survivors"),
-        make_task(secagg=SecAggSettings(0.6, 0, 20, mode="trusted")),
+        wire_task(round_id=5, secagg=SecAggSettings(0.6, 0, 20, mode="trusted")),
         PlainUpdate(5, "node-1", 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),
     ]
 
@@ -102,19 +74,19 @@ def test_wrong_expected_type_is_a_decode_error(message: Any) -> None:
     frame = _frame(message)
     for other in (RoundTask, GlobalModel, PartialAggregate, Status, Abort, PlainUpdate):
         if other is not type(message):
-            with pytest.raises(DecodeError):
+            with pytest.raises(DecodeError, match="invalid message"):
                 decode_message(frame, other, verify_key=_verify)
 
 
 def test_round_id_must_match_signed_header() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="message round_id differs from the frame's round_id"):
         _frame(Abort(6, "gw", "x"), round_id=5)
     # A body claiming round 6 inside a frame signed for round 5 (built by hand) is refused on decode.
     from fl_protocol.wire.framing import FrameHeader, encode_frame
 
     header = FrameHeader("fleet", 5, "node-1", MessageType.ABORT, 0)
     frame = encode_frame(header, encode_fields(Abort(6, "gw", "x").to_fields()), KEY)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_message(frame, Abort, verify_key=_verify)
 
 
@@ -128,47 +100,56 @@ def test_body_with_unknown_or_missing_field_is_a_decode_error() -> None:
         {"round_id": "5", "sender": "gw", "reason": "x"},
     ):
         frame = encode_frame(header, encode_fields(body), KEY)
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="invalid message"):
             decode_message(frame, Abort, verify_key=_verify)
 
 
 def test_round_task_validation() -> None:
-    task = make_task()
+    valid: dict[str, Any] = {
+        "min_cohort": 8,
+        "dp": DpSettings("skellam", 1.1, 1.0, 6, 1e-5),
+        "deadlines_ms": {"unmask": 5000, "advertise": 1000, "masked": 4000},
+    }
+    task = wire_task(**valid)
     assert list(task.deadlines_ms) == ["advertise", "masked", "unmask"]
-    bad: list[dict[str, Any]] = [
-        {"model_sha256": b"short"},
-        {"round_id": -1},
-        {"min_cohort": 5},  # below dp.min_survivors = 6
-        {"dp": DpSettings("skellam", 1.1, 2.0, 6, 1e-5)},  # clip norm differs from the codec's
-        {"secagg": SecAggSettings(0.6, 0, 24)},  # ring bits differ from the codec's
-        {"deadlines_ms": {"bad/stage": 1}},
-        {"deadlines_ms": {"advertise": -5}},
-        {"tier": ""},
-        {"codec": "not settings"},
+    # each change breaks exactly one rule of an otherwise valid task, named by the message
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"model_sha256": b"short"}, "model_sha256 has the wrong length"),
+        ({"round_id": -1}, r"round_id must be an int in \[0, "),
+        ({"min_cohort": 5}, "min_cohort must be >= dp.min_survivors"),  # below dp.min_survivors = 6
+        ({"dp": dataclasses.replace(task.dp, clip_norm=2.0)}, "dp.clip_norm must equal codec.clip_norm"),
+        (
+            {"secagg": dataclasses.replace(task.secagg, ring_bits=24)},
+            "secagg.ring_bits must equal codec.ring_bits",
+        ),
+        ({"deadlines_ms": {"bad/stage": 1}}, "deadlines_ms key must match"),
+        ({"deadlines_ms": {"advertise": -5}}, "deadlines_ms advertise must be an int"),
+        ({"tier": ""}, "tier must match"),
+        ({"codec": "not settings"}, "codec must be a CodecSettings"),
     ]
-    for change in bad:
-        with pytest.raises(ConfigError):
-            make_task(**change)
+    for change, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            wire_task(**{**valid, **change})
 
 
 def test_settings_validation() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"local_steps must be an int in \[1, 1000000\]"):
         TrainingSettings(0, 8, 1e-3)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"learning_rate must be finite and in \(0\.0, inf\]"):
         TrainingSettings(1, 8, float("nan"))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="mechanism must be one of gaussian, none, skellam"):
         DpSettings("laplace", 1.0, 1.0, 2, 1e-5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="noise_multiplier must be 0 exactly when mechanism is 'none'"):
         DpSettings("none", 1.0, 1.0, 2, 1e-5)  # noise without a mechanism
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="noise_multiplier must be 0 exactly when mechanism is 'none'"):
         DpSettings("gaussian", 0.0, 1.0, 2, 1e-5)  # mechanism without noise
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="target_delta must be < 1"):
         DpSettings("gaussian", 1.0, 1.0, 2, 1.0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"threshold_fraction must be finite and in \(0\.0, 1\.0\]"):
         SecAggSettings(0.0, 0, 16)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"neighbour_degree must be an int in \[0, 1000000\]"):
         SecAggSettings(0.5, -1, 16)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="mode must be one of secagg, trusted"):
         SecAggSettings(0.5, 0, 16, mode="plain")
     assert DpSettings("none", 0, 1, 1, 1e-6).noise_multiplier == 0.0
 
@@ -180,9 +161,9 @@ def test_secagg_mode_defaults_and_decodes_when_absent() -> None:
     assert SecAggSettings.from_fields(legacy) == SecAggSettings(0.6, 0, 20)
     trusted = SecAggSettings.from_fields({**legacy, "mode": "trusted"})
     assert trusted.trusted and trusted.to_fields()["mode"] == "trusted"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="sec agg settings: field names differ from the format"):
         SecAggSettings.from_fields({**legacy, "mode": "trusted", "extra": 1})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="sec agg settings: field names differ from the format"):
         SecAggSettings.from_fields({"threshold_fraction": 0.6, "ring_bits": 20, "mode": "secagg"})
 
 
@@ -190,34 +171,34 @@ def test_plain_update_validation() -> None:
     ok = PlainUpdate(1, "dev-1", 16, np.array([0, 65535], dtype=np.uint32))
     assert ok.values.flags.writeable is False
     assert ok != PlainUpdate(1, "dev-1", 16, np.array([0, 65534], dtype=np.uint32))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"values must lie in \[0, 2\^ring_bits\)"):
         PlainUpdate(1, "dev-1", 16, np.array([65536], dtype=np.uint32))  # outside the ring
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="values must be a 1-D uint32 array"):
         PlainUpdate(1, "dev-1", 16, np.array([1.0]))  # not uint32
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"sender must match \[A-Za-z0-9_\.-\]\{1,64\}"):
         PlainUpdate(1, "dev 1", 16, np.zeros(2, dtype=np.uint32))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"ring_bits must be an int in \[8, 32\]"):
         PlainUpdate(1, "dev-1", 40, np.zeros(2, dtype=np.uint32))
 
 
 def test_partial_aggregate_validation() -> None:
     ok = PartialAggregate("gw-1", 1, 0, np.zeros(3), 1, 1.0, ("a",))
     assert ok.vector_sum.flags.writeable is False
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="vector_sum must be a 1-D float64 array"):
         PartialAggregate("gw-1", 1, 0, np.zeros(3, dtype=np.float32), 1, 1.0, ("a",))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="vector_sum must be finite"):
         PartialAggregate("gw-1", 1, 0, np.array([np.nan]), 1, 1.0, ("a",))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="survivors must be unique"):
         PartialAggregate("gw-1", 1, 0, np.zeros(3), 2, 1.0, ("a", "a"))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"weight_sum must be finite and in \[0\.0, inf\]"):
         PartialAggregate("gw-1", 1, 0, np.zeros(3), 1, -1.0, ("a",))
     assert ok != PartialAggregate("gw-1", 1, 0, np.ones(3), 1, 1.0, ("a",))
 
 
 def test_status_validation_and_abort_decoding() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"node must match \[A-Za-z0-9_\.-\]\{1,64\}"):
         Status("node 1", "idle", "", 0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="reason must be a str of at most 1024 chars"):
         Status("node", "idle", "x" * 2000, 0)
     # Abort is checked when decoded (the protocol state machines build it): a bool round id is refused.
     with pytest.raises(DecodeError, match="invalid message"):
@@ -229,12 +210,12 @@ def test_global_model_vector_checks_hash_and_size() -> None:
     model = GlobalModel.from_vector(1, vector)
     assert model.model_sha256 == vector_sha256(vector)
     assert np.array_equal(model.vector(max_elements=100), vector)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         model.vector(max_elements=99)
     tampered = dataclasses.replace(
         model, compressed_vector=compress_bytes(np.ones(100, np.float32).tobytes())
     )
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         tampered.vector(max_elements=100)
 
 
@@ -260,5 +241,5 @@ def test_any_class_with_message_type_and_field_methods_plugs_in() -> None:
     message = _PluginMessage(5, b"\x09" * 32)
     header, decoded = decode_message(_frame(message), _PluginMessage, verify_key=_verify)
     assert decoded == message and header.message_type == MessageType.ADVERTISE_KEYS
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_message(_frame(Abort(5, "gw", "x")), _PluginMessage, verify_key=_verify)

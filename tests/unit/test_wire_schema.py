@@ -20,6 +20,7 @@ from fl_protocol.wire.messages import MAX_DEADLINES, MAX_STATUS_DETAILS
 from fl_protocol.wire.schema import Message, Record, declared_fields, wire
 from fl_protocol.wire.wire_types import Int, Text
 from tests import wire_samples as ws
+from tests.kit.tasks import wire_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def _largest_messages() -> list[Any]:
     return [
         PartialAggregate("gw-1", 1, 2, np.zeros(3), len(survivors), 1.0, survivors),
         Status("node", "idle", "", 1, {f"k{i}": "x" * 1024 for i in range(MAX_STATUS_DETAILS)}),
-        ws.task(deadlines_ms={f"stage{i}": i for i in range(MAX_DEADLINES)}),
+        wire_task(deadlines_ms={f"stage{i}": i for i in range(MAX_DEADLINES)}),
     ]
 
 

@@ -1,7 +1,6 @@
-"""Scripted fleet pieces for the gateway tests: keys, a round task, device updates, and an in-memory
-round runner that plays real SecAggClient objects against a RoundDriver (no broker).
-
-The integration test wraps the same clients in MQTT connections (test_gateway.py).
+"""Device updates and an in-memory SecAgg+ round for gateway tests: real `SecAggClient` objects played
+against a `RoundDriver`, no broker (tests/integration/test_gateway.py wraps the same clients in MQTT
+connections).
 """
 
 from __future__ import annotations
@@ -10,12 +9,11 @@ import hashlib
 from collections.abc import Iterable
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aggregator_gateway.gateway.rounds import Outgoing, RoundDriver
 from fl_protocol.codec.pipeline import decode_sum, encode_update
 from fl_protocol.codec.quantize import from_ring, to_ring
-from fl_protocol.codec.settings import CodecSettings, default_scale, sparse_count
 from fl_protocol.secagg import (
     Roster,
     RoutedShares,
@@ -24,65 +22,9 @@ from fl_protocol.secagg import (
     UnmaskRequest,
 )
 from fl_protocol.secagg.simulate import deterministic_rng
-from fl_protocol.topics import Stage
+from fl_protocol.stages import Stage
 from fl_protocol.wire.messages import RoundTask
-from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
-
-FLEET = "testfleet"
-GATEWAY = "gw-1"
-CLOUD = "cloud"
-MODEL_DIMENSION = 64
-STAGES = ("advertise", "shares", "masked", "consistency", "unmask", "partial")
-
-
-def signing_key(name: str) -> Ed25519PrivateKey:
-    """A deterministic test identity key per node name."""
-    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test-key/" + name.encode()).digest())
-
-
-def public_keys(names: Iterable[str]) -> dict[str, Ed25519PublicKey]:
-    """Verification keys of `names`."""
-    return {name: signing_key(name).public_key() for name in names}
-
-
-def codec(dimension: int = MODEL_DIMENSION) -> CodecSettings:
-    """Rotated, half-sparse, 8-bit codec in a 20-bit ring."""
-    k = sparse_count(dimension, 0.5)
-    return CodecSettings(
-        clip_norm=1.0,
-        sparsity_fraction=0.5,
-        index_seed=b"\x02" * 32,
-        rotate=True,
-        rotation_seed=b"\x03" * 32,
-        quant_bits=8,
-        ring_bits=20,
-        scale=default_scale(1.0, 8, k, rotate=True),
-        error_feedback=False,
-    )
-
-
-def make_task(
-    round_id: int,
-    *,
-    deadlines_ms: dict[str, int] | None = None,
-    min_cohort: int = 3,
-    dimension: int = MODEL_DIMENSION,
-    mode: str = "secagg",
-) -> RoundTask:
-    """A valid round task; deadlines default to far in the future (the driver closes stages itself)."""
-    return RoundTask(
-        round_id=round_id,
-        model_version=round_id - 1,
-        model_sha256=hashlib.sha256(b"model").digest(),
-        training=TrainingSettings(1, 1, 1e-3),
-        codec=codec(dimension),
-        dp=DpSettings("none", 0.0, 1.0, 2, 1e-5),
-        secagg=SecAggSettings(0.5, 0, 20, mode=mode),
-        min_cohort=min_cohort,
-        deadlines_ms=deadlines_ms or {s: 2**40 for s in STAGES},
-        tier="public",
-        model_dimension=dimension,
-    )
+from tests.kit.fleet import FLEET, GATEWAY, signing_key
 
 
 def device_update(node: str, task: RoundTask, *, scale: float = 1.0) -> np.ndarray:
