@@ -27,7 +27,7 @@ def _churn(port: int, index: int, publisher: MqttConnection, stop_at: float) -> 
         client.wait_connected(10)
         for j in range(10):
             publisher.publish(f"fl/v1/demo/status/n{j}", b"y" * 500, retain=True)
-        time.sleep(0.2)
+        time.sleep(0.2)  # pacing of the load (about 5 connections a second per thread), not a wait
         client.stop()
 
 

@@ -197,13 +197,3 @@ class OperatorFleet:
             for log in self.base.glob("*.log"):
                 shutil.copy(log, keep_logs_in / log.name)
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def wait_until(predicate: object, timeout_s: float, what: str) -> None:
-    """Poll `predicate()` every 0.2 s until true; AssertionError naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout_s} s")

@@ -8,7 +8,6 @@ import queue
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ def test_large_retained_message_reaches_late_subscriber() -> None:
         pub.wait_connected(10)
         payload = bytes(range(256)) * 20_000  # 5 MB: a global model of ~1.3M float32 values
         pub.publish("fl/v1/demo/model/0", payload, retain=True)
-        time.sleep(0.5)
+        assert pub.flush(30), "the broker never acknowledged the retained model"
         inbox: queue.Queue = queue.Queue()
         late = MqttConnection(
             MqttSettings("127.0.0.1", broker.port, "late", mqtt_version="3.1.1"),

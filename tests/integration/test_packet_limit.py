@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import queue
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,8 @@ from fl_transport.chunking import ChunkCodec
 from fl_transport.mqtt import MqttConnection, MqttSettings, TransportError
 from fl_transport.outbox import Outbox
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.kit.mqtt import wait_subscribed
+from tests.kit.waits import assert_never_within, assert_nothing_within
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +64,11 @@ def test_oversize_publish_is_a_clear_error_not_a_reconnect_storm(tmp_path: Path)
             conn.publish("fl/v1/f1/round/1/partial/g1", b"x" * 20_000)
         conn.publish("fl/v1/f1/status/plain", b"small", retain=True)
         assert conn.flush(5)
-        time.sleep(1.5)
-        assert conn.connected
-        assert "due to oversize packet" not in broker.log()
+        assert_never_within(
+            1.5,
+            lambda: not conn.connected or "due to oversize packet" in broker.log(),
+            what="the broker dropping the connection over the refused publish",
+        )
     finally:
         conn.stop()
         broker.stop()
@@ -81,7 +84,7 @@ def test_large_messages_cross_a_12000_byte_broker_in_signed_chunks(tmp_path: Pat
     outbox = Outbox(tmp_path / "outbox")
     gateway = _connect(port, ids["g1"], "g1", queue.Queue(), outbox=outbox)
     try:
-        time.sleep(0.3)  # SUBACK
+        wait_subscribed(cloud, inbox)
         partial = PartialAggregate("g1", 1, 0, np.linspace(-1, 1, 40_000), 2, 2.0, ("d1", "d2"))
         frame = ids["g1"].encode(partial, round_id=1)
         assert len(frame) > 300_000
@@ -93,8 +96,7 @@ def test_large_messages_cross_a_12000_byte_broker_in_signed_chunks(tmp_path: Pat
         np.testing.assert_array_equal(decoded.vector_sum, partial.vector_sum)
         assert gateway.flush(10)
         assert len(outbox) == 0, "every chunk was acknowledged, so the outbox entry must be gone"
-        with pytest.raises(queue.Empty):
-            inbox.get(timeout=1.0)  # delivered once
+        assert_nothing_within(1.0, inbox, what="a second delivery of the chunked partial")
         assert "due to oversize packet" not in broker.log()
         assert gateway.connected and cloud.connected
     finally:
@@ -112,7 +114,7 @@ def test_llama_7b_sized_partial_over_the_default_limit(tmp_path: Path) -> None:
     cloud.subscribe("fl/v1/f1/round/+/partial/+")
     gateway = _connect(port, ids["g1"], "g1", queue.Queue())
     try:
-        time.sleep(0.3)
+        wait_subscribed(cloud, inbox)
         probe = len(ids["g1"].encode(PartialAggregate("g1", 1, 0, np.zeros(1), 1, 1.0, ("d1",)), round_id=1))
         values = -(-(LLAMA_PARTIAL_BYTES - probe + 8) // 8)  # probe holds one 8-byte value
         partial = PartialAggregate("g1", 1, 0, np.full(values, 0.5), 1, 1.0, ("d1",))
@@ -175,19 +177,22 @@ def test_mqtt_311_uses_the_configured_limit(tmp_path: Path) -> None:
         conn.wait_connected(10)
         return conn
 
-    cloud = connect("cloud", ChunkCodec.for_identity(ids["cloud"]), lambda t, p: inbox.put(p))
+    cloud = connect("cloud", ChunkCodec.for_identity(ids["cloud"]), lambda t, p: inbox.put((t, p)))
     cloud.subscribe("t/#")
     gateway = connect("g1", ChunkCodec.for_identity(ids["g1"]), lambda t, p: None)
     plain = connect("plain", None, lambda t, p: None)
     try:
-        time.sleep(0.3)
+        wait_subscribed(cloud, inbox)
         payload = bytes(range(256)) * 400  # 102,400 bytes
         gateway.publish("t/big", payload)
-        assert inbox.get(timeout=20) == payload
+        assert inbox.get(timeout=20) == ("t/big", payload)
         with pytest.raises(TransportError, match="maximum packet size of 12000"):
             plain.publish("t/big", payload)
-        time.sleep(1.0)
-        assert plain.connected and "due to oversize packet" not in broker.log()
+        assert_never_within(
+            1.0,
+            lambda: not plain.connected or "due to oversize packet" in broker.log(),
+            what="the broker dropping the connection over the refused publish",
+        )
     finally:
         for conn in (gateway, plain, cloud):
             conn.stop()

@@ -71,6 +71,7 @@ class Client:
     messages: queue.Queue[mqtt.MQTTMessage] = field(default_factory=queue.Queue)
     connected: threading.Event = field(default_factory=threading.Event)
     settled: threading.Event = field(default_factory=threading.Event)  # CONNACK or disconnect seen
+    closed: threading.Event = field(default_factory=threading.Event)  # the connection ended
 
     def subscribe(self, topic: str) -> None:
         done = threading.Event()
@@ -140,6 +141,7 @@ class Clients:
 
         def disconnected(*args: object) -> None:
             client.settled.set()
+            client.closed.set()
             if callable(on_disconnect):
                 on_disconnect()
 
@@ -255,8 +257,7 @@ def test_added_device_is_served_after_acl_reload(tmp_path, clients) -> None:
     broker = _start_broker(out, "g1", tmp_path)
     try:
         _provision(out, "--add-devices", "1", "--gateways", "g1")  # dev-0005, same CA
-        broker.reload()
-        time.sleep(1.0)  # SIGHUP is handled asynchronously, on a later turn of the broker loop
+        broker.reload()  # returns once the broker has re-read its files
         gw = clients.node(out, "g1", broker.port)
         dev = clients.node(out, "dev-0005", broker.port)
         assert gw and dev, broker.log()
@@ -336,7 +337,7 @@ def test_device_certificate_cannot_take_over_the_gateway_client_id(fleet_dir, g1
         thief = clients.node(fleet_dir, "dev-0001", g1_broker.port, client_id="g1")
         assert thief is not None
         thief.mqttc.disconnect()
-        time.sleep(0.2)
+        assert thief.closed.wait(CONNECT_TIMEOUT_S), "the thief's connection did not close"
     dev = clients.node(fleet_dir, "dev-0003", g1_broker.port, client_id="dev-0003")
     assert dev is not None
     dev.publish(f"{P}/gw/g1/round/1/advertise/dev-0003", b"still-served")
@@ -358,8 +359,7 @@ def test_revocation_takes_effect_on_a_running_broker_with_sighup(tmp_path, clien
         _provision(out, "--revoke", "dev-0001")
         lingering = clients.node(out, "dev-0001", broker.port, client_id="dev-0001")
         assert lingering is not None  # not yet refused: the broker still has the old CRL
-        broker.reload()
-        time.sleep(1.0)  # SIGHUP is handled on a later turn of the broker loop
+        broker.reload()  # returns once the broker has re-read its files
         assert clients.node(out, "dev-0001", broker.port) is None, broker.log()
         lingering.publish(f"{P}/gw/g1/round/3/advertise/dev-0001", b"from-revoked")
         still = clients.node(out, "dev-0003", broker.port, client_id="dev-0003")
@@ -396,7 +396,6 @@ def test_diag_broker_probe_is_clean_and_names_a_revoked_certificate(tmp_path) ->
         assert ok.status.value == "pass", ok.reason
         _provision(out, "--revoke", "dev-0003")
         broker.reload()
-        time.sleep(1.0)
         refused = probe("dev-0003")
         assert refused.status.value == "fail" and "revoked" in refused.reason, refused.reason
         log = "New connection" + broker.log().split("New connection", 1)[1]  # after the fixture's TCP probe

@@ -6,14 +6,15 @@ import queue
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from fl_transport.mqtt import MqttConnection, MqttSettings, TransportError
 from fl_transport.outbox import Outbox
-from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
+from tests.integration.mosquitto_fixture import HOST, MosquittoHandle, free_port, start_mosquitto
+from tests.kit.mqtt import wait_subscribed
+from tests.kit.waits import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,23 +35,18 @@ def _receive(inbox: queue.Queue, timeout_s: float = 10.0) -> tuple[str, bytes]:
     return inbox.get(timeout=timeout_s)
 
 
-def test_publish_is_delivered(tmp_path: Path) -> None:
-    port = free_port()
-    broker = start_mosquitto(_conf(port), port, workdir=tmp_path)
-    try:
-        inbox: queue.Queue = queue.Queue()
-        sub = _client(port, "sub", inbox)
-        sub.subscribe("fl/v1/test/#")
-        sub.wait_connected(10)
-        pub = _client(port, "pub", queue.Queue())
-        pub.wait_connected(10)
-        time.sleep(0.2)  # let the SUBACK land
-        pub.publish("fl/v1/test/a", b"hello")
-        assert _receive(inbox) == ("fl/v1/test/a", b"hello")
-        sub.stop()
-        pub.stop()
-    finally:
-        broker.stop()
+def test_publish_is_delivered(mosquitto: MosquittoHandle) -> None:
+    inbox: queue.Queue = queue.Queue()
+    sub = _client(mosquitto.port, "sub", inbox)
+    sub.subscribe("fl/v1/test/#")
+    sub.wait_connected(10)
+    wait_subscribed(sub, inbox)
+    pub = _client(mosquitto.port, "pub", queue.Queue())
+    pub.wait_connected(10)
+    pub.publish("fl/v1/test/a", b"hello")
+    assert _receive(inbox) == ("fl/v1/test/a", b"hello")
+    sub.stop()
+    pub.stop()
 
 
 def test_reconnects_after_broker_restart_and_delivers_queued(tmp_path: Path) -> None:
@@ -66,12 +62,9 @@ def test_reconnects_after_broker_restart_and_delivers_queued(tmp_path: Path) -> 
     try:
         sub.wait_connected(10)
         pub.wait_connected(10)
-        time.sleep(0.2)  # SUBACK
+        wait_subscribed(sub, inbox)
         broker.stop()
-        deadline = time.monotonic() + 10
-        while pub.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not pub.connected
+        wait_until(lambda: not pub.connected, timeout_s=10, what="the publisher noticing the broker is gone")
         pub.publish("t/x", b"sent while the broker was down")  # QoS 1: queued by paho
         broker.start()
         sub.wait_connected(15)
@@ -84,7 +77,7 @@ def test_reconnects_after_broker_restart_and_delivers_queued(tmp_path: Path) -> 
 
 
 _CRASHING_PUBLISHER = textwrap.dedent("""
-    import sys, time
+    import sys
     from pathlib import Path
     from fl_transport.mqtt import MqttConnection, MqttSettings, Will
     from fl_transport.outbox import Outbox
@@ -98,7 +91,7 @@ _CRASHING_PUBLISHER = textwrap.dedent("""
     else:
         conn.publish("t/update", b"masked update", durable=True)
     print("ready", flush=True)
-    time.sleep(60)
+    sys.stdin.read()  # until the test kills this process (or, if the test dies, closes the pipe)
 """)
 
 
@@ -106,6 +99,7 @@ def _spawn(port: int, outbox_dir: Path, mode: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _CRASHING_PUBLISHER, str(port), str(outbox_dir), mode],
         cwd=ROOT,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -118,7 +112,7 @@ def test_outbox_survives_process_death_before_puback(tmp_path: Path) -> None:
     outbox_dir = tmp_path / "outbox"
     proc = _spawn(port, outbox_dir, "durable")  # no broker yet: the publish cannot be acknowledged
     proc.kill()
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipes
     assert len(Outbox(outbox_dir)) == 1
     broker = start_mosquitto(_conf(port), port, workdir=tmp_path)
     inbox: queue.Queue = queue.Queue()
@@ -126,34 +120,33 @@ def test_outbox_survives_process_death_before_puback(tmp_path: Path) -> None:
     sub.subscribe("t/#")
     try:
         sub.wait_connected(10)
-        time.sleep(0.2)
+        wait_subscribed(sub, inbox)
         restarted = _client(port, "crasher", queue.Queue(), outbox=Outbox(outbox_dir))
         assert _receive(inbox) == ("t/update", b"masked update")
-        deadline = time.monotonic() + 5
-        while len(Outbox(outbox_dir)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(Outbox(outbox_dir)) == 0, "acknowledged message still in the outbox"
+        wait_until(
+            lambda: len(Outbox(outbox_dir)) == 0,
+            timeout_s=5,
+            what="the acknowledged message leaving the outbox",
+        )
         restarted.stop()
     finally:
         sub.stop()
         broker.stop()
 
 
-def test_last_will_is_published_when_a_node_dies(tmp_path: Path) -> None:
-    port = free_port()
-    broker = start_mosquitto(_conf(port), port, workdir=tmp_path)
+def test_last_will_is_published_when_a_node_dies(mosquitto: MosquittoHandle, tmp_path: Path) -> None:
     inbox: queue.Queue = queue.Queue()
-    sub = _client(port, "watcher", inbox)
+    sub = _client(mosquitto.port, "watcher", inbox)
     sub.subscribe("status/#")
     try:
         sub.wait_connected(10)
-        proc = _spawn(port, tmp_path / "ob", "will")
+        wait_subscribed(sub, inbox)
+        proc = _spawn(mosquitto.port, tmp_path / "ob", "will")
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
         assert _receive(inbox, 15) == ("status/crasher", b"offline")
     finally:
         sub.stop()
-        broker.stop()
 
 
 def test_unreachable_broker_is_a_clear_error() -> None:
