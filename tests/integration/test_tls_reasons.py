@@ -78,7 +78,7 @@ def _reason_of(fleet: Fleet, port: int, client: IssuedCert, caplog: pytest.LogCa
     with caplog.at_level(logging.WARNING, logger="fl_transport"):
         conn.start()
         try:
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(TransportError, match="no connection to mqtt broker") as info:
                 conn.wait_connected(2.5)
         finally:
             conn.stop()

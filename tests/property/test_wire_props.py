@@ -54,7 +54,7 @@ def test_any_single_byte_corruption_is_rejected(
     frame = bytearray(encode_frame(header, body, KEY))
     position = data.draw(st.integers(0, len(frame) - 1), label="position")
     frame[position] ^= data.draw(st.integers(1, 255), label="xor")
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(bytes(frame), verify_key=_verify(header))
 
 
@@ -63,10 +63,10 @@ def test_any_single_byte_corruption_is_rejected(
 def test_truncation_and_extension_are_rejected(header: FrameHeader, body: bytes, data: st.DataObject) -> None:
     frame = encode_frame(header, body, KEY)
     cut = data.draw(st.integers(0, len(frame) - 1), label="cut")
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame[:cut], verify_key=_verify(header))
     extra = data.draw(st.binary(min_size=1, max_size=8), label="extra")
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame + extra, verify_key=_verify(header))
 
 
@@ -150,7 +150,7 @@ def test_fields_corruption_fails_or_yields_a_canonical_other_value(
         return
     assert encode_fields(decoded) == bytes(raw)
     cut = data.draw(st.integers(0, len(raw) - 1))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_fields(bytes(raw[:cut]))
 
 

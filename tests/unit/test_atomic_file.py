@@ -35,7 +35,7 @@ def test_replaces_content_and_honours_public_mode(tmp_path: Path) -> None:
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "ledger.json"
     write_atomic(target, b"old")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
         write_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["ledger.json"]

@@ -68,11 +68,11 @@ def test_tampered_unsigned_or_foreign_chunks_are_decode_errors() -> None:
     flipped = bytearray(chunk)
     flipped[200] ^= 1
     for bad in (bytes(flipped), chunk[:-1], chunk + b"\0"):
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="invalid message"):
             decode_chunk(bad, fleet="f1", verify_key=PUBLIC.get, limits=limits)
-    with pytest.raises(DecodeError):  # another fleet
+    with pytest.raises(DecodeError, match="invalid message"):  # another fleet
         decode_chunk(chunk, fleet="f2", verify_key=PUBLIC.get, limits=limits)
-    with pytest.raises(DecodeError):  # unknown sender
+    with pytest.raises(DecodeError, match="invalid message"):  # unknown sender
         decode_chunk(chunk, fleet="f1", verify_key=lambda _n: None, limits=limits)
 
 
@@ -109,7 +109,7 @@ def _forged(fields: dict[str, object], sender: str = "g1") -> bytes:
     ],
 )
 def test_signed_chunks_outside_the_limits_are_refused(fields: dict[str, object]) -> None:
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_chunk(_forged(fields), fleet="f1", verify_key=PUBLIC.get, limits=ChunkLimits())
 
 

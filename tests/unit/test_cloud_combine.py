@@ -40,7 +40,7 @@ def test_fair_weighting_divides_by_the_weight_sum() -> None:
 
 
 def test_no_devices_is_a_protocol_error() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="no partial with a positive count to average"):
         weighted_mean([_partial("g1", [0.0], 0)])
 
 

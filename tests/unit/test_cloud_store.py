@@ -52,7 +52,7 @@ def test_store_of_another_bundle_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_version(tmp_path: Path) -> None:
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="model version 7 is not in the store"):
         ModelStore(tmp_path, bundle_id="b" * 64).load(7)
 
 

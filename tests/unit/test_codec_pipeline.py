@@ -62,7 +62,7 @@ def test_no_residual_when_error_feedback_is_off() -> None:
     s = settings(error_feedback=False)
     out = encode_update(np.ones(D, np.float32), residual=None, settings=s, rng=np.random.default_rng(0))
     assert out.residual is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a residual was passed but error_feedback is off"):
         encode_update(np.ones(D, np.float32), residual=np.zeros(D), settings=s, rng=np.random.default_rng(0))
 
 
@@ -80,7 +80,7 @@ def test_integer_noise_is_added_in_the_integer_domain() -> None:
     decoded = decode_sum(out.ring_values, count=1, settings=s, dimension=D)
     support = index_set(s.index_seed, D, 100)
     assert np.allclose(decoded[support], -3 / s.scale) and not np.delete(decoded, support).any()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="integer_noise must return an int64 array of length k"):
         encode_update(
             delta,
             residual=None,
@@ -102,18 +102,18 @@ def test_integer_noise_is_added_in_the_integer_domain() -> None:
 def test_non_finite_update_is_a_privacy_error() -> None:
     delta = np.ones(D, np.float32)
     delta[5] = np.nan
-    with pytest.raises(PrivacyError):
+    with pytest.raises(PrivacyError, match="update contains non-finite values"):
         encode_update(delta, residual=None, settings=settings(), rng=np.random.default_rng(0))
 
 
 def test_decode_sum_checks_shape_and_ring_capacity() -> None:
     s = settings(quant_bits=12, ring_bits=16)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ring_sum must be a uint32 array of length k"):
         decode_sum(np.zeros(99, np.uint32), count=1, settings=s, dimension=D)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ring_sum must be a uint32 array of length k"):
         decode_sum(np.zeros(100, np.int64), count=1, settings=s, dimension=D)
     decode_sum(np.zeros(100, np.uint32), count=16, settings=s, dimension=D)  # 16 * 2047 < 2^15 fits
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="ring_bits too small for this many summands"):
         decode_sum(np.zeros(100, np.uint32), count=17, settings=s, dimension=D)  # 17 * 2047 >= 2^15
 
 

@@ -44,22 +44,22 @@ def test_settings_validation_and_repr_hides_seeds() -> None:
     s = settings()
     assert SEED_A.hex() not in repr(s) and "index_seed" not in repr(s)
     assert CodecSettings.from_fields(s.to_fields()) == s
-    for bad in (
-        {"clip_norm": 0.0},
-        {"clip_norm": math.inf},
-        {"sparsity_fraction": 0.0},
-        {"sparsity_fraction": 1.5},
-        {"index_seed": b"short"},
-        {"ring_bits": 7},
-        {"ring_bits": 33},
-        {"quant_bits": 17},  # more than ring_bits
-        {"quant_bits": 1},
-        {"rotate": 1},
-        {"scale": -1.0},
+    for bad, message in (
+        ({"clip_norm": 0.0}, "clip_norm must be > 0"),
+        ({"clip_norm": math.inf}, "clip_norm must be a finite number"),
+        ({"sparsity_fraction": 0.0}, r"sparsity_fraction must be in \(0, 1\]"),
+        ({"sparsity_fraction": 1.5}, r"sparsity_fraction must be in \(0, 1\]"),
+        ({"index_seed": b"short"}, "index_seed must be 32 bytes"),
+        ({"ring_bits": 7}, r"ring_bits must be an int in \[8, 32\]"),
+        ({"ring_bits": 33}, r"ring_bits must be an int in \[8, 32\]"),
+        ({"quant_bits": 17}, r"quant_bits must be an int in \[2, ring_bits\]"),  # more than ring_bits
+        ({"quant_bits": 1}, r"quant_bits must be an int in \[2, ring_bits\]"),
+        ({"rotate": 1}, "rotate must be a bool"),
+        ({"scale": -1.0}, "scale must be > 0"),
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=message):
             settings(**bad)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="codec settings keys differ from the format"):
         CodecSettings.from_fields({**s.to_fields(), "extra": 1})
 
 
@@ -68,7 +68,7 @@ def test_ring_bits_rule() -> None:
     assert required_ring_bits(8, 100, 3) == 8 + 7 + 3
     assert required_ring_bits(8, 128, 0) == 15
     check_ring_bits(settings(ring_bits=16), max_clients=256, noise_headroom_bits=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="ring_bits=16 < 17 needed for quant_bits=8, 257 clients and"):
         check_ring_bits(settings(ring_bits=16), max_clients=257, noise_headroom_bits=0)
 
 
@@ -108,9 +108,9 @@ def test_clip() -> None:
     zero, zero_norm = l2_clip(np.zeros(4), 1.0)
     assert zero_norm == 0.0 and not zero.any()
     for bad in (np.array([np.nan, 1.0]), np.array([np.inf])):
-        with pytest.raises(PrivacyError):
+        with pytest.raises(PrivacyError, match="update contains non-finite values"):
             l2_clip(bad, 1.0)
-    with pytest.raises(PrivacyError):
+    with pytest.raises(PrivacyError, match="update norm overflows"):
         l2_clip(np.array([1e308, 1e308]), 1.0)  # norm overflows to inf
 
 
@@ -121,7 +121,7 @@ def test_index_set_is_shared_sorted_and_seed_dependent() -> None:
     assert not np.array_equal(a, index_set(SEED_B, 1000, 50))
     assert np.array_equal(index_set(SEED_A, 7, 7), np.arange(7))
     assert a.flags.writeable is False
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 1 <= k <= dimension"):
         index_set(SEED_A, 10, 11)
 
 
@@ -139,7 +139,7 @@ def test_walsh_hadamard_matches_the_matrix_definition() -> None:
     h = np.array([[(-1) ** bin(i & j).count("1") for j in range(n)] for i in range(n)]) / math.sqrt(n)
     x = np.arange(n, dtype=np.float64)
     assert np.allclose(walsh_hadamard(x), h @ x)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="length must be a power of two"):
         walsh_hadamard(np.zeros(6))
 
 
@@ -173,15 +173,15 @@ def test_pack_round_trip_every_ring_width(ring_bits: int) -> None:
 
 
 def test_pack_rejects_and_unpack_is_strict() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="value does not fit in ring_bits"):
         pack_bits(np.array([256], dtype=np.uint32), 8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pack_bits expects a 1-D uint32 array"):
         pack_bits(np.array([1], dtype=np.int64), 8)
     packed = pack_bits(np.array([1, 2, 3], dtype=np.uint32), 12)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         unpack_bits(packed + b"\x00", 3, 12)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         unpack_bits(packed[:-1], 3, 12)
     padded = packed[:-1] + bytes([packed[-1] | 0x80])  # 36 bits used of 40: high padding bits must be 0
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         unpack_bits(padded, 3, 12)

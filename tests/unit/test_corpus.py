@@ -58,7 +58,7 @@ def test_records_are_substantial_unique_and_cover_every_family(corpus: list[Corp
         assert record.text.startswith(record.name + "\n\n") and len(record.text) >= 120
     assert len(build_corpus(max_records=10)) == 10
     assert all(len(r.text) >= 400 for r in build_corpus(min_chars=400, max_records=50))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="min_chars must be >= 1"):
         build_corpus(min_chars=0)
 
 
@@ -106,7 +106,7 @@ def test_sharding_is_deterministic_per_seed(corpus: list[CorpusRecord]) -> None:
     ]
     (single,) = shard_corpus(corpus, num_shards=1, seed=0)
     assert len(single) == len(corpus)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="num_shards must be >= 1"):
         shard_corpus(corpus, num_shards=0, seed=0)
 
 
@@ -117,7 +117,7 @@ def test_held_out_split_is_disjoint_and_stratified(corpus: list[CorpusRecord]) -
     assert set(family_counts(held_out)) == set(FAMILIES)
     assert abs(len(held_out) / len(corpus) - 0.1) < 0.01
     assert held_out_split(corpus, fraction=0.1, seed=0)[1] == held_out
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"held-out fraction must be in \(0, 1\)"):
         held_out_split(corpus, fraction=1.0, seed=0)
 
 
@@ -131,7 +131,7 @@ def test_written_shards_load_as_device_data_directories(corpus: list[CorpusRecor
         assert [(r.text, r.tier) for r in records] == [(r.text, r.tier) for r in shard]
     bad = write_jsonl(corpus[:2], tmp_path / "bad.jsonl")
     bad.write_text(bad.read_text() + '{"text": "no tier"}\n')
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="bad.jsonl:3: not a corpus record"):
         read_jsonl(bad)
 
 

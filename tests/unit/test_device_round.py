@@ -151,7 +151,7 @@ def test_upload_waits_for_both_training_and_shares(cohort) -> None:
         server.on_share_keys(_sent(other.on_roster(roster), Stage.SHARES))  # type: ignore[arg-type]
     routed = server.close_share_keys()
     assert device.on_routed_shares(routed["dev-a"]) == [UploadDue()]  # type: ignore[index]
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match=r"mask\(\) is allowed once, after UploadDue"):
         rounds["dev-b"].mask(np.zeros(DIM, np.uint32))  # no UploadDue for dev-b yet
 
 
@@ -255,14 +255,14 @@ def test_task_refusal() -> None:
 def test_trusted_round_trains_then_sends_one_plain_update_and_finishes() -> None:
     device = TrustedDeviceRound(make_task(mode="trusted"), "dev-a")
     assert device.start() == [StartTraining()] and device.start() == []
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="the plain update is sent once, after UploadDue"):
         device.mask(np.zeros(DIM, dtype=np.uint32))  # not before UploadDue
     assert device.on_training_done(ok=True) == [UploadDue()]
     values = np.arange(DIM, dtype=np.uint32)
     (send,) = device.mask(values)
     assert isinstance(send, Send) and send.stage is Stage.MASKED and send.durable
     assert send.message == PlainUpdate(ROUND, "dev-a", 32, values)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="the plain update is sent once, after UploadDue"):
         device.mask(values)  # once only
     assert device.tick(10_000) == []  # the update is out: the masked deadline no longer matters
     (finished,) = device.uploaded()
@@ -277,5 +277,5 @@ def test_trusted_round_gives_up_at_the_masked_deadline_and_refuses_secagg_tasks(
     (finished,) = device.tick(10_000)
     assert finished.phase is Phase.WITHDRAWN and "masked deadline" in finished.reason  # type: ignore[union-attr]
     assert device.on_training_done(ok=True) == []
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="TrustedDeviceRound needs a task in trusted mode"):
         TrustedDeviceRound(make_task(), "dev-a")

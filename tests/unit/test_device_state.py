@@ -58,7 +58,7 @@ def _delta() -> np.ndarray:
 def test_codec_has_no_hook_to_add_noise_before_the_clamp() -> None:
     """Issue 11 finding 1: float noise added before the q-bit clamp was mostly clamped away."""
     task = make_task()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'float_noise'"):
         encode_update(
             _delta(),
             residual=None,

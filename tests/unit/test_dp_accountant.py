@@ -71,46 +71,52 @@ def _state() -> dict:
     return acc.to_dict()
 
 
+EVENT_KEYS = r"gaussian event needs exactly \['noise_multiplier', 'sample_rate'\] and count"
+
+
 @pytest.mark.parametrize(
-    "mutate",
+    ("mutate", "message"),
     [
-        lambda s: s.update(format="other"),
-        lambda s: s.update(version=99),
-        lambda s: s.update(extra=1),
-        lambda s: s.update(orders=[0.5]),
-        lambda s: s.update(orders="2,4"),
-        lambda s: s.update(events={}),
-        lambda s: s["events"][0].update(mechanism="laplace"),
-        lambda s: s["events"][0].update(count=0),
-        lambda s: s["events"][0].update(count=True),
-        lambda s: s["events"][0].update(noise_multiplier="1"),
-        lambda s: s["events"][0].update(noise_multiplier=-1.0),
-        lambda s: s["events"][0].update(sample_rate=math.nan),
-        lambda s: s["events"][0].update(unknown=1),
-        lambda s: s["events"][0].pop("sample_rate"),
+        (lambda s: s.update(format="other"), "missing or wrong 'format'"),
+        (lambda s: s.update(version=99), "unsupported version 99"),
+        (lambda s: s.update(extra=1), r"unknown keys \['extra'\]"),
+        (lambda s: s.update(orders=[0.5]), "orders must be a non-empty sequence of finite numbers > 1"),
+        (lambda s: s.update(orders="2,4"), "'orders' must be a list of numbers"),
+        (lambda s: s.update(events={}), "'events' must be a list"),
+        (lambda s: s["events"][0].update(mechanism="laplace"), "event without a known 'mechanism'"),
+        (lambda s: s["events"][0].update(count=0), "steps must be an int >= 1, got 0"),
+        (lambda s: s["events"][0].update(count=True), "steps must be an int >= 1, got True"),
+        (lambda s: s["events"][0].update(noise_multiplier="1"), "gaussian event has a non-numeric field"),
+        (
+            lambda s: s["events"][0].update(noise_multiplier=-1.0),
+            "noise_multiplier must be a finite number > 0",
+        ),
+        (lambda s: s["events"][0].update(sample_rate=math.nan), r"sample_rate must lie in \[0, 1\], got nan"),
+        (lambda s: s["events"][0].update(unknown=1), EVENT_KEYS),
+        (lambda s: s["events"][0].pop("sample_rate"), EVENT_KEYS),
     ],
 )
-def test_malformed_state_is_a_config_error(mutate) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_state_is_a_config_error(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     state = _state()
     mutate(state)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=message):
         RdpAccountant.from_dict(state)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"noise_multiplier": 0.0, "sample_rate": 0.1},
-        {"noise_multiplier": math.inf, "sample_rate": 0.1},
-        {"noise_multiplier": 1.0, "sample_rate": -0.1},
-        {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 0},
+        ({"noise_multiplier": 0.0, "sample_rate": 0.1}, "noise_multiplier must be a finite number > 0"),
+        ({"noise_multiplier": math.inf, "sample_rate": 0.1}, "noise_multiplier must be a finite number > 0"),
+        ({"noise_multiplier": 1.0, "sample_rate": -0.1}, r"sample_rate must lie in \[0, 1\]"),
+        ({"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 0}, "steps must be an int >= 1"),
     ],
 )
-def test_step_validates(kwargs: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_step_validates(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         RdpAccountant().step(**kwargs)
 
 
 def test_privacy_parameters_are_keyword_only() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="takes 1 positional argument"):
         RdpAccountant().step(1.0, 0.1)  # type: ignore[misc]

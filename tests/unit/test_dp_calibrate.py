@@ -40,18 +40,27 @@ def test_skellam_variance_meets_target() -> None:
 
 
 def test_unreachable_target_raises() -> None:
-    with pytest.raises(PrivacyError):
+    with pytest.raises(PrivacyError, match="is not reachable with noise"):
         calibrate_noise_multiplier(target_epsilon=1e-9, delta=1e-12, sample_rate=1.0, rounds=10**6)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"target_epsilon": 0.0, "delta": 1e-5, "sample_rate": 0.1, "rounds": 10},
-        {"target_epsilon": 1.0, "delta": 0.0, "sample_rate": 0.1, "rounds": 10},
-        {"target_epsilon": 1.0, "delta": 1e-5, "sample_rate": 0.1, "rounds": 0},
+        (
+            {"target_epsilon": 0.0, "delta": 1e-5, "sample_rate": 0.1, "rounds": 10},
+            "target_epsilon must be a finite number > 0",
+        ),
+        (
+            {"target_epsilon": 1.0, "delta": 0.0, "sample_rate": 0.1, "rounds": 10},
+            r"delta must lie in \(0, 1\)",
+        ),
+        (
+            {"target_epsilon": 1.0, "delta": 1e-5, "sample_rate": 0.1, "rounds": 0},
+            "rounds must be an int >= 1",
+        ),
     ],
 )
-def test_bad_arguments(kwargs: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         calibrate_noise_multiplier(**kwargs)

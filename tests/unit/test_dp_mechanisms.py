@@ -102,19 +102,31 @@ def test_secure_generator_is_fresh() -> None:
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "message"),
     [
-        lambda rng: mech.skellam_noise(-1, variance=1.0, rng=rng),
-        lambda rng: mech.skellam_noise(3, variance=-1.0, rng=rng),
-        lambda rng: mech.skellam_noise(3, variance=math.inf, rng=rng),
-        lambda rng: mech.skellam_noise(3, variance=1e17, rng=rng),
-        lambda rng: mech.distributed_skellam_share(3, central_variance=1.0, min_survivors=0, rng=rng),
-        lambda rng: mech.distributed_discrete_gaussian_share(
-            3, central_variance=-1.0, min_survivors=2, rng=rng
+        (lambda rng: mech.skellam_noise(-1, variance=1.0, rng=rng), "size must be an int >= 0"),
+        (lambda rng: mech.skellam_noise(3, variance=-1.0, rng=rng), "variance must be a finite number >= 0"),
+        (
+            lambda rng: mech.skellam_noise(3, variance=math.inf, rng=rng),
+            "variance must be a finite number >= 0",
         ),
-        lambda rng: mech.discrete_gaussian_noise(3, stddev=math.nan, rng=rng),
+        (lambda rng: mech.skellam_noise(3, variance=1e17, rng=rng), "too large to sample exactly"),
+        (
+            lambda rng: mech.distributed_skellam_share(3, central_variance=1.0, min_survivors=0, rng=rng),
+            "min_survivors must be an int >= 1",
+        ),
+        (
+            lambda rng: mech.distributed_discrete_gaussian_share(
+                3, central_variance=-1.0, min_survivors=2, rng=rng
+            ),
+            "central_variance must be a finite number >= 0",
+        ),
+        (
+            lambda rng: mech.discrete_gaussian_noise(3, stddev=math.nan, rng=rng),
+            "stddev must be a finite number",
+        ),
     ],
 )
-def test_invalid_inputs(call) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError):
+def test_invalid_inputs(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
         call(np.random.default_rng(0))

@@ -143,16 +143,16 @@ def test_conversion_is_the_improved_bound() -> None:
 
 @pytest.mark.parametrize("bad", [{"delta": 0.0}, {"delta": 1.0}, {"delta": float("nan")}])
 def test_conversion_rejects_bad_delta(bad: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"delta must lie in \(0, 1\)"):
         rdp.rdp_to_epsilon([1.0], orders=(2.0,), **bad)
 
 
 def test_invalid_parameters_raise_config_error() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="noise_multiplier must be a finite number > 0"):
         rdp.gaussian_rdp(noise_multiplier=0.0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"sample_rate must lie in \[0, 1\]"):
         rdp.subsampled_gaussian_rdp(noise_multiplier=1.0, sample_rate=1.5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="orders must be a non-empty sequence of finite numbers > 1"):
         rdp.gaussian_rdp(noise_multiplier=1.0, orders=(1.0,))
 
 

@@ -50,7 +50,7 @@ def test_budget_overrun_is_refused_with_reason() -> None:
 
 
 def test_all_broken_rules_are_named() -> None:
-    with pytest.raises(PrivacyError) as info:
+    with pytest.raises(PrivacyError, match="tier 'health': refused, clip_norm 1 exceeds the tier") as info:
         check_round_against_tier(
             HEALTH, clip_norm=1.0, noise_multiplier=0.1, round_epsilon=9.0, spent_epsilon=0
         )
@@ -93,27 +93,27 @@ def test_load_from_toml_overrides_and_adds() -> None:
 
 
 @pytest.mark.parametrize(
-    "tiers",
+    ("tiers", "message"),
     [
-        {"health": {"max_clip": 1.0}},  # unknown key
-        {"health": {"epsilon_budget": 1.0, "name": "x"}},
-        {"finance": {"max_clip_norm": 1.0}},  # new tier, missing fields
-        {"health": 3},
-        {"health": {"delta": 2.0}},
-        {"health": {"max_clip_norm": -1.0}},
-        {"health": {"min_noise_multiplier": "1"}},
-        {"health": {"epsilon_budget": True}},
+        ({"health": {"max_clip": 1.0}}, r"health: unknown keys \['max_clip'\]"),
+        ({"health": {"epsilon_budget": 1.0, "name": "x"}}, r"health: unknown keys \['name'\]"),
+        ({"finance": {"max_clip_norm": 1.0}}, "finance: new tier must set"),  # missing fields
+        ({"health": 3}, "privacy.tiers.health must be a table"),
+        ({"health": {"delta": 2.0}}, r"delta must lie in \(0, 1\)"),
+        ({"health": {"max_clip_norm": -1.0}}, "max_clip_norm must be > 0"),
+        ({"health": {"min_noise_multiplier": "1"}}, "min_noise_multiplier must be a number"),
+        ({"health": {"epsilon_budget": True}}, "epsilon_budget must be a number"),
     ],
 )
-def test_bad_toml_is_config_error(tiers: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_toml_is_config_error(tiers: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         TierConfig.from_toml_dict(tiers)
 
 
 def test_unknown_tier_and_frozen_policy() -> None:
     with pytest.raises(ConfigError, match="unknown sensitivity tier"):
         TierConfig().policy("secret")
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'max_clip_norm'"):
         HEALTH.max_clip_norm = 9.0  # type: ignore[misc]
 
 

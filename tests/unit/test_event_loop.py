@@ -66,7 +66,10 @@ def test_an_unexpected_handler_error_is_fatal_not_a_stall(
     loop = EventLoop(handler, tick_interval_s=0.01)
     loop.submit(status_topic("f", "dev-1"), b"first")
     loop.submit(status_topic("f", "dev-1"), b"never handled")
-    with caplog.at_level(logging.WARNING, logger="fl_transport.loop"), pytest.raises(RoleFault) as info:
+    with (
+        caplog.at_level(logging.WARNING, logger="fl_transport.loop"),
+        pytest.raises(RoleFault, match="fl/v1/f/status/dev-1 failed with") as info,
+    ):
         loop.run()
     assert handled == [b"first"] and loop.stopped
     assert info.value.exit_code == EXIT_ROLE_FAULT == 70 and info.value.__cause__ is error

@@ -239,7 +239,7 @@ def test_vector_from_another_bundle_is_refused(exported: tuple[Path, Manifest], 
     save_flat_vector(weights, FlatVector(np.zeros(manifest.total_length, np.float32), "0" * 64, 1))
     from fl_protocol.errors import DecodeError
 
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match=r"flat vector belongs to a different bundle \(bundle id"):
         write_adapter(manifest.bundle_dir, weights, tmp_path / "adapter")
 
 

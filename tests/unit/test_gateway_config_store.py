@@ -64,18 +64,18 @@ def test_trusted_mode_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "message"),
     [
-        "[gateway]\nbogus = 1\n",
-        '[gateway]\ngroup_rule = "mode"\n',
-        '[gateway]\ntrusted_mode = true\ntrusted_rule = "norm_filter"\n',
-        "[gateway]\ntrusted_mode = true\ntrusted_byzantine = -1\n",
-        "[gateway]\ntrim_fraction = 0.5\n",
-        "[other]\nx = 1\n",
+        ("[gateway]\nbogus = 1\n", r"unknown key\(s\) bogus"),
+        ('[gateway]\ngroup_rule = "mode"\n', "group_rule must be one of"),
+        ('[gateway]\ntrusted_mode = true\ntrusted_rule = "norm_filter"\n', "trusted_rule must be one of"),
+        ("[gateway]\ntrusted_mode = true\ntrusted_byzantine = -1\n", "trusted_byzantine must be >= 0"),
+        ("[gateway]\ntrim_fraction = 0.5\n", "need 0 <= trim_fraction < 0.5"),
+        ("[other]\nx = 1\n", r"unknown section\(s\) other"),
     ],
 )
-def test_invalid_config_is_refused(tmp_path: Path, extra: str) -> None:
-    with pytest.raises(ConfigError):
+def test_invalid_config_is_refused(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         load_gateway_config(_write(tmp_path, extra))
 
 

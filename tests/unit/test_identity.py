@@ -25,19 +25,19 @@ def test_round_trip_and_sender_checks() -> None:
     frame = dev.encode(status, round_id=0)
     header, decoded = cloud.decode(frame, Status, senders={"dev-1"})
     assert decoded == status and header.sender == "dev-1" and header.created_ms == 42
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         cloud.decode(frame, Status, senders={"cloud"})  # valid signature, wrong role
 
 
 def test_other_fleet_and_unknown_key_refused() -> None:
     keys = _keys("cloud", "dev-1")
     other_fleet = _identity("dev-1", "other", keys)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         _identity("cloud", "f", keys).decode(
             other_fleet.encode(Status("dev-1", "idle", "", 1), round_id=0), Status
         )
     stranger = NodeIdentity("dev-9", "f", Ed25519PrivateKey.generate(), {})
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         _identity("cloud", "f", keys).decode(
             stranger.encode(Status("dev-9", "idle", "", 1), round_id=0), Status
         )

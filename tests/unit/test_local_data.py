@@ -157,7 +157,7 @@ def test_batches_cover_every_row_once_and_drop_last() -> None:
     assert sum(sizes) == ds.num_train_rows and max(sizes) == 4
     dropped = [b.input_ids.shape[0] for b in ds.batches(4, epoch=3, drop_last=True)]
     assert dropped == [4] * (ds.num_train_rows // 4)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         next(ds.batches(0, epoch=0))
 
 

@@ -44,33 +44,40 @@ def test_create_prints_progress_and_writes_the_layout(
     ]
 
 
+ONE_OF = "give exactly one of --devices N and --device-names a,b,c"
+
+
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "message"),
     [
-        ("--devices", "0"),
-        ("--devices", "2", "--device-names", "a"),
-        (),
-        ("--device-names", "a/b"),
-        ("--device-names", "x" * 65),
-        ("--device-names", "dup,dup"),
-        ("--device-names", "g1"),
-        ("--devices", "2", "--gateway-hosts", "g9=host"),
-        ("--devices", "2", "--cloud-port", "0"),
-        ("--devices", "2", "--max-packet-bytes", "10"),
+        (("--devices", "0"), "at least one device is needed"),
+        (("--devices", "2", "--device-names", "a"), ONE_OF),
+        ((), ONE_OF),
+        (("--device-names", "a/b"), "invalid device name 'a/b'"),
+        (("--device-names", "x" * 65), "invalid device name 'x{65}'"),
+        (("--device-names", "dup,dup"), "device names must be unique"),
+        (("--device-names", "g1"), "node id 'g1' already exists in the fleet"),
+        (("--devices", "2", "--gateway-hosts", "g9=host"), r"host given for unknown gateway\(s\): g9"),
+        (("--devices", "2", "--cloud-port", "0"), "invalid cloud port 0"),
+        (("--devices", "2", "--max-packet-bytes", "10"), "--max-packet-bytes must be 1024"),
     ],
 )
-def test_bad_arguments_are_config_errors(tmp_path: Path, extra: tuple[str, ...]) -> None:
-    with pytest.raises(ConfigError):
+def test_bad_arguments_are_config_errors(tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         _create(tmp_path / "o", *extra)
     assert not (tmp_path / "o").exists()
 
 
 def test_bad_fleet_and_gateway_names(tmp_path: Path) -> None:
-    with pytest.raises(ProvisionConfigError):
+    with pytest.raises(
+        ProvisionConfigError, match=r"invalid fleet name 'a\+b': use 1-64 characters from A-Z a-z"
+    ):
         _run("--fleet", "a+b", "--out", str(tmp_path / "o"), "--gateways", "g1", "--devices", "1")
-    with pytest.raises(ProvisionConfigError):
+    with pytest.raises(
+        ProvisionConfigError, match="invalid gateway name 'g#1': use 1-64 characters from A-Z"
+    ):
         _run("--fleet", "f", "--out", str(tmp_path / "o"), "--gateways", "g#1", "--devices", "1")
-    with pytest.raises(ProvisionConfigError):
+    with pytest.raises(ProvisionConfigError, match=r"at least one gateway is needed \(--gateways g1,g2\)"):
         _run("--fleet", "f", "--out", str(tmp_path / "o"), "--gateways", "", "--devices", "1")
 
 
@@ -98,7 +105,7 @@ def test_add_devices_reuses_the_ca_and_continues_numbering(tmp_path: Path) -> No
     keys = json.loads((out / "nodes" / "dev-0001" / "fleet_keys.json").read_text())["nodes"]
     assert keys["dev-0004"]["gateway"] == keys["dev-0005"]["gateway"] == "g2"
     assert "user dev-0005" in (out / "brokers" / "g2" / "acl").read_text()
-    with pytest.raises(ProvisionConfigError):
+    with pytest.raises(ProvisionConfigError, match="not an active gateway of this fleet: g7"):
         _run("--out", str(out), "--add-devices", "1", "--gateways", "g7")
     with pytest.raises(ProvisionConfigError, match="only apply"):
         _run("--out", str(out), "--add-devices", "1", "--cloud-port", "1")
@@ -209,11 +216,15 @@ def test_default_listener_binds_every_interface(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [("--bind-address", "g9=10.0.0.1"), ("--bind-address", "bad host!"), ("--broker-user", "Root;rm")],
+    ("extra", "message"),
+    [
+        (("--bind-address", "g9=10.0.0.1"), r"bind address given for unknown broker\(s\): g9"),
+        (("--bind-address", "bad host!"), "invalid host name 'bad host!'"),
+        (("--broker-user", "Root;rm"), "invalid broker user 'Root;rm'"),
+    ],
 )
-def test_bad_bind_address_or_broker_user(tmp_path: Path, extra: tuple[str, ...]) -> None:
-    with pytest.raises(ProvisionConfigError):
+def test_bad_bind_address_or_broker_user(tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ProvisionConfigError, match=message):
         _create(tmp_path / "o", "--devices", "1", *extra)
     assert not (tmp_path / "o" / "fleet.json").exists()
 

@@ -70,9 +70,9 @@ def test_fields_round_trip_direct_and_through_wire_encoder(message: object) -> N
 def test_from_fields_rejects_extra_and_missing_keys(message: object) -> None:
     cls = type(message)
     fields = message.to_fields()  # type: ignore[attr-defined]
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         cls.from_fields({**fields, "extra": 1})  # type: ignore[attr-defined]
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         cls.from_fields({k: v for k, v in fields.items() if k != "round_id"})  # type: ignore[attr-defined]
 
 
@@ -99,7 +99,7 @@ def test_from_fields_rejects_extra_and_missing_keys(message: object) -> None:
 def test_from_fields_rejects_bad_values(cls: type, key: str, bad: object) -> None:
     sample = next(m for m in SAMPLES if type(m) is cls)
     fields = {**sample.to_fields(), key: bad}  # type: ignore[attr-defined]
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         cls.from_fields(fields)
 
 
@@ -116,5 +116,5 @@ def test_masked_update_travels_packed_at_the_ring_width(ring_bits: int) -> None:
 
 
 def test_masked_update_refuses_values_outside_the_ring() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="value does not fit in ring_bits"):
         MaskedUpdate(1, "dev-a", 20, np.array([1 << 20], dtype=np.uint32)).to_fields()

@@ -92,12 +92,12 @@ def test_prg_matches_independent_aes_ctr_over_chunk_boundaries() -> None:
 
 @pytest.mark.parametrize("ring_bits", [7, 33])
 def test_prg_rejects_bad_ring_bits(ring_bits: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ring_bits must be in \[8, 32\]"):
         prg.expand_mask(bytes(32), 4, ring_bits)
 
 
 def test_prg_rejects_short_seed() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mask seed must be 32 bytes"):
         prg.expand_mask(bytes(16), 4, 16)  # a folded/short seed is never accepted
 
 
@@ -110,16 +110,16 @@ def test_share_encryption_round_trip_and_every_flipped_bit_refused() -> None:
     for bit in range(8 * len(blob)):
         tampered = bytearray(blob)
         tampered[bit // 8] ^= 1 << (bit % 8)
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="invalid message"):
             keys.decrypt_share(key, bytes(tampered), ad)
     for other in (("g", 3, "u", "v"), ("f", 4, "u", "v"), ("f", 3, "v", "u"), ("f", 3, "u", "w")):
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="invalid message"):
             keys.decrypt_share(key, blob, keys.share_associated_data(*other))
 
 
 def test_low_order_public_key_is_refused() -> None:
     pair = keys.generate_key_pair(deterministic_rng(b"low-order"))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         keys.derive_pair_seed(pair.private_bytes, bytes(32), fleet="f", round_id=1, node_a="a", node_b="b")
 
 
@@ -129,15 +129,15 @@ def test_shamir_any_t_subset_reconstructs_and_fewer_do_not_suffice() -> None:
     shares = shamir.split(secret, threshold=3, xs=range(1, 6), rng_bytes=rng)
     for subset in combinations(shares, 3):
         assert shamir.reconstruct({x: shares[x] for x in subset}, threshold=3) == secret
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not enough shares"):
         shamir.reconstruct({1: shares[1], 2: shares[2]}, threshold=3)
 
 
 def test_shamir_share_encoding_is_strict() -> None:
     assert shamir.share_from_bytes(shamir.share_to_bytes(12345)) == 12345
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="share out of field range"):
         shamir.share_from_bytes(shamir.PRIME.to_bytes(66, "big"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="share must be 66 bytes"):
         shamir.share_from_bytes(bytes(65))
 
 
@@ -166,7 +166,7 @@ def test_neighbour_graph_is_k_regular_symmetric_connected_and_deterministic(n: i
 
 
 def test_neighbour_graph_rejects_impossible_degree() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"no 3-regular graph on 5 nodes \(n\*k must be even\)"):
         graph.neighbour_graph(5, 3, bytes(32))  # n·k odd
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"degree must be in \[1, 4\] for n=5"):
         graph.neighbour_graph(5, 5, bytes(32))

@@ -194,9 +194,9 @@ def test_robust_reconstruct_finds_the_secret_and_the_liars() -> None:
     bad[5] = 0  # 3 wrong of 8 at t = 4: still recovered, but too many to name anyone with certainty
     decoded = shamir.robust_reconstruct(bad, threshold=4, check=lambda s: s == secret)
     assert decoded.secret == secret and not decoded.attributable
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="all shares agree on a secret that fails the check"):
         shamir.robust_reconstruct(shares, threshold=4, check=lambda s: False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no 4 shares passed the check in 3 attempts"):
         shamir.robust_reconstruct(bad, threshold=4, check=lambda s: s == secret, max_attempts=3)
 
 
@@ -207,5 +207,5 @@ def test_protocol_error_is_the_gateway_failure_for_too_few_shares() -> None:
     _advertised(sim)
     assert isinstance(sim.server.close_advertise(), Roster)
     assert sim.server.cohort is not None
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="only 1 of t=3 b-shares for node-000"):
         _Recovery(sim.server.cohort, "f", 1).secret("b", "node-000", {1: 5}, lambda s: True)

@@ -44,13 +44,13 @@ def test_round_trip_returns_header_and_body() -> None:
 def test_wrong_key_unknown_sender_and_other_sender_key_are_rejected() -> None:
     frame = encode_frame(HEADER, b"x", KEY)
     other = Ed25519PrivateKey.from_private_bytes(b"\x08" * 32)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame, verify_key=_keys(**{"dev-1": other}))
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame, verify_key=_keys(**{"dev-2": KEY}))
     # Signed by dev-2's key but claiming to be dev-1: the lookup binds the sender field to its own key.
     forged = encode_frame(HEADER, b"x", other)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(forged, verify_key=_keys(**{"dev-1": KEY, "dev-2": other}))
 
 
@@ -67,45 +67,45 @@ def test_signature_binds_every_header_field() -> None:
     ):
         fields = {**HEADER.__dict__, **change}
         spliced = encode_frame(FrameHeader(**fields), b"body", KEY)[:-64] + signature
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match="invalid message"):
             decode_frame(spliced, verify_key=_keys(**{"dev-1": KEY}))
 
 
 def test_size_limits_and_trailing_data() -> None:
     frame = encode_frame(HEADER, b"y" * 100, KEY)
     verify = _keys(**{"dev-1": KEY})
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame, verify_key=verify, max_frame_bytes=len(frame) - 1)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame + b"\x00", verify_key=verify)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         decode_frame(frame[: MIN_FRAME_BYTES - 1], verify_key=verify)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         peek_header(b"")
 
 
 def test_declared_header_length_beyond_data_is_rejected_before_use() -> None:
     frame = bytearray(encode_frame(HEADER, b"", KEY))
     struct.pack_into("<I", frame, 6, 0xFFFFFFFF)
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         peek_header(bytes(frame))
 
 
 def test_type_byte_must_agree_with_header() -> None:
     frame = bytearray(encode_frame(HEADER, b"", KEY))
     frame[5] = MessageType.SHARE_KEYS
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         peek_header(bytes(frame))
 
 
 def test_header_validation() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"fleet and sender must be valid ids \(\[A-Za-z0-9_\.-\], 1\.\.64"):
         FrameHeader("fleet/a", 1, "dev", MessageType.STATUS, 0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"round_id must be an int in \[0, 2\^63\)"):
         FrameHeader("fleet", -1, "dev", MessageType.STATUS, 0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown message_type"):
         FrameHeader("fleet", 1, "dev", 99, 0)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"fleet and sender must be valid ids \(\[A-Za-z0-9_\.-\], 1\.\.64"):
         FrameHeader("fleet", 1, "dev+", MessageType.STATUS, 0)
     assert FrameHeader("f", 1, "d", 40, 0).message_type is MessageType.STATUS  # type: ignore[arg-type]
 

@@ -65,27 +65,27 @@ def test_parse(topic: str, expected: Topic) -> None:
     ],
 )
 def test_parse_rejects(topic: str) -> None:
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         topics.parse_topic(topic)
 
 
 @pytest.mark.parametrize("bad", ["", "a+b", "a#", "a/b", "$SYS", "a b", "x" * 65, "é", "a\x00"])
 def test_invalid_ids_are_refused_when_building(bad: str) -> None:
     assert not topics.is_valid_id(bad)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"node must match \[A-Za-z0-9_\.-\]\{1,64\}"):
         topics.status_topic("fleet", bad)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"fleet must match \[A-Za-z0-9_\.-\]\{1,64\}"):
         topics.task_topic(bad, 1)
 
 
 def test_invalid_numbers_and_stages_are_refused() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="round_id must be a non-negative int below 1e19"):
         topics.task_topic("f", -1)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="round_id must be a non-negative int below 1e19"):
         topics.task_topic("f", True)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="stage roster is not valid in this direction"):
         topics.device_stage_topic("f", "g", 1, Stage.ROSTER, "d")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown stage 'nope'"):
         topics.gateway_stage_topic("f", "g", 1, "nope")
 
 
