@@ -22,4 +22,5 @@ def build_hf_tokenizer_file(path: Path) -> dict[str, int]:
     trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<bos>", "<eos>"])
     tokenizer.train_from_iterator(SENTENCES, trainer=trainer)
     tokenizer.save(str(path))
-    return {name: tokenizer.token_to_id(f"<{name}>") for name in ("unk", "bos", "eos")}
+    ids = {name: tokenizer.token_to_id(f"<{name}>") for name in ("unk", "bos", "eos")}
+    return {name: value for name, value in ids.items() if value is not None}
