@@ -229,7 +229,7 @@ def test_stale_chunks_with_the_same_index_count_and_size_still_do_not_combine() 
 def test_a_chunk_on_the_chunk_topic_of_another_index_is_refused() -> None:
     chunks = _split(b"w" * 20_000, "cloud", topic=MODEL_TOPIC)
     receiver = _codec("g1")
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         receiver.receive(MODEL_TOPIC, chunks[1], index=0)
     assert receiver.reassembler.buffered_bytes == 0
 

@@ -100,7 +100,7 @@ def test_server_ignores_stale_duplicate_out_of_stage_and_forged_messages(
     statement = keys.consistency_statement(sim.fleet, 1, survivors.survivors, sim.model_hash)
     forged = ConsistencySignature(1, "node-001", wrong_key.sign(statement))
     assert not server.on_consistency_signature(forged)  # signed by the wrong key
-    with pytest.raises(ProtocolError, match="expected stage UNMASK, in CONSISTENCY"):
+    with pytest.raises(ProtocolError, match="event 'finalize' is not allowed in state 'consistency'"):
         server.finalize()  # advance call in the wrong stage is a caller bug
 
 
@@ -110,7 +110,7 @@ def test_server_aborts_below_threshold_and_releases_nothing() -> None:
     result = sim.run(inputs.__getitem__, drop_before_upload=sim.node_ids[:3])  # 2 survivors, t = 3
     assert isinstance(result, Abort)
     assert sim.server.stage is ServerStage.ABORTED
-    with pytest.raises(ProtocolError, match="expected stage UNMASK, in ABORTED"):
+    with pytest.raises(ProtocolError, match="event 'finalize' is not allowed in state 'aborted'"):
         sim.server.finalize()
 
 

@@ -83,7 +83,7 @@ def test_tasks_without_weighting_fields_mean_uniform_and_partial_fields_are_refu
     assert old.weighting == "uniform" and not old.weighted
     fields = TrainingSettings(2, 4, 0.1, "qffl", 1.0, 5.0).to_fields()
     assert TrainingSettings.from_fields(fields).weighting == "qffl"
-    with pytest.raises(ConfigError, match="training: field names differ from the format"):
+    with pytest.raises(ConfigError, match="training settings: field names differ from the format"):
         TrainingSettings.from_fields({k: v for k, v in fields.items() if k != "qffl_q"})
 
 

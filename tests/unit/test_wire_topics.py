@@ -116,7 +116,7 @@ def test_retained_chunk_topics_parse_back_and_are_not_protocol_topics() -> None:
             chunk_topic = topics.retained_chunk_topic(base, index)
             assert topics.is_retained_chunk_topic(chunk_topic)
             assert topics.parse_retained_chunk_topic(chunk_topic) == (base, index)
-            with pytest.raises(DecodeError):
+            with pytest.raises(DecodeError, match="invalid message"):
                 topics.parse_topic(chunk_topic)  # roles never see a chunk topic
 
 
@@ -136,7 +136,7 @@ def test_retained_chunk_topics_parse_back_and_are_not_protocol_topics() -> None:
     ],
 )
 def test_parse_retained_chunk_topic_rejects(topic: str) -> None:
-    with pytest.raises(DecodeError):
+    with pytest.raises(DecodeError, match="invalid message"):
         topics.parse_retained_chunk_topic(topic)
 
 
