@@ -19,16 +19,13 @@ from edge_runtime.agent.trainer_process import TrainerProcess
 from edge_runtime.agent.worker import TrainingJob, run_job
 from edge_runtime.data import LocalDataset, Record
 from edge_runtime.trainer import create_trainer
-from export.pipeline import ExportOptions, run_export
 from fl_protocol.manifest import BundleError
 from fl_protocol.tokenizer import ByteTokenizer
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trainer_process") / "bundle"
-    run_export(ExportOptions(model="tiny-llama", out_dir=out, seq_len=32), progress=lambda _line: None)
-    return out
+def bundle(tiny_llama_bundle: Path) -> Path:
+    return tiny_llama_bundle  # read only
 
 
 @pytest.fixture(scope="module")
