@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fl_protocol.secagg import keys  # noqa: E402
-from fl_protocol.secagg.cohort import recommended_degree  # noqa: E402
+from fl_protocol.secagg.cohort_view import recommended_degree  # noqa: E402
 from fl_protocol.secagg.prg import MaskExpander  # noqa: E402
 from fl_protocol.secagg.server import AggregateResult  # noqa: E402
 from fl_protocol.secagg.simulate import Simulation  # noqa: E402

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hardware_tests.context import DiagContext
     from hardware_tests.report import dumps, junit_xml, table, to_json
-    from hardware_tests.result import Status, verdict
+    from hardware_tests.result import CheckOutcome, verdict
     from hardware_tests.runner import CHECK_NAMES, run_checks
 
     only = tuple(n.strip() for n in args.only.split(",") if n.strip())
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "junit", None) is not None:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_text(junit_xml(results))
-    return 1 if verdict(results) is Status.FAIL else 0
+    return 1 if verdict(results) is CheckOutcome.FAIL else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import platform
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from hardware_tests.result import CheckResult, Status, verdict
+from hardware_tests.result import CheckOutcome, CheckResult, verdict
 
 REPORT_FORMAT = "fedlora-diag"
 REPORT_VERSION = 1
@@ -67,18 +67,18 @@ def junit_xml(results: list[CheckResult]) -> str:
         "testsuite",
         name="fedlora-diag",
         tests=str(len(results)),
-        failures=str(sum(r.status is Status.FAIL for r in results)),
-        skipped=str(sum(r.status is Status.SKIP for r in results)),
+        failures=str(sum(r.status is CheckOutcome.FAIL for r in results)),
+        skipped=str(sum(r.status is CheckOutcome.SKIP for r in results)),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
     for r in results:
         case = ET.SubElement(
             suite, "testcase", classname="hardware_tests", name=r.name, time=f"{r.seconds:.3f}"
         )
-        if r.status is Status.FAIL:
+        if r.status is CheckOutcome.FAIL:
             ET.SubElement(case, "failure", message=r.reason)
-        elif r.status is Status.SKIP:
+        elif r.status is CheckOutcome.SKIP:
             ET.SubElement(case, "skipped", message=r.reason)
-        elif r.status is Status.WARN:
+        elif r.status is CheckOutcome.WARN:
             ET.SubElement(case, "system-out").text = f"warning: {r.reason}"
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
-    """Outcome of a check. `FAIL` makes `fedlora diag` exit non-zero; `SKIP` always says why."""
+class CheckOutcome(str, enum.Enum):
+    """Outcome of a check. `FAIL` makes `fedlora diag` exit non-zero; `SKIP` always says why.
+
+    Not the wire `Status` message (fl_protocol.wire.messages.Status) a node publishes about itself.
+    """
 
     PASS = "pass"
     WARN = "warn"
@@ -21,7 +24,7 @@ class CheckResult:
     """One check: its name, outcome, a one-line reason a field technician can act on, and the readings."""
 
     name: str
-    status: Status
+    status: CheckOutcome
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -39,29 +42,29 @@ class CheckResult:
 
 def passed(name: str, reason: str, **details: Any) -> CheckResult:
     """A passing result."""
-    return CheckResult(name, Status.PASS, reason, details)
+    return CheckResult(name, CheckOutcome.PASS, reason, details)
 
 
 def warned(name: str, reason: str, **details: Any) -> CheckResult:
     """A result that works but deserves attention."""
-    return CheckResult(name, Status.WARN, reason, details)
+    return CheckResult(name, CheckOutcome.WARN, reason, details)
 
 
 def failed(name: str, reason: str, **details: Any) -> CheckResult:
     """A result that stops the device from working as it should."""
-    return CheckResult(name, Status.FAIL, reason, details)
+    return CheckResult(name, CheckOutcome.FAIL, reason, details)
 
 
 def skipped(name: str, reason: str, **details: Any) -> CheckResult:
     """A check that does not apply here (no such hardware, no config); the reason says which."""
-    return CheckResult(name, Status.SKIP, reason, details)
+    return CheckResult(name, CheckOutcome.SKIP, reason, details)
 
 
-def verdict(results: list[CheckResult]) -> Status:
+def verdict(results: list[CheckResult]) -> CheckOutcome:
     """FAIL if any check failed, else WARN if any warned, else PASS (skips do not count)."""
     statuses = {r.status for r in results}
-    if Status.FAIL in statuses:
-        return Status.FAIL
-    if Status.WARN in statuses:
-        return Status.WARN
-    return Status.PASS
+    if CheckOutcome.FAIL in statuses:
+        return CheckOutcome.FAIL
+    if CheckOutcome.WARN in statuses:
+        return CheckOutcome.WARN
+    return CheckOutcome.PASS

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from hardware_tests import bundle_checks, node_checks, system_checks
 from hardware_tests.context import DiagContext
-from hardware_tests.result import CheckResult, Status
+from hardware_tests.result import CheckOutcome, CheckResult
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def run_check(name: str, check: Check, ctx: DiagContext) -> CheckResult:
         result = check(ctx)
     except Exception as exc:  # noqa: BLE001 - one broken check must not hide the others
         logger.debug("check %s raised", name, exc_info=True)
-        result = CheckResult(name, Status.FAIL, f"check crashed: {type(exc).__name__}: {exc}")
+        result = CheckResult(name, CheckOutcome.FAIL, f"check crashed: {type(exc).__name__}: {exc}")
     return CheckResult(result.name, result.status, result.reason, result.details, time.perf_counter() - start)
 
 

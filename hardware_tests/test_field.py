@@ -16,7 +16,7 @@ import pytest
 
 from hardware_tests.context import DiagContext
 from hardware_tests.diag_cli import resolve_config
-from hardware_tests.result import Status
+from hardware_tests.result import CheckOutcome
 from hardware_tests.runner import CHECKS, run_check
 
 
@@ -34,8 +34,8 @@ def diag_context() -> Iterator[DiagContext]:
 @pytest.mark.parametrize(("name", "check"), CHECKS, ids=[name for name, _ in CHECKS])
 def test_field_check(name: str, check, diag_context: DiagContext) -> None:  # noqa: ANN001 - a Check
     result = run_check(name, check, diag_context)
-    if result.status is Status.SKIP:
+    if result.status is CheckOutcome.SKIP:
         pytest.skip(result.reason)
-    if result.status is Status.WARN:
+    if result.status is CheckOutcome.WARN:
         warnings.warn(f"{name}: {result.reason}", FieldCheckWarning, stacklevel=1)
-    assert result.status is not Status.FAIL, f"{name}: {result.reason}"
+    assert result.status is not CheckOutcome.FAIL, f"{name}: {result.reason}"

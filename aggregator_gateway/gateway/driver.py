@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from aggregator_gateway.gateway.cohort import StageMessage
+from aggregator_gateway.gateway.cohort_driver import StageMessage
 from aggregator_gateway.gateway.lifecycle import CohortState
 from aggregator_gateway.gateway.rounds import Outgoing, RoundResult
 from fl_protocol.secagg import Abort

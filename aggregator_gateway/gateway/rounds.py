@@ -30,7 +30,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aggregator_gateway.gateway import robust
-from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, CohortDriver, CohortParams, StageMessage
+from aggregator_gateway.gateway.cohort_driver import STAGE_MESSAGES, CohortDriver, CohortParams, StageMessage
 from aggregator_gateway.gateway.lifecycle import CohortEvent, CohortMachine, CohortStateMixin
 from fl_protocol.codec.pipeline import decode_sum, decode_weighted_sum, encoded_length
 from fl_protocol.errors import ProtocolError

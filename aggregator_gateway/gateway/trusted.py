@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aggregator_gateway.gateway.cohort import STAGE_MESSAGES, StageMessage
+from aggregator_gateway.gateway.cohort_driver import STAGE_MESSAGES, StageMessage
 from aggregator_gateway.gateway.lifecycle import CohortEvent, CohortMachine, CohortStateMixin
 from aggregator_gateway.gateway.rounds import (
     Outgoing,

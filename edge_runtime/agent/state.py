@@ -35,7 +35,7 @@ OUTBOX_DIR = "outbox"
 
 
 @dataclass(frozen=True)
-class RoundRecord:
+class DecidedRound:
     """The persisted state of the round the device last decided on."""
 
     round_id: int
@@ -50,7 +50,7 @@ class DeviceState:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._path = self.state_dir / STATE_FILE
-        self.record: RoundRecord | None = self._load()
+        self.record: DecidedRound | None = self._load()
 
     @property
     def last_round(self) -> int:
@@ -59,12 +59,12 @@ class DeviceState:
 
     def set(self, round_id: int, phase: Phase, reason: str = "") -> None:
         """Record the phase of `round_id` durably (atomic rename, fsync, 0600)."""
-        self.record = RoundRecord(int(round_id), Phase(phase), reason)
+        self.record = DecidedRound(int(round_id), Phase(phase), reason)
         doc = {"format": STATE_FORMAT, "version": STATE_VERSION, **asdict(self.record)}
         doc["phase"] = self.record.phase.value
         write_atomic(self._path, json.dumps(doc, sort_keys=True).encode())
 
-    def withdraw_interrupted(self) -> RoundRecord | None:
+    def withdraw_interrupted(self) -> DecidedRound | None:
         """On start: a round left in a non-terminal phase is withdrawn (see module doc); returns it."""
         record = self.record
         if record is None or record.phase in TERMINAL:
@@ -102,14 +102,14 @@ class DeviceState:
         np.save(buffer, np.ascontiguousarray(residual, dtype=np.float32), allow_pickle=False)
         write_atomic(path, buffer.getvalue())
 
-    def _load(self) -> RoundRecord | None:
+    def _load(self) -> DecidedRound | None:
         if not self._path.exists():
             return None
         try:
             doc = json.loads(self._path.read_text())
             if doc.get("format") != STATE_FORMAT or doc.get("version") != STATE_VERSION:
                 raise ValueError("unknown state format")
-            return RoundRecord(int(doc["round_id"]), Phase(doc["phase"]), str(doc.get("reason", "")))
+            return DecidedRound(int(doc["round_id"]), Phase(doc["phase"]), str(doc.get("reason", "")))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # Guessing "no round" could make the device re-join a round it already masked for.
             raise ConfigError(f"device state {self._path} is unreadable ({exc}); refusing to start") from exc

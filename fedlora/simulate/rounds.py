@@ -1,7 +1,7 @@
 """One simulated round: select, train, encode, aggregate per gateway, then the cloud's global step.
 
 The pieces are the production ones: the device's DP encoder (`edge_runtime.agent.encode.encode_for_task`),
-the gateway's `RoundDriver` with real SecAgg+ clients (fedlora/simulate/cohort.py), the gateway's
+the gateway's `RoundDriver` with real SecAgg+ clients (fedlora/simulate/cohort_run.py), the gateway's
 `PartialAggregate`, the cloud's `combine` and server optimizer, and the cloud's accountant. The
 "dense_fp32" uplink is the standard baseline instead: each survivor's float32 Δ is summed exactly (no
 clipping, noise, quantization or masking), like Flower's FedAvg with its defaults.
@@ -22,7 +22,7 @@ from aggregator_gateway.cloud.config import AggregationSection
 from aggregator_gateway.cloud.optimizer import ServerOptimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant
 from edge_runtime.agent.encode import encode_for_task
-from fedlora.simulate.cohort import CohortOutcome, CohortRun
+from fedlora.simulate.cohort_run import CohortOutcome, CohortRun
 from fedlora.simulate.config import SimConfig
 from fedlora.simulate.executor import TIER, Executor, TrainRequest
 from fedlora.simulate.network import (

@@ -61,7 +61,7 @@ def resolve_bundle(config: SimConfig, cache_dir: Path, progress: Callable[[str],
 
 def model_frame_bytes(vector: np.ndarray) -> int:
     """Measured size of the signed GlobalModel frame that carries `vector` down (zstd inside)."""
-    from fedlora.simulate.cohort import CREATED_MS, FLEET, identity_key
+    from fedlora.simulate.cohort_run import CREATED_MS, FLEET, identity_key
 
     frame = encode_message(
         GlobalModel.from_vector(0, np.asarray(vector, np.float32)),

@@ -8,7 +8,7 @@ sharing (`shamir`) and the k-regular neighbour graph (`graph`). See docs/secure-
 from __future__ import annotations
 
 from fl_protocol.secagg.client import ClientStage, SecAggClient
-from fl_protocol.secagg.cohort import Cohort
+from fl_protocol.secagg.cohort_view import Cohort
 from fl_protocol.secagg.graph import default_degree, neighbour_graph
 from fl_protocol.secagg.messages import (
     Abort,

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fl_protocol.errors import DecodeError, ProtocolError
 from fl_protocol.secagg import keys, shamir
 from fl_protocol.secagg.client_stages import CLIENT_TABLE, ClientEvent, ClientStage
-from fl_protocol.secagg.cohort import Cohort
+from fl_protocol.secagg.cohort_view import Cohort
 from fl_protocol.secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg import keys, shamir
-from fl_protocol.secagg.cohort import Cohort, check_threshold, default_threshold
+from fl_protocol.secagg.cohort_view import Cohort, check_threshold, default_threshold
 from fl_protocol.secagg.graph import default_degree
 from fl_protocol.secagg.messages import (
     Abort,

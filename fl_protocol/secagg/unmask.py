@@ -21,7 +21,7 @@ import numpy as np
 
 from fl_protocol.errors import ProtocolError
 from fl_protocol.secagg import keys, shamir
-from fl_protocol.secagg.cohort import Cohort
+from fl_protocol.secagg.cohort_view import Cohort
 from fl_protocol.secagg.prg import MaskExpander, ring_mask
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pytest
 from hardware_tests import bundle_checks, node_checks, system_checks
 from hardware_tests.context import DiagContext, SystemRoots
 from hardware_tests.report import dumps, table, to_json
-from hardware_tests.result import CheckResult, Status, verdict
+from hardware_tests.result import CheckOutcome, CheckResult, verdict
 from hardware_tests.runner import CHECK_NAMES, run_check, run_checks
 
 
@@ -33,13 +33,13 @@ def _meminfo(ctx: DiagContext, total_mb: int, available_mb: int, swap_mb: int) -
 @pytest.mark.parametrize(
     ("total", "available", "swap", "status"),
     [
-        (8192, 6000, 2048, Status.PASS),
-        (8192, 600, 2048, Status.WARN),
-        (2048, 1800, 0, Status.WARN),
-        (8192, 100, 2048, Status.FAIL),
+        (8192, 6000, 2048, CheckOutcome.PASS),
+        (8192, 600, 2048, CheckOutcome.WARN),
+        (2048, 1800, 0, CheckOutcome.WARN),
+        (8192, 100, 2048, CheckOutcome.FAIL),
     ],
 )
-def test_memory(tmp_path: Path, total: int, available: int, swap: int, status: Status) -> None:
+def test_memory(tmp_path: Path, total: int, available: int, swap: int, status: CheckOutcome) -> None:
     ctx = _ctx(tmp_path)
     _meminfo(ctx, total, available, swap)
     result = system_checks.check_memory(ctx)
@@ -51,11 +51,11 @@ def test_memory_gate_comes_from_the_config(tmp_path: Path) -> None:
     config = SimpleNamespace(gates=SimpleNamespace(min_free_memory_mb=4000, max_temp_c=85.0))
     ctx = _ctx(tmp_path, config)
     _meminfo(ctx, 8192, 3000, 2048)
-    assert system_checks.check_memory(ctx).status is Status.FAIL
+    assert system_checks.check_memory(ctx).status is CheckOutcome.FAIL
 
 
 def test_memory_skips_without_meminfo(tmp_path: Path) -> None:
-    assert system_checks.check_memory(_ctx(tmp_path)).status is Status.SKIP
+    assert system_checks.check_memory(_ctx(tmp_path)).status is CheckOutcome.SKIP
 
 
 def _zone(ctx: DiagContext, index: int, kind: str, millideg: str) -> None:
@@ -68,20 +68,20 @@ def _zone(ctx: DiagContext, index: int, kind: str, millideg: str) -> None:
 @pytest.mark.parametrize(
     ("temps", "status"),
     [
-        (["45000", "50500"], Status.PASS),
-        (["45000", "78000"], Status.WARN),
-        (["90000"], Status.FAIL),
-        (["garbage"], Status.SKIP),
-        ([], Status.SKIP),
+        (["45000", "50500"], CheckOutcome.PASS),
+        (["45000", "78000"], CheckOutcome.WARN),
+        (["90000"], CheckOutcome.FAIL),
+        (["garbage"], CheckOutcome.SKIP),
+        ([], CheckOutcome.SKIP),
     ],
 )
-def test_thermal(tmp_path: Path, temps: list[str], status: Status) -> None:
+def test_thermal(tmp_path: Path, temps: list[str], status: CheckOutcome) -> None:
     ctx = _ctx(tmp_path)
     for i, temp in enumerate(temps):
         _zone(ctx, i, f"zone{i}", temp)
     result = system_checks.check_thermal(ctx)
     assert result.status is status, result.reason
-    if status is Status.PASS:
+    if status is CheckOutcome.PASS:
         assert result.details["zones_c"] == {"thermal_zone0:zone0": 45.0, "thermal_zone1:zone1": 50.5}
 
 
@@ -95,12 +95,12 @@ def _governors(ctx: DiagContext, values: list[str]) -> None:
 @pytest.mark.parametrize(
     ("values", "status"),
     [
-        (["schedutil", "schedutil"], Status.PASS),
-        (["performance", "powersave"], Status.WARN),
-        ([], Status.SKIP),
+        (["schedutil", "schedutil"], CheckOutcome.PASS),
+        (["performance", "powersave"], CheckOutcome.WARN),
+        ([], CheckOutcome.SKIP),
     ],
 )
-def test_governor(tmp_path: Path, values: list[str], status: Status) -> None:
+def test_governor(tmp_path: Path, values: list[str], status: CheckOutcome) -> None:
     ctx = _ctx(tmp_path)
     ctx.roots.cpu.mkdir(parents=True)
     (ctx.roots.cpu / "cpufreq").mkdir()  # not a cpuN directory: ignored
@@ -117,36 +117,36 @@ def test_jetson_detected_from_l4t_and_device_tree(tmp_path: Path) -> None:
     (ctx.roots.proc / "device-tree").mkdir()
     (ctx.roots.proc / "device-tree" / "model").write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\0")
     result = system_checks.check_jetson(ctx)
-    assert result.status is Status.PASS
+    assert result.status is CheckOutcome.PASS
     assert result.details == {"l4t_release": "35.4.1", "model": "NVIDIA Jetson Orin Nano Developer Kit"}
 
 
 def test_jetson_skips_elsewhere_and_ignores_other_boards(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
-    assert system_checks.check_jetson(ctx).status is Status.SKIP
+    assert system_checks.check_jetson(ctx).status is CheckOutcome.SKIP
     (ctx.roots.proc / "device-tree").mkdir()
     (ctx.roots.proc / "device-tree" / "model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
     result = system_checks.check_jetson(ctx)
-    assert result.status is Status.SKIP and "not a Jetson" in result.reason
+    assert result.status is CheckOutcome.SKIP and "not a Jetson" in result.reason
 
 
 def test_jetson_without_l4t_file_warns(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     (ctx.roots.proc / "device-tree").mkdir()
     (ctx.roots.proc / "device-tree" / "model").write_bytes(b"NVIDIA Jetson Nano Developer Kit\0")
-    assert system_checks.check_jetson(ctx).status is Status.WARN
+    assert system_checks.check_jetson(ctx).status is CheckOutcome.WARN
 
 
 def test_platform_reads_os_release(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     (ctx.roots.etc / "os-release").write_text('NAME="Ubuntu"\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n')
     result = system_checks.check_platform(ctx)
-    assert result.status is Status.PASS and result.details["os"] == "Ubuntu 22.04.4 LTS"
+    assert result.status is CheckOutcome.PASS and result.details["os"] == "Ubuntu 22.04.4 LTS"
 
 
 def test_python_check_passes_in_this_environment(tmp_path: Path) -> None:
     result = system_checks.check_python(_ctx(tmp_path))
-    assert result.status is Status.PASS and "numpy" in result.details["packages"]
+    assert result.status is CheckOutcome.PASS and "numpy" in result.details["packages"]
 
 
 def test_config_dependent_checks_skip_without_config(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_config_dependent_checks_skip_without_config(tmp_path: Path) -> None:
         bundle_checks.check_benchmark,
     ):
         result = check(ctx)
-        assert result.status is Status.SKIP and result.reason, check.__name__
+        assert result.status is CheckOutcome.SKIP and result.reason, check.__name__
 
 
 def test_bad_config_is_a_failed_check_not_a_crash(tmp_path: Path) -> None:
@@ -171,13 +171,13 @@ def test_bad_config_is_a_failed_check_not_a_crash(tmp_path: Path) -> None:
     path.write_text('[node]\nid = "d1"\nrole = "device"\nfleet = "f"\ngateway = "g1"\n[bogus]\nx = 1\n')
     ctx = DiagContext.from_config_path(path)
     result = node_checks.check_config(ctx)
-    assert result.status is Status.FAIL and "bogus" in result.reason
+    assert result.status is CheckOutcome.FAIL and "bogus" in result.reason
 
 
 def test_disk_thresholds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = SimpleNamespace(device=SimpleNamespace(data_dir=tmp_path / "not" / "yet"))
     ctx = _ctx(tmp_path, config)
-    for free_mb, status in ((50, Status.FAIL), (500, Status.WARN), (5000, Status.PASS)):
+    for free_mb, status in ((50, CheckOutcome.FAIL), (500, CheckOutcome.WARN), (5000, CheckOutcome.PASS)):
         usage = SimpleNamespace(free=free_mb * 2**20, total=10**11, used=0)
         monkeypatch.setattr(system_checks.shutil, "disk_usage", lambda _p, u=usage: u)
         result = system_checks.check_disk(ctx)
@@ -190,19 +190,22 @@ def test_run_check_turns_a_crash_into_a_fail(tmp_path: Path) -> None:
         raise KeyError("boom")
 
     result = run_check("broken", broken, _ctx(tmp_path))
-    assert result.status is Status.FAIL and "KeyError" in result.reason
+    assert result.status is CheckOutcome.FAIL and "KeyError" in result.reason
 
 
 def test_report_json_and_table(tmp_path: Path) -> None:
     results = run_checks(_ctx(tmp_path))
     assert [r.name for r in results] == list(CHECK_NAMES)
-    infinite = CheckResult("ledger", Status.WARN, "spent", {"eps": float("inf")})
+    infinite = CheckResult("ledger", CheckOutcome.WARN, "spent", {"eps": float("inf")})
     report = json.loads(dumps(to_json([*results, infinite], config_path=None, now_s=0.0)))
     assert report["verdict"] == "warn" and report["checks"][-1]["details"]["eps"] == "inf"
     text = table(results)
     assert text.splitlines()[-1].startswith("verdict: ")
-    assert verdict([CheckResult("a", Status.PASS, ""), CheckResult("b", Status.FAIL, "")]) is Status.FAIL
-    assert verdict([CheckResult("a", Status.SKIP, "")]) is Status.PASS
+    assert (
+        verdict([CheckResult("a", CheckOutcome.PASS, ""), CheckResult("b", CheckOutcome.FAIL, "")])
+        is CheckOutcome.FAIL
+    )
+    assert verdict([CheckResult("a", CheckOutcome.SKIP, "")]) is CheckOutcome.PASS
 
 
 def test_reference_batch_matches_export() -> None:

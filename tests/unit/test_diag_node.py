@@ -13,7 +13,7 @@ from edge_runtime.ledger import open_device_ledger, round_ref
 from fedlora.provision.cli import add_arguments, run
 from hardware_tests import diag_cli, node_checks
 from hardware_tests.context import DiagContext
-from hardware_tests.result import Status
+from hardware_tests.result import CheckOutcome
 from tests.kit.tasks import dp_task
 
 _DAY_S = 86400.0
@@ -66,53 +66,53 @@ def _not_after(config_path: Path) -> float:
 
 def test_clock_and_expiry_pass_now(config_path: Path) -> None:
     ctx = _ctx(config_path, dt.datetime.now(dt.timezone.utc).timestamp())
-    assert node_checks.check_config(ctx).status is Status.PASS
-    assert node_checks.check_clock(ctx).status is Status.PASS
+    assert node_checks.check_config(ctx).status is CheckOutcome.PASS
+    assert node_checks.check_clock(ctx).status is CheckOutcome.PASS
     expiry = node_checks.check_cert_expiry(ctx)
-    assert expiry.status is Status.PASS and 99 <= expiry.details["days_left"]["node"] <= 100
+    assert expiry.status is CheckOutcome.PASS and 99 <= expiry.details["days_left"]["node"] <= 100
 
 
 def test_unset_clock_fails(config_path: Path) -> None:
     ctx = _ctx(config_path, dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc).timestamp())
     result = node_checks.check_clock(ctx)
-    assert result.status is Status.FAIL and "before" in result.reason and "NTP" in result.reason
+    assert result.status is CheckOutcome.FAIL and "before" in result.reason and "NTP" in result.reason
 
 
 def test_expiry_window(config_path: Path) -> None:
     end = _not_after(config_path)
     warn = node_checks.check_cert_expiry(_ctx(config_path, end - 10 * _DAY_S))
-    assert warn.status is Status.WARN and "10 days" in warn.reason
+    assert warn.status is CheckOutcome.WARN and "10 days" in warn.reason
     expired = _ctx(config_path, end + _DAY_S)
-    assert node_checks.check_cert_expiry(expired).status is Status.FAIL
-    assert node_checks.check_clock(expired).status is Status.FAIL
+    assert node_checks.check_cert_expiry(expired).status is CheckOutcome.FAIL
+    assert node_checks.check_clock(expired).status is CheckOutcome.FAIL
 
 
 def test_broker_unreachable_fails(config_path: Path) -> None:
     ctx = _ctx(config_path, 0.0)
     ctx.broker_timeout_s = 1.0
     result = node_checks.check_broker(ctx)  # host "g1" does not resolve here
-    assert result.status is Status.FAIL and "cannot reach" in result.reason
+    assert result.status is CheckOutcome.FAIL and "cannot reach" in result.reason
 
 
 def test_ledger_absent_readable_spent_and_corrupt(config_path: Path) -> None:
     ctx = _ctx(config_path, 0.0)
     assert ctx.config is not None
     state = ctx.config.device.state_dir
-    assert node_checks.check_ledger(ctx).status is Status.SKIP
+    assert node_checks.check_ledger(ctx).status is CheckOutcome.SKIP
     ledger = open_device_ledger(state, ctx.config.identity.signing_key_file, ctx.config.tiers)
     task = dp_task(mechanism="gaussian", noise_multiplier=3.0, tier="personal")
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     ok = node_checks.check_ledger(ctx)
-    assert ok.status is Status.PASS and ok.details["tiers"]["personal"]["epsilon_spent"] > 0
+    assert ok.status is CheckOutcome.PASS and ok.details["tiers"]["personal"]["epsilon_spent"] > 0
     task = dp_task(mechanism="none", tier="public", round_id=2)  # no noise: ε is infinite
     ledger.charge(round_ref(task, fleet="demo", cloud_id="cloud"), task)
     spent = node_checks.check_ledger(ctx)
-    assert spent.status is Status.WARN and "public" in spent.reason
+    assert spent.status is CheckOutcome.WARN and "public" in spent.reason
     (state / "ledger.json").write_text("{not json")
-    assert node_checks.check_ledger(ctx).status is Status.FAIL
+    assert node_checks.check_ledger(ctx).status is CheckOutcome.FAIL
     (state / "ledger.json").unlink()  # a deleted ledger is a failure, not "no ledger yet"
     deleted = node_checks.check_ledger(ctx)
-    assert deleted.status is Status.FAIL and "ledger-reset" in deleted.reason
+    assert deleted.status is CheckOutcome.FAIL and "ledger-reset" in deleted.reason
 
 
 def test_cli_exit_codes_and_json(
@@ -157,10 +157,10 @@ def test_ledger_warns_near_a_tier_budget(config_path: Path, tmp_path: Path) -> N
     near = node / "device-near.toml"
     near.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent / 0.998!r}\n")
     result = node_checks.check_ledger(DiagContext.from_config_path(near))
-    assert result.status is Status.WARN and "personal 99.8%" in result.reason
+    assert result.status is CheckOutcome.WARN and "personal 99.8%" in result.reason
     far = node / "device-far.toml"
     far.write_text(base + f"\n[privacy.tiers.personal]\nepsilon_budget = {spent * 2!r}\n")
-    assert node_checks.check_ledger(DiagContext.from_config_path(far)).status is Status.PASS
+    assert node_checks.check_ledger(DiagContext.from_config_path(far)).status is CheckOutcome.PASS
 
 
 def test_diag_finds_the_config_of_its_own_install(tmp_path: Path) -> None:

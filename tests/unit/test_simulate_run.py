@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not a 
 
 from fedlora.cli import main
 from fedlora.demo.workspace import BundleSpec, ensure_bundle
-from fedlora.simulate.cohort import survivor_sum
+from fedlora.simulate.cohort_run import survivor_sum
 from fedlora.simulate.config import SimConfig
 from fedlora.simulate.report import ROUND_KEYS, without_clock_readings
 from fedlora.simulate.run import Simulation, SimulationResult

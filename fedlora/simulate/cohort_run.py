@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aggregator_gateway.gateway.cohort import StageMessage
+from aggregator_gateway.gateway.cohort_driver import StageMessage
 from aggregator_gateway.gateway.rounds import Outgoing, RoundDriver, RoundResult
 from fl_protocol.codec.pipeline import codec_chain_text
 from fl_protocol.errors import ProtocolError
