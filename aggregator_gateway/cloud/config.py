@@ -29,7 +29,7 @@ ROBUST_RULES = ("none", "trimmed_mean", "median", "norm_filter", "krum")
 WEIGHTINGS = ("count", "fair")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageTimeouts:
     """[cloud.stage_timeouts_s]: how long each stage may last, in seconds.
 
@@ -53,7 +53,7 @@ class StageTimeouts:
                 raise ValueError(f"stage timeout {stage.value} must be > 0 seconds, got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CloudSection:
     """[cloud]: the federation's shape and where the cloud keeps its state.
 
@@ -89,7 +89,7 @@ class CloudSection:
             raise ValueError("http_port must be in 0..65535")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingSection:
     """[training]: local training settings sent to devices in every task.
 
@@ -107,16 +107,16 @@ class TrainingSection:
 
     def __post_init__(self) -> None:
         TrainingSettings(
-            self.local_steps,
-            self.batch_size,
-            self.learning_rate,
-            self.weighting,
-            self.qffl_q,
-            self.weight_reference,
+            local_steps=self.local_steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weighting=self.weighting,
+            qffl_q=self.qffl_q,
+            weight_reference=self.weight_reference,
         )  # one set of rules: the wire settings validate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CodecSection:
     """[codec]: update pipeline settings (docs/update-codec.md); seeds and scale are chosen per round."""
 
@@ -127,7 +127,7 @@ class CodecSection:
     error_feedback: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrivacySection:
     """[privacy] (required): DP settings. Give noise_multiplier or target_epsilon (calibrated over
     `rounds`), unless mechanism is 'none'. clip_norm is the devices' L2 clip C."""
@@ -157,7 +157,7 @@ class PrivacySection:
         validate_id(self.tier, "tier")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecAggSection:
     """[secagg]: Shamir threshold fraction and neighbour degree (0: the gateway picks ~2 log2 n);
     mode "secagg" (masking) or "trusted" (no masking, per-device robust rule at the gateway)."""
@@ -171,7 +171,7 @@ class SecAggSection:
             raise ValueError(f"mode must be one of {', '.join(SECAGG_MODES)}, got {self.mode!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OptimizerSection:
     """[optimizer]: server optimizer (Reddi et al. 2021). beta1/beta2/tau apply to fedadam/fedyogi."""
 
@@ -188,7 +188,7 @@ class OptimizerSection:
             raise ValueError("server_lr > 0, beta1 and beta2 in [0, 1) and tau > 0 are required")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AggregationSection:
     """[aggregation]: robust rule across gateways and how partials are weighted.
 
@@ -228,7 +228,7 @@ _SECTIONS: dict[str, type] = {
 _OPTIONAL = {"training", "codec", "secagg", "optimizer", "aggregation"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CloudConfig:
     """Everything `fedlora cloud` reads from cloud.toml; paths already resolved against its directory."""
 

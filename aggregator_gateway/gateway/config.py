@@ -42,7 +42,7 @@ TRUSTED_RULES = ("none", "krum", "trimmed_mean", "median")
 TEST_HOOKS_ENV = "FEDLORA_TEST_HOOKS"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewaySection:
     """[gateway]: cohort, groups, robust rule, persistence. See the module docstring for defaults."""
 
@@ -79,14 +79,14 @@ class GatewaySection:
             raise ValueError("need resume_grace_s >= 0 and tick_interval_s > 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DebugSection:
     """[debug]: test-only hooks, ignored unless FEDLORA_TEST_HOOKS=1."""
 
     unmasked_sums_dir: Path | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     """Everything `fedlora gateway` reads; paths already resolved against the config's directory."""
 
@@ -123,7 +123,9 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     expected = frozenset(gateway.expected_devices) or fleet_devices(ident.fleet_keys_file, node.id)
     if not expected:
         raise ConfigError(f"{path}: gateway {node.id} has no expected devices")
-    return GatewayConfig(node, broker, ident, gateway, debug, expected)
+    return GatewayConfig(
+        node=node, broker=broker, identity=ident, gateway=gateway, debug=debug, expected_devices=expected
+    )
 
 
 def fleet_devices(fleet_keys_file: Path, gateway_id: str) -> frozenset[str]:

@@ -34,7 +34,7 @@ _BACKENDS = ("auto", "ort", "torch")
 _COMPUTE_DEVICES = ("auto", "cpu", "cuda")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeviceSection:
     """[device]: what to train, on which data, where to keep state, whom to trust for tasks."""
 
@@ -67,7 +67,7 @@ class DeviceSection:
         validate_id(self.default_tier, "default_tier")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatesSection:
     """[gates]: local conditions for taking part in a round. A limit of 0 (or 1000 °C) disables it.
 
@@ -87,7 +87,7 @@ class GatesSection:
             raise ValueError("min_free_memory_mb must be >= 0 and min_battery_percent in [0, 100]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DebugSection:
     """[debug]: test hooks that weaken privacy. Refused unless FEDLORA_TEST_HOOKS=1 is set.
 
@@ -102,7 +102,7 @@ class DebugSection:
         return self.plain_updates_dir is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeviceConfig:
     """Everything `fedlora device` needs, with paths already resolved."""
 

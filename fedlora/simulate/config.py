@@ -41,7 +41,7 @@ EXECUTORS = ("local",)  # a Ray executor (issue 10, item 7) is not built yet
 MODELS = ("tiny-llama", "tiny-gpt2", "smollm2-135m")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SimulateSection:
     """[simulate]: the fleet, the rounds and how the uplink is carried.
 
@@ -102,13 +102,19 @@ def _default_privacy() -> PrivacySection:
     return PrivacySection(mechanism="none", clip_norm=2.0, min_survivors=2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SimConfig:
     """Every setting of one simulation (see the module docstring)."""
 
     simulate: SimulateSection = field(default_factory=SimulateSection)
-    training: TrainingSection = field(default_factory=lambda: TrainingSection(10, 8, 5e-3))
-    codec: CodecSection = field(default_factory=lambda: CodecSection(0.5, 12, 20, True, True))
+    training: TrainingSection = field(
+        default_factory=lambda: TrainingSection(local_steps=10, batch_size=8, learning_rate=5e-3)
+    )
+    codec: CodecSection = field(
+        default_factory=lambda: CodecSection(
+            sparsity_fraction=0.5, quant_bits=12, ring_bits=20, rotate=True, error_feedback=True
+        )
+    )
     privacy: PrivacySection = field(default_factory=_default_privacy)
     secagg: SecAggSection = field(default_factory=SecAggSection)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)

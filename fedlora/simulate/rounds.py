@@ -98,7 +98,9 @@ def make_task(
         model_version=round_id - 1,
         model_sha256=vector_sha256(global_vector.astype(np.float32)),
         training=TrainingSettings(
-            config.training.local_steps, config.training.batch_size, config.training.learning_rate
+            local_steps=config.training.local_steps,
+            batch_size=config.training.batch_size,
+            learning_rate=config.training.learning_rate,
         ),
         codec=CodecSettings(
             clip_norm=p.clip_norm,
@@ -111,8 +113,18 @@ def make_task(
             scale=scale,
             error_feedback=c.error_feedback,
         ),
-        dp=DpSettings(p.mechanism, noise_multiplier, p.clip_norm, p.min_survivors, p.delta),
-        secagg=SecAggSettings(config.secagg.threshold_fraction, config.secagg.neighbour_degree, c.ring_bits),
+        dp=DpSettings(
+            mechanism=p.mechanism,
+            noise_multiplier=noise_multiplier,
+            clip_norm=p.clip_norm,
+            min_survivors=p.min_survivors,
+            target_delta=p.delta,
+        ),
+        secagg=SecAggSettings(
+            threshold_fraction=config.secagg.threshold_fraction,
+            neighbour_degree=config.secagg.neighbour_degree,
+            ring_bits=c.ring_bits,
+        ),
         min_cohort=3,
         deadlines_ms={
             s: FAR_DEADLINE_MS for s in ("advertise", "shares", "masked", "consistency", "unmask", "partial")

@@ -18,7 +18,7 @@ MAX_RING_BITS = 32  # ring values live in np.uint32 arrays
 MIN_QUANT_BITS = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CodecSettings:
     """Parameters of the update pipeline.
 

@@ -26,7 +26,7 @@ STATE_FORMAT = "fedlora.dp.accountant"
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GaussianEvent:
     """One release of the Poisson-subsampled Gaussian mechanism (sample_rate 1: no subsampling)."""
 
@@ -40,7 +40,7 @@ class GaussianEvent:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SkellamEvent:
     """One release of the Skellam mechanism in the integer domain, optionally Poisson-subsampled."""
 
@@ -71,7 +71,7 @@ class SkellamEvent:
         return rdp.poisson_subsampled_rdp(curve, sample_rate=self.sample_rate, orders=orders)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DiscreteGaussianEvent:
     """One release of the distributed discrete Gaussian ([KLS21], `rdp.distributed_discrete_gaussian_rdp`):
     at least `min_summands` devices each add N_Z(0, local_stddev²) per coordinate (integer units) to a
@@ -157,7 +157,9 @@ class RdpAccountant:
         """
         _check_positive("noise_multiplier", noise_multiplier)
         _check_rate(sample_rate)
-        self._record(GaussianEvent(float(noise_multiplier), float(sample_rate)), steps)
+        self._record(
+            GaussianEvent(noise_multiplier=float(noise_multiplier), sample_rate=float(sample_rate)), steps
+        )
 
     def step_skellam(
         self,
@@ -173,7 +175,10 @@ class RdpAccountant:
             _check_positive(name, value)
         _check_rate(sample_rate)
         event = SkellamEvent(
-            float(variance), float(l1_sensitivity), float(l2_sensitivity), float(sample_rate)
+            variance=float(variance),
+            l1_sensitivity=float(l1_sensitivity),
+            l2_sensitivity=float(l2_sensitivity),
+            sample_rate=float(sample_rate),
         )
         self._record(event, steps)
 
@@ -186,7 +191,12 @@ class RdpAccountant:
         for name, value in (("min_summands", min_summands), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-        event = DiscreteGaussianEvent(float(local_stddev), int(min_summands), float(l2_sensitivity), int(dim))
+        event = DiscreteGaussianEvent(
+            local_stddev=float(local_stddev),
+            min_summands=int(min_summands),
+            l2_sensitivity=float(l2_sensitivity),
+            dim=int(dim),
+        )
         self._record(event, steps)
 
     def record(self, event: PrivacyEvent, steps: int = 1) -> None:

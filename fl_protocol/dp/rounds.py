@@ -53,9 +53,14 @@ def round_privacy_event(
     central = skellam_central_variance(noise_multiplier=noise_multiplier, clip_norm=clip_norm, scale=scale)
     if mechanism == "skellam":
         l1 = rounded_l1_bound(l2_bound=l2, dim=sparse_length)
-        return SkellamEvent(central, l1, l2, ROUND_SAMPLE_RATE)
+        return SkellamEvent(
+            variance=central, l1_sensitivity=l1, l2_sensitivity=l2, sample_rate=ROUND_SAMPLE_RATE
+        )
     return DiscreteGaussianEvent(
-        math.sqrt(central / min_survivors), int(min_survivors), l2, int(sparse_length)
+        local_stddev=math.sqrt(central / min_survivors),
+        min_summands=int(min_survivors),
+        l2_sensitivity=l2,
+        dim=int(sparse_length),
     )
 
 

@@ -30,7 +30,7 @@ from fl_protocol.errors import ConfigError, PrivacyError
 _POLICY_FIELDS = ("max_clip_norm", "min_noise_multiplier", "epsilon_budget", "delta")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TierPolicy:
     """Privacy rules of one sensitivity tier.
 
@@ -73,13 +73,15 @@ class TierPolicy:
 #: test_dp_tiers.py` checks them): personal 22 (z 3, ε 8, δ 1e-5), health 13 (z 6, ε 3, δ 1e-6);
 #: with a coarse 4-bit codec at k = 4,096, Skellam allows 17 and 10. Twice the noise allows ~4× the rounds.
 DEFAULT_TIERS: tuple[TierPolicy, ...] = (
-    TierPolicy("public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5),
-    TierPolicy("personal", max_clip_norm=1.0, min_noise_multiplier=3.0, epsilon_budget=8.0, delta=1e-5),
-    TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=6.0, epsilon_budget=3.0, delta=1e-6),
+    TierPolicy(
+        name="public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5
+    ),
+    TierPolicy(name="personal", max_clip_norm=1.0, min_noise_multiplier=3.0, epsilon_budget=8.0, delta=1e-5),
+    TierPolicy(name="health", max_clip_norm=0.5, min_noise_multiplier=6.0, epsilon_budget=3.0, delta=1e-6),
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TierConfig:
     """Tier name → policy. `TierConfig()` holds the defaults for 'public', 'personal' and 'health'."""
 
@@ -119,7 +121,7 @@ class TierConfig:
                 if missing:
                     raise ConfigError(f"privacy.tiers.{name}: new tier must set {missing}")
                 policies[name] = TierPolicy(name=name, **dict(table))
-        return cls(policies)
+        return cls(policies=policies)
 
 
 def check_round_against_tier(

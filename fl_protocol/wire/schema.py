@@ -158,7 +158,8 @@ def _spec(field: dataclasses.Field[Any], cls: type) -> FieldSpec:
 class Record:
     """A frozen dataclass declared field by field with `wire(...)`: a settings block, or (as `Message`) a
     wire message. Class keywords: checked ("init" or "decode", see the module docstring), max_bytes (body
-    budget in bytes), eq (False keeps identity equality) and base (an abstract base, left undeclared)."""
+    budget in bytes), eq (False keeps identity equality), kw_only (fields passed by keyword only, as the
+    settings blocks that carry privacy values are) and base (an abstract base, left undeclared)."""
 
     SCHEMA: ClassVar[Schema]
     FIELD_LIMITS: ClassVar[FieldLimits]
@@ -169,13 +170,14 @@ class Record:
         checked: Checked = "init",
         max_bytes: int = DEFAULT_MAX_BYTES,
         eq: bool = True,
+        kw_only: bool = False,
         base: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         if base:  # an abstract base such as Message: no fields, not a dataclass itself
             return
-        dataclasses.dataclass(frozen=True, eq=eq)(cls)
+        dataclasses.dataclass(frozen=True, eq=eq, kw_only=kw_only)(cls)
         cls.SCHEMA = Schema(cls, checked=checked, max_bytes=max_bytes)
         cls.FIELD_LIMITS = cls.SCHEMA.limits
         if eq and cls.SCHEMA.arrays:

@@ -1,8 +1,8 @@
 """Settings blocks carried inside a RoundTask: training, differential privacy, secure aggregation.
 
-Each is a frozen dataclass declared with the wire schema (fl_protocol.wire.schema): checked when built
-(ConfigError naming the field), with `to_fields()` / `from_fields()` for the field codec. Codec settings
-live in fl_protocol.codec.settings. Field tables: docs/wire-format.md.
+Each is a frozen, keyword-only dataclass declared with the wire schema (fl_protocol.wire.schema): checked
+when built (ConfigError naming the field), with `to_fields()` / `from_fields()` for the field codec. Codec
+settings live in fl_protocol.codec.settings. Field tables: docs/wire-format.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SECAGG_MODES = ("secagg", "trusted")
 WEIGHTINGS = frozenset({"uniform", "qffl", "datasize"})
 
 
-class TrainingSettings(Record):
+class TrainingSettings(Record, kw_only=True):
     """Local training of one round: optimizer steps per device, batch size, local learning rate, weighting.
 
     weighting: how a device weighs its update inside the secure sum (docs/update-codec.md, "Weights inside
@@ -42,7 +42,7 @@ class TrainingSettings(Record):
         return self.weighting != "uniform"
 
 
-class DpSettings(Record):
+class DpSettings(Record, kw_only=True):
     """Differential privacy of one round (docs/privacy.md §2-§3).
 
     mechanism: 'skellam', 'gaussian' (discrete Gaussian; both integer shares after the clamp) or 'none'.
@@ -64,7 +64,7 @@ class DpSettings(Record):
             raise ConfigError("noise_multiplier must be 0 exactly when mechanism is 'none'")
 
 
-class SecAggSettings(Record):
+class SecAggSettings(Record, kw_only=True):
     """Secure aggregation (SecAgg+) of one round.
 
     threshold_fraction: Shamir threshold t as a fraction of the neighbourhood size, in (0, 1].

@@ -164,7 +164,20 @@ class Scripted:
         self, round_id: int, *, tier: str = "public", noise: float = 0.3, mode: str = "secagg"
     ) -> RoundTask:
         d = self.vector.shape[0]
-        k = encoded_length(d, CodecSettings(1.0, 0.25, bytes(32), True, bytes(32), 12, 32, 1.0, True))
+        k = encoded_length(
+            d,
+            CodecSettings(
+                clip_norm=1.0,
+                sparsity_fraction=0.25,
+                index_seed=bytes(32),
+                rotate=True,
+                rotation_seed=bytes(32),
+                quant_bits=12,
+                ring_bits=32,
+                scale=1.0,
+                error_feedback=True,
+            ),
+        )
         codec = CodecSettings(
             clip_norm=0.5,
             sparsity_fraction=0.25,
@@ -184,7 +197,9 @@ class Scripted:
             model_sha256=model.model_sha256,
             training=TrainingSettings(local_steps=3, batch_size=2, learning_rate=1e-3),
             codec=codec,
-            dp=DpSettings("skellam", noise, 0.5, 2, 1e-5),
+            dp=DpSettings(
+                mechanism="skellam", noise_multiplier=noise, clip_norm=0.5, min_survivors=2, target_delta=1e-5
+            ),
             secagg=SecAggSettings(threshold_fraction=0.5, neighbour_degree=2, ring_bits=32, mode=mode),
             min_cohort=3,
             deadlines_ms={"masked": now + 60_000, "unmask": now + 90_000},

@@ -127,7 +127,11 @@ def test_defaults_meet_the_devices_and_the_status_page_is_on(tmp_path: Path) -> 
     from edge_runtime.agent.config import DeviceSection
 
     config = _load(tmp_path, BASE)
-    assert config.privacy.tier == DeviceSection(Path("b"), Path("d")).default_tier == "personal"
+    assert (
+        config.privacy.tier
+        == DeviceSection(bundle_dir=Path("b"), data_dir=Path("d")).default_tier
+        == "personal"
+    )
     assert (config.cloud.http_host, config.cloud.http_port) == ("127.0.0.1", 8080)
 
 

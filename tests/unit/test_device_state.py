@@ -72,7 +72,12 @@ def test_codec_has_no_hook_to_add_noise_before_the_clamp() -> None:
 def test_noise_share_per_mechanism(mechanism: str) -> None:
     task = make_task()
     sigma = 0.0 if mechanism == "none" else 1.0
-    task = dataclasses.replace(task, dp=DpSettings(mechanism, sigma, 1.0, 2, 1e-5))
+    task = dataclasses.replace(
+        task,
+        dp=DpSettings(
+            mechanism=mechanism, noise_multiplier=sigma, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+        ),
+    )
     noisy = encode_for_task(
         _delta(),
         residual=None,

@@ -9,7 +9,9 @@ import pytest
 from fl_protocol.dp.tiers import TierConfig, TierPolicy, check_round_against_tier
 from fl_protocol.errors import ConfigError, PrivacyError
 
-HEALTH = TierPolicy("health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6)
+HEALTH = TierPolicy(
+    name="health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6
+)
 
 
 def test_defaults_cover_three_tiers_and_are_ordered() -> None:
@@ -88,7 +90,9 @@ def test_load_from_toml_overrides_and_adds() -> None:
     cfg = TierConfig.from_toml_dict(tomllib.loads(text)["tiers"])
     assert cfg.policy("health").epsilon_budget == 1.5
     assert cfg.policy("health").max_clip_norm == TierConfig().policy("health").max_clip_norm
-    assert cfg.policy("finance") == TierPolicy("finance", 0.3, 1.5, 2.0, 1e-7)
+    assert cfg.policy("finance") == TierPolicy(
+        name="finance", max_clip_norm=0.3, min_noise_multiplier=1.5, epsilon_budget=2.0, delta=1e-7
+    )
     assert cfg.policy("public") == TierConfig().policy("public")
 
 

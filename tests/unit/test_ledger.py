@@ -20,15 +20,15 @@ from fl_protocol.errors import ConfigError, PrivacyError
 from tests.kit.tasks import dp_task
 
 TIERS = TierConfig(
-    {
+    policies={
         "public": TierPolicy(
-            "public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5
+            name="public", max_clip_norm=10.0, min_noise_multiplier=0.0, epsilon_budget=math.inf, delta=1e-5
         ),
         "personal": TierPolicy(
-            "personal", max_clip_norm=1.0, min_noise_multiplier=0.7, epsilon_budget=8.0, delta=1e-5
+            name="personal", max_clip_norm=1.0, min_noise_multiplier=0.7, epsilon_budget=8.0, delta=1e-5
         ),
         "health": TierPolicy(
-            "health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6
+            name="health", max_clip_norm=0.5, min_noise_multiplier=1.0, epsilon_budget=3.0, delta=1e-6
         ),
     }
 )

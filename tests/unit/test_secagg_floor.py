@@ -39,8 +39,16 @@ def _task(
     return round_task(
         1,
         min_cohort=min_cohort,
-        dp=DpSettings("gaussian", 1.0, 1.0, min_survivors, 1e-5),
-        secagg=SecAggSettings(threshold_fraction, degree, ring_bits),
+        dp=DpSettings(
+            mechanism="gaussian",
+            noise_multiplier=1.0,
+            clip_norm=1.0,
+            min_survivors=min_survivors,
+            target_delta=1e-5,
+        ),
+        secagg=SecAggSettings(
+            threshold_fraction=threshold_fraction, neighbour_degree=degree, ring_bits=ring_bits
+        ),
     )
 
 

@@ -23,7 +23,17 @@ from tests.kit.tasks import round_task
 
 
 def _weighted_task() -> object:
-    return round_task(1, training=TrainingSettings(1, 1, 1e-3, "qffl", 2.0, 6.0))
+    return round_task(
+        1,
+        training=TrainingSettings(
+            local_steps=1,
+            batch_size=1,
+            learning_rate=1e-3,
+            weighting="qffl",
+            qffl_q=2.0,
+            weight_reference=6.0,
+        ),
+    )
 
 
 def test_gateway_learns_the_weight_sum_and_the_weighted_vector_sum() -> None:
@@ -59,13 +69,27 @@ def test_gateway_learns_the_weight_sum_and_the_weighted_vector_sum() -> None:
 
 
 def test_device_weight_rules() -> None:
-    qffl = TrainingSettings(1, 1, 1e-3, "qffl", 2.0, 6.0)
+    qffl = TrainingSettings(
+        local_steps=1, batch_size=1, learning_rate=1e-3, weighting="qffl", qffl_q=2.0, weight_reference=6.0
+    )
     assert update_weight(qffl, global_loss=3.0, train_rows=10) == pytest.approx(0.25)  # (3/6)^2
     assert update_weight(qffl, global_loss=9.0, train_rows=10) == 1.0  # capped: bounded sensitivity
     assert update_weight(qffl, global_loss=0.0, train_rows=10) == MIN_WEIGHT
-    size = TrainingSettings(1, 1, 1e-3, "datasize", 1.0, 200.0)
+    size = TrainingSettings(
+        local_steps=1,
+        batch_size=1,
+        learning_rate=1e-3,
+        weighting="datasize",
+        qffl_q=1.0,
+        weight_reference=200.0,
+    )
     assert update_weight(size, global_loss=None, train_rows=50) == pytest.approx(0.25)
-    assert update_weight(TrainingSettings(1, 1, 1e-3), global_loss=3.0, train_rows=50) is None
+    assert (
+        update_weight(
+            TrainingSettings(local_steps=1, batch_size=1, learning_rate=1e-3), global_loss=3.0, train_rows=50
+        )
+        is None
+    )
 
 
 def test_cloud_divides_by_the_weight_sum() -> None:
@@ -81,7 +105,9 @@ def test_tasks_without_weighting_fields_mean_uniform_and_partial_fields_are_refu
 
     old = TrainingSettings.from_fields({"local_steps": 2, "batch_size": 4, "learning_rate": 0.1})
     assert old.weighting == "uniform" and not old.weighted
-    fields = TrainingSettings(2, 4, 0.1, "qffl", 1.0, 5.0).to_fields()
+    fields = TrainingSettings(
+        local_steps=2, batch_size=4, learning_rate=0.1, weighting="qffl", qffl_q=1.0, weight_reference=5.0
+    ).to_fields()
     assert TrainingSettings.from_fields(fields).weighting == "qffl"
     with pytest.raises(ConfigError, match="training settings: field names differ from the format"):
         TrainingSettings.from_fields({k: v for k, v in fields.items() if k != "qffl_q"})
@@ -105,9 +131,17 @@ def test_a_weighted_task_with_dp_cannot_be_built_or_decoded(mechanism: str, weig
     from fl_protocol.wire.task_settings import DpSettings
 
     task = round_task(1)
-    training = TrainingSettings(1, 1, 1e-3, weighting, 2.0, 6.0)
+    training = TrainingSettings(
+        local_steps=1, batch_size=1, learning_rate=1e-3, weighting=weighting, qffl_q=2.0, weight_reference=6.0
+    )
     with pytest.raises(ConfigError, match="weighted rounds"):
-        dataclasses.replace(task, training=training, dp=DpSettings(mechanism, 1.0, 1.0, 2, 1e-5))
+        dataclasses.replace(
+            task,
+            training=training,
+            dp=DpSettings(
+                mechanism=mechanism, noise_multiplier=1.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+            ),
+        )
     fields = _weighted_dp_task_fields()  # what a device or gateway would decode from the wire
     with pytest.raises(ConfigError, match="weighted rounds"):
         RoundTask.from_fields(fields)
@@ -120,7 +154,12 @@ def test_the_issue_leak_cannot_happen_under_dp() -> None:
     from fl_protocol.errors import PrivacyError
     from fl_protocol.wire.task_settings import DpSettings
 
-    dp_task = round_task(1, dp=DpSettings("skellam", 1.0, 1.0, 2, 1e-5))
+    dp_task = round_task(
+        1,
+        dp=DpSettings(
+            mechanism="skellam", noise_multiplier=1.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+        ),
+    )
     with pytest.raises(PrivacyError, match="weight"):
         encode_for_task(
             np.full(dp_task.model_dimension, 0.01),

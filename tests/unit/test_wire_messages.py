@@ -55,7 +55,10 @@ def _messages() -> list[Any]:
         PartialAggregate("gw-1", 5, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         Status("node-1", "training", "", 99),
         Abort(5, "gw", "fewer than t survivors"),
-        wire_task(round_id=5, secagg=SecAggSettings(0.6, 0, 20, mode="trusted")),
+        wire_task(
+            round_id=5,
+            secagg=SecAggSettings(threshold_fraction=0.6, neighbour_degree=0, ring_bits=20, mode="trusted"),
+        ),
         PlainUpdate(5, "node-1", 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),
     ]
 
@@ -107,7 +110,9 @@ def test_body_with_unknown_or_missing_field_is_a_decode_error() -> None:
 def test_round_task_validation() -> None:
     valid: dict[str, Any] = {
         "min_cohort": 8,
-        "dp": DpSettings("skellam", 1.1, 1.0, 6, 1e-5),
+        "dp": DpSettings(
+            mechanism="skellam", noise_multiplier=1.1, clip_norm=1.0, min_survivors=6, target_delta=1e-5
+        ),
         "deadlines_ms": {"unmask": 5000, "advertise": 1000, "masked": 4000},
     }
     task = wire_task(**valid)
@@ -134,31 +139,49 @@ def test_round_task_validation() -> None:
 
 def test_settings_validation() -> None:
     with pytest.raises(ConfigError, match=r"local_steps must be an int in \[1, 1000000\]"):
-        TrainingSettings(0, 8, 1e-3)
+        TrainingSettings(local_steps=0, batch_size=8, learning_rate=1e-3)
     with pytest.raises(ConfigError, match=r"learning_rate must be finite and in \(0\.0, inf\]"):
-        TrainingSettings(1, 8, float("nan"))
+        TrainingSettings(local_steps=1, batch_size=8, learning_rate=float("nan"))
     with pytest.raises(ConfigError, match="mechanism must be one of gaussian, none, skellam"):
-        DpSettings("laplace", 1.0, 1.0, 2, 1e-5)
+        DpSettings(
+            mechanism="laplace", noise_multiplier=1.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+        )
     with pytest.raises(ConfigError, match="noise_multiplier must be 0 exactly when mechanism is 'none'"):
-        DpSettings("none", 1.0, 1.0, 2, 1e-5)  # noise without a mechanism
+        DpSettings(
+            mechanism="none", noise_multiplier=1.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+        )  # noise without a mechanism
     with pytest.raises(ConfigError, match="noise_multiplier must be 0 exactly when mechanism is 'none'"):
-        DpSettings("gaussian", 0.0, 1.0, 2, 1e-5)  # mechanism without noise
+        DpSettings(
+            mechanism="gaussian", noise_multiplier=0.0, clip_norm=1.0, min_survivors=2, target_delta=1e-5
+        )  # mechanism without noise
     with pytest.raises(ConfigError, match="target_delta must be < 1"):
-        DpSettings("gaussian", 1.0, 1.0, 2, 1.0)
+        DpSettings(
+            mechanism="gaussian", noise_multiplier=1.0, clip_norm=1.0, min_survivors=2, target_delta=1.0
+        )
     with pytest.raises(ConfigError, match=r"threshold_fraction must be finite and in \(0\.0, 1\.0\]"):
-        SecAggSettings(0.0, 0, 16)
+        SecAggSettings(threshold_fraction=0.0, neighbour_degree=0, ring_bits=16)
     with pytest.raises(ConfigError, match=r"neighbour_degree must be an int in \[0, 1000000\]"):
-        SecAggSettings(0.5, -1, 16)
+        SecAggSettings(threshold_fraction=0.5, neighbour_degree=-1, ring_bits=16)
     with pytest.raises(ConfigError, match="mode must be one of secagg, trusted"):
-        SecAggSettings(0.5, 0, 16, mode="plain")
-    assert DpSettings("none", 0, 1, 1, 1e-6).noise_multiplier == 0.0
+        SecAggSettings(threshold_fraction=0.5, neighbour_degree=0, ring_bits=16, mode="plain")
+    assert (
+        DpSettings(
+            mechanism="none", noise_multiplier=0, clip_norm=1, min_survivors=1, target_delta=1e-6
+        ).noise_multiplier
+        == 0.0
+    )
 
 
 def test_secagg_mode_defaults_and_decodes_when_absent() -> None:
     """A task from a cloud that predates `mode` decodes as secagg; a trusted task says so."""
-    assert SecAggSettings(0.6, 0, 20).mode == "secagg" and not SecAggSettings(0.6, 0, 20).trusted
+    assert (
+        SecAggSettings(threshold_fraction=0.6, neighbour_degree=0, ring_bits=20).mode == "secagg"
+        and not SecAggSettings(threshold_fraction=0.6, neighbour_degree=0, ring_bits=20).trusted
+    )
     legacy = {"threshold_fraction": 0.6, "neighbour_degree": 0, "ring_bits": 20}
-    assert SecAggSettings.from_fields(legacy) == SecAggSettings(0.6, 0, 20)
+    assert SecAggSettings.from_fields(legacy) == SecAggSettings(
+        threshold_fraction=0.6, neighbour_degree=0, ring_bits=20
+    )
     trusted = SecAggSettings.from_fields({**legacy, "mode": "trusted"})
     assert trusted.trusted and trusted.to_fields()["mode"] == "trusted"
     with pytest.raises(ConfigError, match="sec agg settings: field names differ from the format"):

@@ -82,9 +82,13 @@ def test_budgets_follow_from_the_field_types() -> None:
 
 
 def test_optional_fields_are_absent_all_together_or_present_all_together() -> None:
-    fields = TrainingSettings(2, 4, 0.1, "qffl", 1.0, 5.0).to_fields()
+    fields = TrainingSettings(
+        local_steps=2, batch_size=4, learning_rate=0.1, weighting="qffl", qffl_q=1.0, weight_reference=5.0
+    ).to_fields()
     legacy = {k: fields[k] for k in ("local_steps", "batch_size", "learning_rate")}
-    assert TrainingSettings.from_fields(legacy) == TrainingSettings(2, 4, 0.1)
+    assert TrainingSettings.from_fields(legacy) == TrainingSettings(
+        local_steps=2, batch_size=4, learning_rate=0.1
+    )
     with pytest.raises(ConfigError, match="training settings: field names differ from the format"):
         TrainingSettings.from_fields({**legacy, "weighting": "qffl"})
     assert [spec.name for spec in declared_fields(TrainingSettings) if spec.optional] == [
