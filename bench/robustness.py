@@ -66,7 +66,7 @@ class Federation:
     batch_size: int = 8
     learning_rate: float = 5e-3
     clip_norm: float = 2.0
-    sparsity_fraction: float = 0.5
+    keep_fraction: float = 0.5
     quant_bits: int = 12
     ring_bits: int = 20  # q + ceil(log2 20) = 17 bits suffice for 20 summands; 3 bits spare
     data_seed: int = 0
@@ -111,10 +111,10 @@ def round_seed(seed: int, label: str, round_id: int) -> bytes:
 
 def make_codec(federation: Federation, dimension: int, round_id: int, *, seed: int) -> CodecSettings:
     """The codec the cloud would build (aggregator_gateway/cloud/tasks.py) with this round's seeds."""
-    k = sparse_count(dimension, federation.sparsity_fraction)
+    k = sparse_count(dimension, federation.keep_fraction)
     return CodecSettings(
         clip_norm=federation.clip_norm,
-        sparsity_fraction=federation.sparsity_fraction,
+        keep_fraction=federation.keep_fraction,
         index_seed=round_seed(seed, "index", round_id),
         rotate=True,
         rotation_seed=round_seed(seed, "rotation", round_id),
@@ -160,7 +160,7 @@ def malicious_ring_values(
     round's scale (the q-bit clamp still applies: that is the format), mapped to the ring."""
     x = factor * np.asarray(delta, dtype=np.float64)
     kept = gather(
-        x, index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.sparsity_fraction))
+        x, index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.keep_fraction))
     )
     if settings.rotate:
         kept = rotate(kept, settings.rotation_seed)

@@ -2,7 +2,7 @@
 
     python bench/time_to_target.py [--model tiny-llama|smollm2-135m] [--bundle DIR] [--rounds 5]
         [--devices 8] [--gateways 2] [--fleet-mix lte-m] [--local-steps 4] [--out DIR]
-        [--sparsity-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR]
+        [--keep-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR]
 
 Both presets run through `fedlora simulate` (fedlora/simulate/) with the same model, data shards,
 devices and their network profiles, local steps, learning rate, dropouts and seeds; the modelled local
@@ -181,7 +181,7 @@ def _flags() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="write both reports and loss.png here")
     parser.add_argument("--cache-dir", type=Path, default=None)
     lever = parser.add_argument_group("fedlora preset levers (default: the simulator's defaults)")
-    lever.add_argument("--sparsity-fraction", type=float, default=None)
+    lever.add_argument("--keep-fraction", type=float, default=None)
     lever.add_argument("--quant-bits", type=int, default=None)
     lever.add_argument("--ring-bits", type=int, default=None)
     lever.add_argument("--no-error-feedback", action="store_true")
@@ -195,7 +195,7 @@ def _flags() -> argparse.ArgumentParser:
 def lever_changes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The fedlora preset's overrides from the lever flags."""
     codec = {
-        "sparsity_fraction": args.sparsity_fraction,
+        "keep_fraction": args.keep_fraction,
         "quant_bits": args.quant_bits,
         "ring_bits": args.ring_bits,
     }

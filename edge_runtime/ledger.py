@@ -97,7 +97,7 @@ def task_event(task: RoundTask) -> PrivacyEvent | None:
         clip_norm=task.dp.clip_norm,
         min_survivors=task.dp.min_survivors,
         scale=task.codec.scale,
-        sparse_length=sparse_count(task.model_dimension, task.codec.sparsity_fraction),
+        sparse_length=sparse_count(task.model_dimension, task.codec.keep_fraction),
     )
 
 

@@ -3,13 +3,16 @@
 Every role (device, gateway, cloud) reads a `config.toml` whose `[node]`, `[broker]` and `[identity]`
 sections are written by `fedlora provision`; role-specific sections are declared by each role with
 `section_from_table`. Paths are relative to the config file's directory unless absolute, so a node's
-provisioned directory can be copied anywhere.
+provisioned directory can be copied anywhere. A section that renamed a key lists it in `RENAMED_KEYS`
+(old -> new): the old key is still read for one release, with a deprecation warning in the log
+(docs/operations.md, "Upgrading").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
@@ -27,6 +30,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 devices
     import tomli as tomllib
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SCALARS = (str, int, float, bool)
@@ -76,6 +81,30 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{where}: unsupported config type {annotation}")  # a bug in a section class
 
 
+def renamed_keys(cls: type, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`table` with the deprecated keys of `cls.RENAMED_KEYS` (old name -> new name) under their new names.
+
+    Each old key found logs a deprecation warning naming both keys; a table that gives both the old and
+    the new key raises ConfigError. A class without `RENAMED_KEYS` gets `table` back unchanged (as a dict).
+    """
+    out = dict(table)
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED_KEYS", {})
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"[{where}]: give {new} only ({old} is its deprecated name)")
+        logger.warning(
+            "[%s]: key %s is deprecated and will be removed in the next release; rename it to %s "
+            "(same meaning; docs/operations.md, Upgrading)",
+            where,
+            old,
+            new,
+        )
+        out[new] = out.pop(old)
+    return out
+
+
 def section_from_table(
     cls: type[T], table: Mapping[str, Any] | None, where: str, *, base_dir: Path | None = None
 ) -> T:
@@ -83,9 +112,9 @@ def section_from_table(
 
     Fields without a default are required. Nested dataclass fields are read from sub-tables. With
     `base_dir` (the config file's directory) every relative Path field is resolved against it, so a
-    node's directory can be copied anywhere.
+    node's directory can be copied anywhere. Deprecated key names are read as `renamed_keys` says.
     """
-    table = dict(table or {})
+    table = renamed_keys(cls, table or {}, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - names)

@@ -8,9 +8,10 @@ are checked in `CloudConfig.__post_init__`. See docs/cloud.md for the reference 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fl_protocol.config import (
     BrokerSection,
@@ -118,9 +119,15 @@ class TrainingSection:
 
 @dataclass(frozen=True, kw_only=True)
 class CodecSection:
-    """[codec]: update pipeline settings (docs/update-codec.md); seeds and scale are chosen per round."""
+    """[codec]: update pipeline settings (docs/update-codec.md); seeds and scale are chosen per round.
 
-    sparsity_fraction: float = 1.0
+    keep_fraction: the fraction of coordinates each update keeps (shared random-k; 1 = dense). Its old
+    name `sparsity_fraction` is still read, with a deprecation warning (docs/operations.md, "Upgrading").
+    """
+
+    RENAMED_KEYS: ClassVar[Mapping[str, str]] = {"sparsity_fraction": "keep_fraction"}
+
+    keep_fraction: float = 1.0
     quant_bits: int = 8
     ring_bits: int = 32
     rotate: bool = True

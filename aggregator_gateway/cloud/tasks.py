@@ -27,7 +27,7 @@ class CodecShape:
 
 def codec_shape(config: CloudConfig, dimension: int) -> CodecShape:
     """k = sparse_count(d, f) and s = default_scale(C, q, k, rotate) (the same for every round)."""
-    k = sparse_count(dimension, config.codec.sparsity_fraction)
+    k = sparse_count(dimension, config.codec.keep_fraction)
     scale = default_scale(config.privacy.clip_norm, config.codec.quant_bits, k, rotate=config.codec.rotate)
     return CodecShape(dimension, k, scale)
 
@@ -50,7 +50,7 @@ def build_codec(
     c = config.codec
     return CodecSettings(
         clip_norm=config.privacy.clip_norm,
-        sparsity_fraction=c.sparsity_fraction,
+        keep_fraction=c.keep_fraction,
         index_seed=random_bytes(SEED_BYTES),
         rotate=c.rotate,
         rotation_seed=random_bytes(SEED_BYTES),

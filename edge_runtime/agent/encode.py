@@ -56,7 +56,7 @@ def encode_for_task(
         max_rounded_l2 = rounded_l2_bound(
             clip_norm=dp.clip_norm,
             scale=settings.scale,
-            dim=sparse_count(delta.shape[0], settings.sparsity_fraction),
+            dim=sparse_count(delta.shape[0], settings.keep_fraction),
             beta=ROUNDING_BETA,
         )
         variance = skellam_device_variance(

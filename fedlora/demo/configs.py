@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoSettings:
     """Federation settings the demo sends to every role (the cloud puts them into each task)."""
 
@@ -30,7 +30,7 @@ class DemoSettings:
     min_survivors: int = 2
     delta: float = 1e-5
     tier: str = "public"
-    sparsity_fraction: float = 0.5
+    keep_fraction: float = 0.5  # fraction of coordinates each update keeps (shared random-k)
     quant_bits: int = 12
     ring_bits: int = 20
     server_lr: float = 1.0
@@ -143,7 +143,7 @@ def cloud_config(
         "weight_reference": settings.weight_reference,
     }
     tables["codec"] = {
-        "sparsity_fraction": settings.sparsity_fraction,
+        "keep_fraction": settings.keep_fraction,
         "quant_bits": settings.quant_bits,
         "ring_bits": settings.ring_bits,
         "rotate": True,

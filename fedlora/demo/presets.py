@@ -76,7 +76,7 @@ REAL = DemoPreset(
         "mechanism": "none",
         "noise_multiplier": 0.0,
         "tier": "public",
-        "sparsity_fraction": 1.0,
+        "keep_fraction": 1.0,
         "weight_reference": 3.7,
         "stage_timeouts_s": REAL_TIMEOUTS_S,
         "keepalive_s": 60,

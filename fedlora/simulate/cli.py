@@ -7,9 +7,14 @@ line on stderr, before any training) or a round where every gateway aborted.
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from fl_protocol.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 # flag -> (section, key, type, help)
 FLAGS: dict[str, tuple[str, str, type, str]] = {
@@ -27,7 +32,7 @@ FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--executor": ("simulate", "executor", str, "local (the only one so far)"),
     "--local-steps": ("training", "local_steps", int, "local AdamW steps per round"),
     "--learning-rate": ("training", "learning_rate", float, "device learning rate"),
-    "--sparsity-fraction": ("codec", "sparsity_fraction", float, "shared random-k fraction kept"),
+    "--keep-fraction": ("codec", "keep_fraction", float, "fraction of coordinates kept (shared random-k)"),
     "--quant-bits": ("codec", "quant_bits", int, "quantization bits q"),
     "--ring-bits": ("codec", "ring_bits", int, "SecAgg ring bits b"),
     "--mechanism": ("privacy", "mechanism", str, "skellam | gaussian | none"),
@@ -36,6 +41,8 @@ FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--optimizer": ("optimizer", "name", str, "fedavg | fedadam | fedyogi"),
     "--server-lr": ("optimizer", "server_lr", float, "server learning rate"),
 }
+# deprecated flag -> its new name: read for one release, with a warning (docs/operations.md, "Upgrading")
+RENAMED_FLAGS: dict[str, str] = {"--sparsity-fraction": "--keep-fraction"}
 
 
 # One line in `fedlora --help` and this command's description (fl_transport/command.py).
@@ -47,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="simulate.toml (docs/simulate.md)")
     for flag, (_section, _key, kind, help_text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=help_text)
+    for old, new in RENAMED_FLAGS.items():
+        parser.add_argument(old, type=FLAGS[new][2], default=None, help=f"deprecated name of {new}")
     parser.add_argument("--out", type=Path, default=Path("fedlora-sim"), help="output directory")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="bundle cache (default ~/.cache/fedlora)"
@@ -54,12 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """{section: {key: value}} of the flags that were given."""
+    """{section: {key: value}} of the flags that were given. A deprecated flag (`RENAMED_FLAGS`) counts as
+    its new name, with a warning; giving both raises ConfigError."""
     out: dict[str, dict[str, Any]] = {}
     for flag, (section, key, _kind, _help) in FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, _dest(flag))
         if value is not None:
             out.setdefault(section, {})[key] = value
+    for old, new in RENAMED_FLAGS.items():
+        value = getattr(args, _dest(old))
+        if value is None:
+            continue
+        section, key = FLAGS[new][:2]
+        if key in out.get(section, {}):
+            raise ConfigError(f"give {new} only ({old} is its deprecated name)")
+        logger.warning("%s is deprecated and will be removed in the next release; use %s", old, new)
+        out.setdefault(section, {})[key] = value
     return out
 
 
@@ -92,3 +111,8 @@ def run(args: argparse.Namespace) -> int:
     )
     failed = [r["round"] for r in result.report["rounds"] if r["survivors"] == 0]
     return 1 if failed else 0
+
+
+def _dest(flag: str) -> str:
+    """The argparse attribute of `flag`: `--keep-fraction` -> `keep_fraction`."""
+    return flag.lstrip("-").replace("-", "_")

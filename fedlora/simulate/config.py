@@ -5,7 +5,7 @@ Sections (unknown keys and wrong types are a ConfigError naming the key):
     [simulate]   model, bundle_dir, devices, gateways, rounds, dropout, fleet_mix, deadline_s, seed,
                  uplink ("secagg" | "dense_fp32"), step_s, data_shards, executor, eval_records
     [training]   local_steps, batch_size, learning_rate        (the cloud's [training] section)
-    [codec]      sparsity_fraction, quant_bits, ring_bits, rotate, error_feedback   (the cloud's)
+    [codec]      keep_fraction, quant_bits, ring_bits, rotate, error_feedback       (the cloud's)
     [privacy]    mechanism, clip_norm, noise_multiplier | target_epsilon, min_survivors, delta, tier
     [secagg]     threshold_fraction, neighbour_degree                                (the cloud's)
     [optimizer]  name (fedavg | fedadam | fedyogi), server_lr, beta1, beta2, tau     (the cloud's)
@@ -33,7 +33,7 @@ from aggregator_gateway.cloud.config import (
 from aggregator_gateway.cloud.privacy import check_ring_holds_noise, resolve_noise_multiplier
 from fedlora.simulate.network import FLEET_MIXES
 from fl_protocol.codec.settings import default_scale, sparse_count
-from fl_protocol.config import read_toml, section_from_table
+from fl_protocol.config import read_toml, renamed_keys, section_from_table
 from fl_protocol.errors import ConfigError
 
 UPLINKS = ("secagg", "dense_fp32")
@@ -112,7 +112,7 @@ class SimConfig:
     )
     codec: CodecSection = field(
         default_factory=lambda: CodecSection(
-            sparsity_fraction=0.5, quant_bits=12, ring_bits=20, rotate=True, error_feedback=True
+            keep_fraction=0.5, quant_bits=12, ring_bits=20, rotate=True, error_feedback=True
         )
     )
     privacy: PrivacySection = field(default_factory=_default_privacy)
@@ -129,11 +129,11 @@ class SimConfig:
         base = cls()
         sections: dict[str, Any] = {}
         for name, kind in _SECTIONS.items():
+            where = name if path is None else f"{path}: {name}"
             given = {
-                **raw.get(name, {}),
+                **renamed_keys(kind, raw.get(name, {}), where),
                 **{k: v for k, v in (overrides or {}).get(name, {}).items() if v is not None},
             }
-            where = name if path is None else f"{path}: {name}"
             table = _merged(name, _as_table(getattr(base, name)), given)
             sections[name] = section_from_table(kind, table, where, base_dir=None)
         return cls(**sections)
@@ -203,7 +203,7 @@ class SimConfig:
 
     def codec_shape(self, dimension: int) -> tuple[int, float]:
         """(k, scale) of a d-dimensional model: what the cloud derives (aggregator_gateway.cloud.tasks)."""
-        k = sparse_count(dimension, self.codec.sparsity_fraction)
+        k = sparse_count(dimension, self.codec.keep_fraction)
         return k, default_scale(self.privacy.clip_norm, self.codec.quant_bits, k, rotate=self.codec.rotate)
 
     def noise_multiplier(self, dimension: int) -> float:

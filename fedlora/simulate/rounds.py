@@ -104,7 +104,7 @@ def make_task(
         ),
         codec=CodecSettings(
             clip_norm=p.clip_norm,
-            sparsity_fraction=c.sparsity_fraction,
+            keep_fraction=c.keep_fraction,
             index_seed=_seed_bytes(seed, "index", round_id),
             rotate=c.rotate,
             rotation_seed=_seed_bytes(seed, "rotation", round_id),

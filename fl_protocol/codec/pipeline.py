@@ -21,7 +21,7 @@ from fl_protocol.codec.clip import l2_clip
 from fl_protocol.codec.pack import packed_bytes
 from fl_protocol.codec.quantize import dequantize, from_ring, stochastic_round, to_ring
 from fl_protocol.codec.rotate import rotate, unrotate
-from fl_protocol.codec.settings import CodecSettings, sparse_count
+from fl_protocol.codec.settings import WIRE_KEYS, CodecSettings, sparse_count
 from fl_protocol.codec.sparsify import gather, index_set, off_support, scatter
 from fl_protocol.errors import ConfigError, PrivacyError
 
@@ -107,7 +107,7 @@ def encode_update(
         raise ValueError("integer DP noise needs max_rounded_l2 (the sensitivity the accountant assumes)")
     x = _weighted_input(delta, residual, settings, weight)
     clipped, input_norm = l2_clip(x, settings.clip_norm)
-    indices = index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.sparsity_fraction))
+    indices = index_set(settings.index_seed, x.shape[0], sparse_count(x.shape[0], settings.keep_fraction))
     kept = gather(clipped, indices)
     new_residual = off_support(clipped, indices).astype(np.float32) if settings.error_feedback else None
     if settings.rotate:
@@ -155,7 +155,7 @@ def decode_sum(ring_sum: np.ndarray, *, count: int, settings: CodecSettings, dim
         raise ValueError("count must be >= 1")
     if count * settings.max_quantized >= 1 << (settings.ring_bits - 1):
         raise ConfigError("ring_bits too small for this many summands")
-    k = sparse_count(dimension, settings.sparsity_fraction)
+    k = sparse_count(dimension, settings.keep_fraction)
     values = np.asarray(ring_sum)
     if values.shape != (k,) or values.dtype != np.uint32:
         raise ValueError("ring_sum must be a uint32 array of length k")
@@ -167,7 +167,7 @@ def decode_sum(ring_sum: np.ndarray, *, count: int, settings: CodecSettings, dim
 
 def encoded_length(dimension: int, settings: CodecSettings, *, weighted: bool = False) -> int:
     """Ring values a device sends for a d-dimensional update: k, plus one weight coordinate if weighted."""
-    return sparse_count(dimension, settings.sparsity_fraction) + (1 if weighted else 0)
+    return sparse_count(dimension, settings.keep_fraction) + (1 if weighted else 0)
 
 
 def decode_weighted_sum(
@@ -175,7 +175,7 @@ def decode_weighted_sum(
 ) -> tuple[np.ndarray, float]:
     """Gateway side for weighted updates: (float64 Σ w·Δ of length `dimension`, Σ w)."""
     values = np.asarray(ring_sum)
-    k = sparse_count(dimension, settings.sparsity_fraction)
+    k = sparse_count(dimension, settings.keep_fraction)
     if values.shape != (k + 1,) or values.dtype != np.uint32:
         raise ValueError("ring_sum must be a uint32 array of length k + 1")
     vector_sum = decode_sum(values[:k], count=count, settings=settings, dimension=dimension)
@@ -198,7 +198,8 @@ def codec_chain(settings: CodecSettings) -> list[dict[str, object]]:
     steps: list[dict[str, object]] = [
         {"step": "residual_add", "enabled": settings.error_feedback},
         {"step": "l2_clip", "clip_norm": settings.clip_norm},
-        {"step": "random_k", "sparsity_fraction": settings.sparsity_fraction},
+        # The chain is signed header text: it names the fraction kept by its wire key (WIRE_KEYS).
+        {"step": "random_k", WIRE_KEYS["keep_fraction"]: settings.keep_fraction},
     ]
     if settings.rotate:
         steps.append({"step": "hadamard_rotation"})

@@ -1,7 +1,9 @@
 """Codec settings of one round (docs/update-codec.md): what every device and the gateway must agree on.
 
 The settings travel inside the signed round task; the seeds are public per round (they fix the shared index
-set and rotation), but are still kept out of `repr` and logs by habit.
+set and rotation), but are still kept out of `repr` and logs by habit. On the wire every field keeps its
+name except `keep_fraction`, which travels under its original key `sparsity_fraction` (`WIRE_KEYS`;
+docs/update-codec.md, "Settings and their wire keys").
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ SEED_BYTES = 32
 MIN_RING_BITS = 8
 MAX_RING_BITS = 32  # ring values live in np.uint32 arrays
 MIN_QUANT_BITS = 2
+#: Field name -> wire key, for the fields whose wire key is not their name. `keep_fraction` was first
+#: called `sparsity_fraction` (it is the fraction kept); deployed nodes decode tasks by the old key.
+WIRE_KEYS: dict[str, str] = {"keep_fraction": "sparsity_fraction"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +28,8 @@ class CodecSettings:
     """Parameters of the update pipeline.
 
     clip_norm: L2 bound C of the (residual-corrected) update.
-    sparsity_fraction: f in (0, 1]; k = max(1, round(f * d)) coordinates are kept (1 = dense).
+    keep_fraction: f in (0, 1], the fraction of coordinates kept: k = max(1, round(f * d)) (1 = dense).
+        Wire key `sparsity_fraction` (`WIRE_KEYS`).
     index_seed: 32-byte public seed of the shared random-k index set S.
     rotate: apply the randomized Hadamard rotation to x_S before quantizing.
     rotation_seed: 32-byte public seed of the rotation's sign flips.
@@ -35,7 +41,7 @@ class CodecSettings:
     """
 
     clip_norm: float
-    sparsity_fraction: float
+    keep_fraction: float
     index_seed: bytes = field(repr=False)
     rotate: bool
     rotation_seed: bytes = field(repr=False)
@@ -52,10 +58,10 @@ class CodecSettings:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0")
             object.__setattr__(self, name, float(value))
-        f = self.sparsity_fraction
+        f = self.keep_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
-            raise ConfigError("sparsity_fraction must be in (0, 1]")
-        object.__setattr__(self, "sparsity_fraction", float(f))
+            raise ConfigError("keep_fraction must be in (0, 1]")
+        object.__setattr__(self, "keep_fraction", float(f))
         for name in ("index_seed", "rotation_seed"):
             if not isinstance(getattr(self, name), bytes) or len(getattr(self, name)) != SEED_BYTES:
                 raise ConfigError(f"{name} must be {SEED_BYTES} bytes")
@@ -74,23 +80,24 @@ class CodecSettings:
         return (1 << (self.quant_bits - 1)) - 1
 
     def to_fields(self) -> dict[str, Any]:
-        """Field mapping for the wire (fl_protocol.wire.fields); the inverse of `from_fields`."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Field mapping for the wire (fl_protocol.wire.fields), keyed by wire key (`WIRE_KEYS`); the
+        inverse of `from_fields`."""
+        return {WIRE_KEYS.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_fields(cls, values: dict[str, Any]) -> CodecSettings:
         """Rebuild from `to_fields` output; unknown or missing keys and wrong types are a ConfigError."""
-        names = {f.name for f in fields(cls)}
-        if set(values) != names:
+        by_key = {WIRE_KEYS.get(f.name, f.name): f.name for f in fields(cls)}
+        if set(values) != set(by_key):
             raise ConfigError("codec settings keys differ from the format")
-        return cls(**values)
+        return cls(**{by_key[key]: value for key, value in values.items()})
 
 
-def sparse_count(dimension: int, sparsity_fraction: float) -> int:
+def sparse_count(dimension: int, keep_fraction: float) -> int:
     """k = max(1, round(f * d)), capped at d: how many coordinates the shared index set keeps."""
     if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
         raise ValueError("dimension must be a positive int")
-    return min(dimension, max(1, round(sparsity_fraction * dimension)))
+    return min(dimension, max(1, round(keep_fraction * dimension)))
 
 
 def required_ring_bits(quant_bits: int, max_clients: int, noise_headroom_bits: int) -> int:

@@ -168,7 +168,7 @@ class Scripted:
             d,
             CodecSettings(
                 clip_norm=1.0,
-                sparsity_fraction=0.25,
+                keep_fraction=0.25,
                 index_seed=bytes(32),
                 rotate=True,
                 rotation_seed=bytes(32),
@@ -180,7 +180,7 @@ class Scripted:
         )
         codec = CodecSettings(
             clip_norm=0.5,
-            sparsity_fraction=0.25,
+            keep_fraction=0.25,
             index_seed=os.urandom(32),
             rotate=True,
             rotation_seed=os.urandom(32),

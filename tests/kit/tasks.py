@@ -34,7 +34,7 @@ def codec_settings(
     dimension: int = MODEL_DIMENSION,
     *,
     clip_norm: float = 1.0,
-    sparsity_fraction: float = 0.5,
+    keep_fraction: float = 0.5,
     rotate: bool = True,
     quant_bits: int = 8,
     ring_bits: int = 20,
@@ -44,13 +44,13 @@ def codec_settings(
     rotation_seed: bytes = b"\x03" * 32,
 ) -> CodecSettings:
     """Codec settings for a `dimension`-coordinate model; `scale` None: the cloud's own choice
-    (`default_scale` for the k = sparse_count(dimension, sparsity_fraction) kept coordinates)."""
+    (`default_scale` for the k = sparse_count(dimension, keep_fraction) kept coordinates)."""
     if scale is None:
-        k = sparse_count(dimension, sparsity_fraction)
+        k = sparse_count(dimension, keep_fraction)
         scale = default_scale(clip_norm, quant_bits, k, rotate=rotate)
     return CodecSettings(
         clip_norm=clip_norm,
-        sparsity_fraction=sparsity_fraction,
+        keep_fraction=keep_fraction,
         index_seed=index_seed,
         rotate=rotate,
         rotation_seed=rotation_seed,
@@ -151,7 +151,7 @@ def dp_task(
     codec = codec_settings(
         dimension,
         clip_norm=clip_norm,
-        sparsity_fraction=1.0,
+        keep_fraction=1.0,
         quant_bits=quant_bits,
         ring_bits=32,
         index_seed=bytes((i + seed_byte) % 256 for i in range(32)),

@@ -94,7 +94,7 @@ def test_ring_map_round_trip_on_the_centred_range(ring_bits: int, data: st.DataO
 def _settings(rotate: bool, fraction: float, seed: bytes, k: int, clip_norm: float) -> CodecSettings:
     return CodecSettings(
         clip_norm=clip_norm,
-        sparsity_fraction=fraction,
+        keep_fraction=fraction,
         index_seed=seed,
         rotate=rotate,
         rotation_seed=seed[::-1],

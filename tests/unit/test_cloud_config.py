@@ -148,3 +148,22 @@ def test_cloud_warns_when_its_settings_break_the_tier_policy(tmp_path: Path) -> 
     assert f"min_noise_multiplier {personal.min_noise_multiplier}" in lines[1]
     public = weak + 'tier = "public"\n'
     assert warn_tier_mismatch(_load(tmp_path, public)) == []
+
+
+def test_keep_fraction_reads_its_deprecated_name_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[codec] sparsity_fraction` (the fraction kept, under its old name) still loads for one release."""
+    with caplog.at_level("WARNING", logger="fl_protocol.config"):
+        old = _load(tmp_path, BASE + "\n[codec]\nsparsity_fraction = 0.25\n")
+    assert old.codec.keep_fraction == 0.25
+    assert old == _load(tmp_path, BASE + "\n[codec]\nkeep_fraction = 0.25\n")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "sparsity_fraction is deprecated" in warnings[0] and "rename it to keep_fraction" in warnings[0]
+
+
+def test_keep_fraction_under_both_names_is_refused(tmp_path: Path) -> None:
+    both = BASE + "\n[codec]\nsparsity_fraction = 0.25\nkeep_fraction = 0.5\n"
+    with pytest.raises(ConfigError, match=r"\[codec\]: give keep_fraction only"):
+        _load(tmp_path, both)

@@ -26,7 +26,7 @@ D = 2000
 def settings(**overrides: object) -> CodecSettings:
     values: dict[str, object] = {
         "clip_norm": 1.0,
-        "sparsity_fraction": 0.05,
+        "keep_fraction": 0.05,
         "index_seed": b"\x11" * 32,
         "rotate": False,
         "rotation_seed": b"\x22" * 32,
@@ -131,7 +131,7 @@ def test_sum_of_two_updates_with_rotation() -> None:
 
 
 def test_uplink_bytes_example_of_the_docs() -> None:
-    s = settings(sparsity_fraction=0.01, ring_bits=16, quant_bits=8)
+    s = settings(keep_fraction=0.01, ring_bits=16, quant_bits=8)
     size = uplink_payload_bytes(1_000_000, s)
     assert size.payload_bytes == 10_000 * 16 // 8 == 20_000
     assert size.dense_fp32_bytes == 4_000_000
@@ -152,6 +152,7 @@ def test_codec_chain_is_carried_in_a_frame_header() -> None:
     ]
     text = codec_chain_text(s)
     assert "ring_bits=24" in text and (b"\x11" * 32).hex() not in text
+    assert f"random_k(sparsity_fraction={s.keep_fraction})" in text  # the wire key (WIRE_KEYS)
     FrameHeader("f", 1, "d", 14, 0, text)  # type: ignore[arg-type]
 
 
@@ -166,7 +167,7 @@ def test_conditional_rounding_keeps_the_accounted_l2_bound() -> None:
     k = sparse_count(d, 1.0)
     settings = CodecSettings(
         clip_norm=clip,
-        sparsity_fraction=1.0,
+        keep_fraction=1.0,
         index_seed=b"\x01" * 32,
         rotate=True,
         rotation_seed=b"\x02" * 32,
@@ -202,7 +203,7 @@ def test_weighted_updates_carry_their_weight_inside_the_sum() -> None:
     d, clip = 256, 1.0
     settings = CodecSettings(
         clip_norm=clip,
-        sparsity_fraction=1.0,
+        keep_fraction=1.0,
         index_seed=b"\x03" * 32,
         rotate=False,
         rotation_seed=b"\x04" * 32,

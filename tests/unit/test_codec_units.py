@@ -28,7 +28,7 @@ SEED_B = bytes(range(1, 33))
 def settings(**overrides: object) -> CodecSettings:
     values: dict[str, object] = {
         "clip_norm": 1.0,
-        "sparsity_fraction": 0.1,
+        "keep_fraction": 0.1,
         "index_seed": SEED_A,
         "rotate": False,
         "rotation_seed": SEED_B,
@@ -47,8 +47,8 @@ def test_settings_validation_and_repr_hides_seeds() -> None:
     for bad, message in (
         ({"clip_norm": 0.0}, "clip_norm must be > 0"),
         ({"clip_norm": math.inf}, "clip_norm must be a finite number"),
-        ({"sparsity_fraction": 0.0}, r"sparsity_fraction must be in \(0, 1\]"),
-        ({"sparsity_fraction": 1.5}, r"sparsity_fraction must be in \(0, 1\]"),
+        ({"keep_fraction": 0.0}, r"keep_fraction must be in \(0, 1\]"),
+        ({"keep_fraction": 1.5}, r"keep_fraction must be in \(0, 1\]"),
         ({"index_seed": b"short"}, "index_seed must be 32 bytes"),
         ({"ring_bits": 7}, r"ring_bits must be an int in \[8, 32\]"),
         ({"ring_bits": 33}, r"ring_bits must be an int in \[8, 32\]"),
@@ -61,6 +61,17 @@ def test_settings_validation_and_repr_hides_seeds() -> None:
             settings(**bad)
     with pytest.raises(ConfigError, match="codec settings keys differ from the format"):
         CodecSettings.from_fields({**s.to_fields(), "extra": 1})
+
+
+def test_keep_fraction_travels_under_its_legacy_wire_key() -> None:
+    """The fraction kept keeps the wire key `sparsity_fraction` (docs/wire-format.md, "Legacy key names")."""
+    s = settings(keep_fraction=0.25)
+    wire = s.to_fields()
+    assert wire["sparsity_fraction"] == 0.25 and "keep_fraction" not in wire
+    assert CodecSettings.from_fields(wire) == s
+    renamed = {("keep_fraction" if k == "sparsity_fraction" else k): v for k, v in wire.items()}
+    with pytest.raises(ConfigError, match="keys differ from the format"):
+        CodecSettings.from_fields(renamed)
 
 
 def test_ring_bits_rule() -> None:

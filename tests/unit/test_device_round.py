@@ -33,7 +33,7 @@ def make_task(
     """A small valid task (32-bit ring, no noise)."""
     codec = CodecSettings(
         clip_norm=1.0,
-        sparsity_fraction=1.0,
+        keep_fraction=1.0,
         index_seed=bytes(32),
         rotate=False,
         rotation_seed=bytes(32),

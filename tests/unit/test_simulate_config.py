@@ -78,3 +78,27 @@ def test_fleet_mix_draws_are_reproducible_and_follow_the_shares() -> None:
     assert first == mix.draw(2000, np.random.default_rng(1))
     stragglers = sum(p.name == "lte-m-straggler" for p in first) / 2000
     assert 0.07 < stragglers < 0.13
+
+
+def test_keep_fraction_reads_its_deprecated_name_in_file_and_flag(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[codec] sparsity_fraction` and `--sparsity-fraction` still work for one release, each warned."""
+    import argparse
+
+    from fedlora.simulate.cli import add_arguments, overrides
+
+    path = tmp_path / "sim.toml"
+    path.write_text("[codec]\nsparsity_fraction = 0.25\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with caplog.at_level("WARNING"):
+        from_file = SimConfig.load(path)
+        from_flag = SimConfig.load(None, overrides(parser.parse_args(["--sparsity-fraction", "0.125"])))
+    assert (from_file.codec.keep_fraction, from_flag.codec.keep_fraction) == (0.25, 0.125)
+    warned = " | ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "sparsity_fraction is deprecated" in warned and "--sparsity-fraction is deprecated" in warned
+    flag_wins = SimConfig.load(path, overrides(parser.parse_args(["--keep-fraction", "0.5"])))
+    assert flag_wins.codec.keep_fraction == 0.5
+    with pytest.raises(ConfigError, match="give --keep-fraction only"):
+        overrides(parser.parse_args(["--sparsity-fraction", "0.1", "--keep-fraction", "0.2"]))

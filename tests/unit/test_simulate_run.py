@@ -83,7 +83,7 @@ def test_same_seed_reproduces_the_report(runs: list[SimulationResult]) -> None:
 def test_report_has_the_demo_keys_and_measured_packed_bytes(runs: list[SimulationResult]) -> None:
     report = runs[0].report
     dimension = report["config"]["model_dimension"]
-    k = sparse_count(dimension, report["config"]["codec"]["sparsity_fraction"])
+    k = sparse_count(dimension, report["config"]["codec"]["keep_fraction"])
     packed = packed_bytes(k, report["config"]["codec"]["ring_bits"])
     for row, outcome in zip(report["rounds"], runs[0].rounds, strict=True):
         assert set(ROUND_KEYS) <= set(row)
