@@ -2,9 +2,10 @@
 
 One record per round attempt (a retried round gets a new round id and its own record). Device reports
 (Status details with `round`, `train_loss`, `eval_loss`) usually arrive after the round closed, so the
-log keeps per-device reports and recomputes the round's selected/dropped counts and mean losses whenever
-one arrives. `selected` is the larger of the survivor count and the number of devices that reported the
+log keeps per-device reports and recomputes the round's reported/dropped counts and mean losses whenever
+one arrives. `reported` is the larger of the survivor count and the number of devices that reported the
 round in a Status (state other than `NodeState.SKIPPED`): the cloud never sees the cohorts themselves.
+Records stored before `reported` was renamed from `selected` load unchanged (`RoundRecord.from_dict`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class RoundRecord:
     model_version: int
     state: RecordState = RecordState.RUNNING
     new_version: int | None = None
-    selected: int = 0
+    reported: int = 0
     survivors: int = 0
     dropped: int = 0
     gateways: list[str] = field(default_factory=list)
@@ -65,10 +66,13 @@ class RoundRecord:
     def from_dict(cls, values: dict[str, Any]) -> RoundRecord:
         """Inverse of `to_dict` (unknown keys are dropped: records written by a newer cloud still load).
 
-        Raises ValueError if `state` is not a `RecordState` word.
+        A record stored by an older cloud names `reported` by its old key `selected` (docs/operations.md,
+        "Upgrading"); it is read as `reported`. Raises ValueError if `state` is not a `RecordState` word.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in values.items() if k in names}
+        if "reported" not in known and "selected" in values:
+            known["reported"] = values["selected"]
         if "state" in known:
             known["state"] = RecordState(known["state"])
         return cls(**known)
@@ -80,7 +84,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 class RoundLog:
-    """Round records by round id, plus the device reports that fill in losses and selection counts."""
+    """Round records by round id, plus the device reports that fill in losses and reported counts."""
 
     def __init__(self, records: list[RoundRecord] | None = None) -> None:
         self._records: dict[int, RoundRecord] = {r.round: r for r in records or []}
@@ -116,9 +120,9 @@ class RoundLog:
 
     def _refresh(self, record: RoundRecord) -> None:
         reports = self._reports.get(record.round, {})
-        record.selected = max(record.selected, record.survivors, len(reports))
+        record.reported = max(record.reported, record.survivors, len(reports))
         closed = record.state != RecordState.RUNNING
-        record.dropped = max(0, record.selected - record.survivors) if closed else 0
+        record.dropped = max(0, record.reported - record.survivors) if closed else 0
         for key in ("train_loss", "eval_loss"):
             values = [
                 float(d[key])

@@ -85,7 +85,7 @@ def render_html(snapshot: dict[str, Any]) -> str:
         "round",
         "state",
         "model_version",
-        "selected",
+        "reported",
         "survivors",
         "dropped",
         "train_loss",
@@ -138,7 +138,7 @@ def render_metrics(snapshot: dict[str, Any]) -> str:
         "fedlora_epsilon": ("epsilon spent so far (+Inf without DP)", snapshot.get("epsilon")),
         "fedlora_delta": ("delta of the epsilon", snapshot.get("delta")),
         "fedlora_survivors": ("survivors of the last completed round", last.get("survivors", 0)),
-        "fedlora_selected": ("devices selected in the last completed round", last.get("selected", 0)),
+        "fedlora_reported": ("devices that reported the last completed round", last.get("reported", 0)),
         "fedlora_dropped": ("devices dropped in the last completed round", last.get("dropped", 0)),
         "fedlora_train_loss": ("mean train loss of the last completed round", last.get("train_loss")),
         "fedlora_uplink_bytes_per_device": (

@@ -166,15 +166,16 @@ class Driver:
             self.progress(round_line(record, self.alive_at_task.get(record["round"])))
 
 
-def round_line(r: dict[str, Any], selected: int | None = None) -> str:
-    """One progress line for round record `r`; `selected`: devices up when its task went out."""
+def round_line(r: dict[str, Any], online: int | None = None) -> str:
+    """One progress line for round record `r`; `online`: devices up when its task went out (default: the
+    record's `reported`, the devices that reported the round)."""
     if r.get("state") != "completed":
         return f"round {r['round']}: {r.get('state')} (will be retried from model v{r.get('model_version')})"
     loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.3f}"
     eps = "inf" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
     return (
         f"round {r['round']}: done in {r['seconds']:.1f} s, "
-        f"{r['survivors']}/{selected or r['selected']} devices "
+        f"{r['survivors']}/{online or r['reported']} devices "
         f"survived, train loss {loss}, epsilon {eps} (delta {r['delta']:g}), uplink "
         f"{r['uplink_bytes_per_device']} B/device vs {r['dense_fp32_bytes']} B dense fp32"
     )

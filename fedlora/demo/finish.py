@@ -79,8 +79,9 @@ def finish_demo(
 def _round(
     index: int, r: Mapping[str, Any], losses: Mapping[int, float], alive_at_task: Mapping[int, int]
 ) -> dict[str, Any]:
-    # The cloud never sees cohorts; the demo knows how many devices were up when the task went out.
-    selected = max(alive_at_task.get(r["round"], r["selected"]), r["survivors"])
+    # The cloud never sees cohorts (it counts the devices that reported); the demo knows how many devices
+    # were up when the task went out.
+    online = max(alive_at_task.get(r["round"], r["reported"]), r["survivors"])
     loss = losses[r["new_version"]]
     return {
         **r,
@@ -88,8 +89,8 @@ def _round(
         "round_id": r["round"],
         "eval_loss": loss,
         "eval_perplexity": perplexity(loss),
-        "selected": selected,
-        "dropped": selected - r["survivors"],
+        "online": online,
+        "dropped": online - r["survivors"],
     }
 
 
@@ -154,7 +155,7 @@ def summary_lines(rounds: list[dict[str, Any]], final: Mapping[str, Any]) -> lis
         eps = "inf" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
         lines.append(
             f"v{r['new_version']:<7} {r['eval_loss']:13.4f}  {r['eval_perplexity']:10.2f}  {train:>10}"
-            f"  {r['survivors']:>4}/{r['selected']:<4}  {eps:>7}"
+            f"  {r['survivors']:>4}/{r['online']:<4}  {eps:>7}"
         )
     change = final.get("relative_improvement")
     if change is not None:

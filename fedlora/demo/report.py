@@ -1,6 +1,6 @@
 """The demo's outputs: central evaluation of each global version, report.json and loss.png.
 
-report.json keeps stable keys: config, rounds[] (round, selected, survivors, dropped, train_loss,
+report.json keeps stable keys: config, rounds[] (round, online, survivors, dropped, train_loss,
 eval_loss, eval_perplexity, uplink_bytes_per_device, dense_fp32_bytes, epsilon, delta, seconds), final
 (eval_loss, eval_perplexity, initial_eval_loss, initial_eval_perplexity, epsilon, delta, privacy,
 completions, adapter_dir). Other keys may be added. docs/demo.md explains every number.
@@ -24,7 +24,7 @@ from fl_protocol.manifest import load_manifest
 
 ROUND_KEYS = (
     "round",
-    "selected",
+    "online",
     "survivors",
     "dropped",
     "train_loss",

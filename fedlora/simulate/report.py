@@ -1,6 +1,6 @@
 """`fedlora simulate` outputs: the live per-round table, report.json and the plot.
 
-report.json keeps the demo's stable keys (fedlora/demo/report.py: config, rounds[] with round, selected,
+report.json keeps the demo's stable keys (fedlora/demo/report.py: config, rounds[] with round, online,
 survivors, dropped, train_loss, eval_loss, eval_perplexity, uplink_bytes_per_device, dense_fp32_bytes,
 epsilon, delta,
 seconds; final) and adds the modelled times and byte totals. In a simulation `seconds` is the round's
@@ -48,9 +48,9 @@ def round_row(
     """One round's report entry (stable keys first)."""
     return {
         "round": outcome.round_id,
-        "selected": outcome.selected,
+        "online": outcome.online,
         "survivors": outcome.survivors,
-        "dropped": outcome.selected - outcome.survivors,
+        "dropped": outcome.online - outcome.survivors,
         "train_loss": outcome.train_loss,
         "eval_loss": eval_loss,
         "eval_perplexity": perplexity(eval_loss),
@@ -64,7 +64,7 @@ def round_row(
         "control_bytes_per_device": _mean(outcome.control_frame_bytes),
         "downlink_bytes_per_device": outcome.model_bytes,
         "uplink_bytes_total": sum(outcome.update_frame_bytes) + sum(outcome.control_frame_bytes),
-        "downlink_bytes_total": outcome.model_bytes * outcome.selected,
+        "downlink_bytes_total": outcome.model_bytes * outcome.online,
         "aborted": outcome.aborted,
         "sim_seconds": outcome.seconds,
     }
@@ -115,7 +115,7 @@ def table_row(row: Mapping[str, Any]) -> str:
     """One live-table line."""
     eps = "-" if row["epsilon"] is None else f"{row['epsilon']:.3f}"
     return (
-        f"{row['round']:>5}  {row['survivors']:>2}/{row['selected']:<2} {row['eval_loss']:>9.4f}  "
+        f"{row['round']:>5}  {row['survivors']:>2}/{row['online']:<2} {row['eval_loss']:>9.4f}  "
         f"{row['uplink_bytes_per_device']:>12,}  {row['seconds']:>13.1f}  "
         f"{row['modelled_elapsed_s']:>9.1f}  {eps:>7}"
     )

@@ -71,7 +71,7 @@ class RoundOutcome:
     """Everything measured and modelled in one round (report.json takes the scalar part)."""
 
     round_id: int
-    selected: int
+    online: int  # devices online when the round started: the simulator puts all of them into cohorts
     survivors: int
     train_loss: float | None
     update_frame_bytes: list[int]
@@ -284,7 +284,7 @@ class RoundRunner:
     ) -> RoundOutcome:
         dense = self.config.simulate.uplink == "dense_fp32"
         partials = [p for p in (self._partial(c, round_id, dense) for c in cohorts) if p is not None]
-        selected = sum(len(g) for g in members)
+        online = sum(len(g) for g in members)
         survivors = [name for c in cohorts for name in self._survivors(c, dense)]
         new_vector = np.asarray(global_vector, np.float32)
         if partials:
@@ -301,7 +301,7 @@ class RoundRunner:
         train = [losses[index[n]] for n in survivors if losses.get(index[n]) is not None]
         return RoundOutcome(
             round_id=round_id,
-            selected=selected,
+            online=online,
             survivors=len(survivors),
             train_loss=float(np.mean(train)) if train else None,  # type: ignore[arg-type]
             update_frame_bytes=[c.update_frame_bytes[n] for c in cohorts for n in self._survivors(c, dense)],

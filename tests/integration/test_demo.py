@@ -48,7 +48,7 @@ def test_quick_demo_on_the_tiny_model(tmp_path: Path) -> None:
     assert len(report["rounds"]) == 5
     for record in report["rounds"]:
         assert set(ROUND_KEYS) <= set(record)
-        assert record["survivors"] >= 1 and record["selected"] >= record["survivors"]
+        assert record["survivors"] >= 1 and record["online"] >= record["survivors"]
     assert report["final"]["eval_loss"] < report["final"]["initial_eval_loss"]
     assert report["final"]["eval_perplexity"] == pytest.approx(np.exp(report["final"]["eval_loss"]))
     assert len(report["final"]["completions"]) == 3

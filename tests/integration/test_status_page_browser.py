@@ -24,7 +24,7 @@ def _snapshot() -> dict[str, Any]:
             "round": r,
             "state": "completed",
             "model_version": r - 1,
-            "selected": 4,
+            "reported": 4,
             "survivors": 3,
             "dropped": 1,
             "train_loss": 4.0 - 0.3 * r,

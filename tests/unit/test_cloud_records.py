@@ -29,8 +29,17 @@ def test_dropped_counts_only_once_the_round_closed() -> None:
     log = RoundLog([record])
     for device in ("d1", "d2", "d3"):
         log.device_report(device, "uploaded", {"round": 1, "train_loss": 2.0})
-    assert (record.selected, record.dropped, record.train_loss) == (3, 0, 2.0)
-    assert log.device_report("d4", "skipped", {"round": 1}) is None  # a sit-out is not a selection
+    assert (record.reported, record.dropped, record.train_loss) == (3, 0, 2.0)
+    assert log.device_report("d4", "skipped", {"round": 1}) is None  # a sit-out does not count as reported
     record.state, record.survivors = RecordState.FAILED, 1
     log.close(record)
-    assert (record.selected, record.dropped) == (3, 2) and log.completed() == []
+    assert (record.reported, record.dropped) == (3, 2) and log.completed() == []
+
+
+def test_a_record_stored_before_the_rename_reads_selected_as_reported() -> None:
+    """Stores written before `selected` became `reported` (docs/operations.md, "Upgrading") still load."""
+    stored = RoundRecord(round=2, model_version=1, reported=5, survivors=4, dropped=1).to_dict()
+    old = {("selected" if k == "reported" else k): v for k, v in stored.items()}
+    assert "reported" not in old and "selected" not in stored
+    assert RoundRecord.from_dict(old).reported == 5
+    assert RoundRecord.from_dict({**stored, "selected": 9}).reported == 5  # the new key wins

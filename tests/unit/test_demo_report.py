@@ -88,7 +88,7 @@ def test_summary_lists_every_version_privacy_and_completions() -> None:
             "eval_perplexity": math.exp(3.5 - 0.1 * v),
             "train_loss": 3.4,
             "survivors": 3,
-            "selected": 4,
+            "online": 4,
             "epsilon": None,
         }
         for v in (1, 2, 3)

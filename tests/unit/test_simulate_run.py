@@ -65,7 +65,7 @@ def test_gateway_sums_equal_the_survivors_quantized_updates(runs: list[Simulatio
     ring_bits = SimConfig.load(None, MUST_SHOW).codec.ring_bits
     assert len(result.rounds) == 2
     for outcome in result.rounds:
-        assert (outcome.selected, outcome.survivors) == (6, 4)  # round(0.3 · 3) = 1 vanishes per gateway
+        assert (outcome.online, outcome.survivors) == (6, 4)  # round(0.3 · 3) = 1 vanishes per gateway
         for cohort in outcome.cohorts:
             assert cohort.ring_sum is not None and len(cohort.survivors) == 2
             assert set(cohort.masked_inputs) == set(cohort.survivors)
