@@ -3,7 +3,8 @@
 Sections (unknown keys and wrong types are a ConfigError naming the key):
 
     [simulate]   model, bundle_dir, devices, gateways, rounds, dropout, fleet_mix, deadline_s, seed,
-                 uplink ("secagg" | "dense_fp32"), step_s, data_shards, executor, eval_records
+                 uplink ("secagg" | "dense_fp32"), step_s, data_shards, executor ("local" | "ray"),
+                 ray_address, ray_workers, eval_records
     [training]   local_steps, batch_size, learning_rate        (the cloud's [training] section)
     [codec]      keep_fraction, quant_bits, ring_bits, rotate, error_feedback       (the cloud's)
     [privacy]    mechanism, clip_norm, noise_multiplier | target_epsilon, min_survivors, delta, tier
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,9 @@ from fl_protocol.config import read_toml, renamed_keys, section_from_table
 from fl_protocol.errors import ConfigError
 
 UPLINKS = ("secagg", "dense_fp32")
-EXECUTORS = ("local",)  # a Ray executor (issue 10, item 7) is not built yet
+EXECUTORS = ("local", "ray")
 MODELS = ("tiny-llama", "tiny-gpt2", "smollm2-135m")
+_HOST_PORT = re.compile(r"[\w.\-\[\]:]+:\d{1,5}")  # a Ray head's GCS address: host or IP, then the port
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +54,10 @@ class SimulateSection:
     vanish before uploading (round(dropout · n) per gateway and round). deadline_s: devices whose modelled
     time exceeds it drop (0 = the round waits for everyone). step_s: modelled seconds of one local step on
     the reference device (0 = measure it on this machine before round 1). data_shards: how many distinct
-    non-IID shards the devices share (0 = one per device, capped by the corpus).
+    non-IID shards the devices share (0 = one per device, capped by the corpus). executor: "local" (one
+    trainer in this process) or "ray" (Ray actors, fedlora/simulate/ray_executor.py); ray_address: "" (a
+    local Ray instance for the run), "auto" or "HOST:PORT" of a running cluster; ray_workers: actors,
+    one trainer each (0 = one per CPU of the cluster). The ray_* keys apply to the "ray" executor only.
     """
 
     model: str = "tiny-llama"
@@ -67,6 +73,8 @@ class SimulateSection:
     step_s: float = 0.0
     data_shards: int = 0
     executor: str = "local"
+    ray_address: str = ""
+    ray_workers: int = 0
     eval_records: int = 64
 
     def __post_init__(self) -> None:
@@ -84,6 +92,12 @@ class SimulateSection:
             raise ValueError(f"uplink must be one of {', '.join(UPLINKS)}, got {self.uplink!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.ray_workers < 0:
+            raise ValueError(f"ray_workers must be >= 0, got {self.ray_workers}")
+        if self.ray_address not in ("", "auto") and not _HOST_PORT.fullmatch(self.ray_address):
+            raise ValueError(f"ray_address must be 'auto' or HOST:PORT, got {self.ray_address!r}")
+        if self.executor != "ray" and (self.ray_address or self.ray_workers):
+            raise ValueError("ray_address and ray_workers apply to executor 'ray' only")
 
 
 _SECTIONS: dict[str, type] = {
@@ -155,8 +169,12 @@ class SimConfig:
         return max(2, math.ceil(fraction * cohort))
 
     def check_static(self) -> None:
-        """Rules that need no model: fleet mix, cohort versus SecAgg threshold, baseline settings."""
+        """Rules that need no model: executor installed, fleet mix, cohort vs. SecAgg threshold, baseline."""
         s = self.simulate
+        if s.executor == "ray":
+            from fedlora.simulate.ray_executor import check_ray_installed
+
+            check_ray_installed()
         if s.fleet_mix not in FLEET_MIXES:
             raise ConfigError(f"unknown fleet mix {s.fleet_mix!r}; known: {', '.join(sorted(FLEET_MIXES))}")
         if self.training.weighting != "uniform":

@@ -9,6 +9,7 @@ Every check that can fail on the configuration runs before the bundle is exporte
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -24,7 +25,7 @@ from aggregator_gateway.cloud.config import OptimizerSection
 from aggregator_gateway.cloud.optimizer import make_optimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant
 from fedlora.demo.workspace import BundleSpec, ensure_bundle, prepare_data
-from fedlora.simulate.config import SimConfig
+from fedlora.simulate.config import SimConfig, SimulateSection
 from fedlora.simulate.executor import Executor, LocalExecutor
 from fedlora.simulate.network import FLEET_MIXES
 from fedlora.simulate.report import build_report
@@ -95,7 +96,7 @@ class Simulation:
         shards = min(s.data_shards or s.devices, s.devices, MAX_SHARDS)
         data = prepare_data(work_dir / "data", num_devices=shards, seed=s.seed)
         eval_records = data.eval_records[: s.eval_records]
-        factory = executor_factory or _executor_factory(s.executor)
+        factory = executor_factory or _executor_factory(s)
         self.executor = factory(self.bundle_dir, data.device_dirs, eval_records, s.devices)
         self.dimension = dimension
 
@@ -157,7 +158,10 @@ def _fields(section: Any) -> dict[str, Any]:
     return {name: getattr(section, name) for name in section.__dataclass_fields__}
 
 
-def _executor_factory(name: str) -> Callable[..., Executor]:
-    if name != "local":
-        raise ConfigError(f"executor {name!r} is not available; use 'local'")
+def _executor_factory(s: SimulateSection) -> Callable[..., Executor]:
+    """The configured executor's constructor (ray imported only when asked for)."""
+    if s.executor == "ray":
+        from fedlora.simulate.ray_executor import RayExecutor
+
+        return functools.partial(RayExecutor, address=s.ray_address, workers=s.ray_workers)
     return LocalExecutor
