@@ -34,7 +34,13 @@ from aggregator_gateway.cloud.config import (
 )
 from aggregator_gateway.cloud.privacy import check_ring_holds_noise, resolve_noise_multiplier
 from fedlora.simulate.network import FLEET_MIXES
-from fl_protocol.codec.settings import default_scale, sparse_count
+from fl_protocol.codec.settings import (
+    AUTO_RING_BITS,
+    MAX_RING_BITS,
+    MIN_RING_BITS,
+    default_scale,
+    sparse_count,
+)
 from fl_protocol.config import read_toml, renamed_keys, section_from_table
 from fl_protocol.errors import ConfigError
 
@@ -124,9 +130,10 @@ class SimConfig:
     training: TrainingSection = field(
         default_factory=lambda: TrainingSection(local_steps=10, batch_size=8, learning_rate=5e-3)
     )
+    # keep 100%, rotation, 7-bit values in the smallest ring that holds the sum (docs/benchmarks.md)
     codec: CodecSection = field(
         default_factory=lambda: CodecSection(
-            keep_fraction=0.5, quant_bits=12, ring_bits=20, rotate=True, error_feedback=True
+            keep_fraction=1.0, quant_bits=7, ring_bits=AUTO_RING_BITS, rotate=True, error_feedback=True
         )
     )
     privacy: PrivacySection = field(default_factory=_default_privacy)
@@ -201,7 +208,29 @@ class SimConfig:
         """`check_static` plus the ring width for a model of `dimension` trainable values."""
         self.check_static()
         if self.simulate.uplink != "dense_fp32":
-            self._check_ring(max(self.cohort_sizes), dimension)
+            self.with_ring_for(dimension)._check_ring(max(self.cohort_sizes), dimension)
+
+    def with_ring_for(self, dimension: int) -> SimConfig:
+        """This configuration with [codec].ring_bits = 0 ("auto") replaced by the smallest ring in
+        [max(8, q), 32] that the cloud's ring check accepts for the largest cohort (ConfigError if none);
+        the dense_fp32 baseline has no ring and is returned unchanged.
+
+        The smallest ring sends the fewest bytes: masked values travel bit-packed at the ring width
+        (docs/update-codec.md). An explicit ring_bits is returned unchanged.
+        """
+        if self.codec.ring_bits != AUTO_RING_BITS or self.simulate.uplink == "dense_fp32":
+            return self
+        for bits in range(max(MIN_RING_BITS, self.codec.quant_bits), MAX_RING_BITS + 1):
+            candidate = self.with_changes(codec={"ring_bits": bits})
+            try:
+                candidate._check_ring(max(self.cohort_sizes), dimension)
+            except ConfigError:
+                continue
+            return candidate
+        raise ConfigError(
+            f"no ring of at most {MAX_RING_BITS} bits holds {max(self.cohort_sizes)} devices' "
+            f"{self.codec.quant_bits}-bit values plus the DP noise: lower quant_bits or the noise"
+        )
 
     def _check_ring(self, cohort: int, dimension: int) -> None:
         """The cloud's own rule (aggregator_gateway.cloud.privacy.check_ring_holds_noise) for this cohort."""

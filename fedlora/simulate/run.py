@@ -88,10 +88,11 @@ class Simulation:
         executor_factory: Callable[..., Executor] | None = None,
     ) -> None:
         config.check_static()
-        self.config, self.progress = config, progress
+        self.progress = progress
         self.bundle_dir = resolve_bundle(config, cache_dir, progress)
         dimension = load_manifest(self.bundle_dir).total_length
         config.check(dimension)
+        config = self.config = config.with_ring_for(dimension)
         s = config.simulate
         shards = min(s.data_shards or s.devices, s.devices, MAX_SHARDS)
         data = prepare_data(work_dir / "data", num_devices=shards, seed=s.seed)
@@ -123,6 +124,8 @@ class Simulation:
         rounds: list[RoundOutcome] = []
         rows: list[dict[str, Any]] = []
         for round_id in range(1, s.rounds + 1):
+            if s.uplink != "dense_fp32":  # the frame of this round's global vector (zstd shrinks zeros)
+                runner.model_bytes = model_frame_bytes(vector)
             outcome = runner.play(round_id, vector)
             vector = outcome.new_vector
             eval_losses.append(self.executor.evaluate(vector))

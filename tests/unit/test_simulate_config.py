@@ -17,7 +17,7 @@ def test_toml_and_flags_merge_flags_win(tmp_path: Path) -> None:
     path.write_text('[simulate]\ndevices = 12\nfleet_mix = "wifi"\n[codec]\nquant_bits = 8\n')
     config = SimConfig.load(path, {"simulate": {"devices": 9, "gateways": None}})
     assert (config.simulate.devices, config.simulate.fleet_mix, config.codec.quant_bits) == (9, "wifi", 8)
-    assert config.codec.ring_bits == 20 and config.privacy.mechanism == "none"  # the simulator's defaults
+    assert config.codec.ring_bits == 0 and config.privacy.mechanism == "none"  # the simulator's defaults
 
 
 @pytest.mark.parametrize(
@@ -59,6 +59,23 @@ def test_ring_check_counts_the_noise() -> None:
     noisy = quiet.with_changes(privacy={"mechanism": "skellam", "noise_multiplier": 0.5})
     with pytest.raises(ConfigError, match="bits of DP noise"):
         noisy.check(3584)
+
+
+def test_auto_ring_is_the_smallest_the_cloud_accepts() -> None:
+    auto = SimConfig.load(None, {"codec": {"quant_bits": 7, "ring_bits": 0}, "simulate": {"devices": 8}})
+    assert auto.with_ring_for(3584).codec.ring_bits == 9  # 2 gateways of 4: 7 + log2(4) bits
+    auto.check(3584)
+    big = auto.with_changes(simulate={"devices": 200, "gateways": 2})
+    assert big.with_ring_for(3584).codec.ring_bits == 14  # cohorts of 100: 7 + 7 bits
+    noisy = auto.with_changes(privacy={"mechanism": "skellam", "noise_multiplier": 0.5})
+    assert noisy.with_ring_for(3584).codec.ring_bits > 9  # the noise needs headroom on top
+    fixed = auto.with_changes(codec={"ring_bits": 20})
+    assert fixed.with_ring_for(3584) is fixed
+    loud = auto.with_changes(
+        codec={"quant_bits": 30}, privacy={"mechanism": "skellam", "noise_multiplier": 5.0}
+    )
+    with pytest.raises(ConfigError, match="no ring of at most 32 bits"):
+        loud.check(3584)
 
 
 def test_device_time_adds_protocol_download_compute_and_upload() -> None:
