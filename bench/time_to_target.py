@@ -3,6 +3,7 @@
     python bench/time_to_target.py [--model tiny-llama|smollm2-135m] [--bundle DIR] [--rounds 5]
         [--devices 8] [--gateways 2] [--fleet-mix lte-m] [--local-steps 4] [--out DIR]
         [--keep-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR]
+        [--fedlora-bundle DIR] [--baseline-report FILE] [--fedlora-report FILE]
 
 Both presets run through `fedlora simulate` (fedlora/simulate/) with the same model, data shards,
 devices and their network profiles, local steps, learning rate, dropouts and seeds; the modelled local
@@ -19,6 +20,12 @@ Target = the held-out loss the baseline reaches after 90% of its total improveme
 Printed per preset: rounds to target, modelled wall-clock to target, its compute-only bound (the same
 rounds with infinite bandwidth and zero latency), uplink bytes per device and round (measured frames),
 total uplink and downlink bytes, final held-out loss, ε; then fedlora's ratios to the baseline.
+
+--fedlora-bundle gives fedlora's preset its own bundle of the same base model (e.g. an FFA-LoRA export,
+`fedlora export --ffa`: only B trains and travels); the baseline keeps standard LoRA. --baseline-report
+and --fedlora-report reuse a preset's report.json written by an earlier run (--out) with the same
+settings and step_s, so trying levers does not retrain the baseline; a report with other settings is
+refused.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedlora.demo.workspace import default_cache_dir  # noqa: E402
 from fedlora.simulate.config import SimConfig  # noqa: E402
-from fedlora.simulate.report import plot, write_report  # noqa: E402
+from fedlora.simulate.report import config_dict, plot, write_report  # noqa: E402
 from fedlora.simulate.run import Simulation  # noqa: E402
+from fl_protocol.manifest import load_manifest  # noqa: E402
 
 TARGET_FRACTION = 0.9
 
@@ -138,13 +146,49 @@ def table(summaries: list[Summary], target: float) -> str:
     return "\n".join(lines)
 
 
+def check_same_base(baseline_bundle: Path, fedlora_bundle: Path) -> None:
+    """Refuse a fedlora bundle of another base model than the baseline's (BundleError / ValueError)."""
+    base, ours = (load_manifest(b, verify=False).raw["model"] for b in (baseline_bundle, fedlora_bundle))
+    if base["base_weights_sha256"] != ours["base_weights_sha256"]:
+        raise ValueError(
+            f"--fedlora-bundle {fedlora_bundle} has other base weights than {baseline_bundle}: "
+            "export both from the same model"
+        )
+
+
+def reused_report(name: str, path: Path, config: SimConfig) -> dict[str, Any]:
+    """A saved report.json of preset `name`, if it was made with `config` (ValueError otherwise).
+
+    Its step_s must equal the configured one (set --step-s to the saved run's value). The baseline's
+    [codec] and [secagg] sections are not compared (the dense_fp32 baseline uses neither); fedlora's
+    ring_bits = 0 ("auto") is compared as resolved for the saved model dimension.
+    """
+    report: dict[str, Any] = json.loads(Path(path).read_text())
+    saved = report["config"]
+    dimension = saved["model_dimension"]
+    config = config.with_ring_for(dimension)
+    expected = config_dict(config, dimension=dimension, step_s=config.simulate.step_s)
+    ignored = ("codec", "secagg") if config.simulate.uplink == "dense_fp32" else ()
+    differs = sorted(k for k, v in expected.items() if k not in ignored and saved.get(k) != v)
+    if differs:
+        raise ValueError(f"--{name}-report {path} was made with other settings ({', '.join(differs)})")
+    return report
+
+
 def run_presets(
-    configs: dict[str, SimConfig], *, work_dir: Path, cache_dir: Path, progress: Any = print
+    configs: dict[str, SimConfig],
+    *,
+    work_dir: Path,
+    cache_dir: Path,
+    progress: Any = print,
+    reports: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each preset; the first one measures the local step time, the others reuse it."""
-    reports: dict[str, dict[str, Any]] = {}
-    step_s = 0.0
+    """Run each preset not already in `reports`; the first measures the step time, the others reuse it."""
+    reports = dict(reports or {})
+    step_s = next((r["config"]["step_s"] for r in reports.values()), 0.0)
     for name, config in configs.items():
+        if name in reports:
+            continue
         if step_s:
             config = config.with_changes(simulate={"step_s": step_s})
         progress(f"running preset {name} ...")
@@ -159,7 +203,7 @@ def run_presets(
             sim.close()
         step_s = report["config"]["step_s"]
         reports[name] = report
-    return reports
+    return {name: reports[name] for name in configs}
 
 
 def _flags() -> argparse.ArgumentParser:
@@ -180,15 +224,26 @@ def _flags() -> argparse.ArgumentParser:
     parser.add_argument("--eval-records", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="write both reports and loss.png here")
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-report",
+        type=Path,
+        default=None,
+        help="reuse this baseline.json (same settings, --step-s)",
+    )
+    parser.add_argument(
+        "--fedlora-report", type=Path, default=None, help="reuse this fedlora.json (same settings, --step-s)"
+    )
     lever = parser.add_argument_group("fedlora preset levers (default: the simulator's defaults)")
     lever.add_argument("--keep-fraction", type=float, default=None)
     lever.add_argument("--quant-bits", type=int, default=None)
     lever.add_argument("--ring-bits", type=int, default=None)
     lever.add_argument("--no-error-feedback", action="store_true")
+    lever.add_argument("--clip-norm", type=float, default=None, help="C: bounds the quantization scale")
     lever.add_argument("--optimizer", default=None, help="fedavg | fedadam | fedyogi")
     lever.add_argument("--server-lr", type=float, default=None)
     lever.add_argument("--fedlora-local-steps", type=int, default=None)
     lever.add_argument("--deadline-s", type=float, default=None)
+    lever.add_argument("--fedlora-bundle", type=Path, default=None, help="e.g. an FFA-LoRA export")
     return parser
 
 
@@ -203,16 +258,19 @@ def lever_changes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         codec["error_feedback"] = False
     changes: dict[str, dict[str, Any]] = {
         "codec": codec,
+        "privacy": {"clip_norm": args.clip_norm},
         "optimizer": {"name": args.optimizer, "server_lr": args.server_lr},
         "training": {"local_steps": args.fedlora_local_steps},
-        "simulate": {"deadline_s": args.deadline_s},
+        "simulate": {
+            "deadline_s": args.deadline_s,
+            "bundle_dir": None if args.fedlora_bundle is None else str(args.fedlora_bundle),
+        },
     }
     return {n: {k: v for k, v in t.items() if v is not None} for n, t in changes.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run both presets and print the comparison table."""
-    args = _flags().parse_args(argv)
+def build_configs(args: argparse.Namespace) -> dict[str, SimConfig]:
+    """Both presets from the flags (the shared settings plus fedlora's levers), statically checked."""
     shared = {
         "simulate": {
             "model": args.model,
@@ -235,8 +293,21 @@ def main(argv: list[str] | None = None) -> int:
     configs = presets(SimConfig.load(args.config, shared), lever_changes(args))
     for config in configs.values():
         config.check_static()
+    if args.fedlora_bundle is not None and args.bundle is not None:
+        check_same_base(args.bundle, args.fedlora_bundle)
+    return configs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both presets (or reuse saved reports) and print the comparison table."""
+    args = _flags().parse_args(argv)
+    configs = build_configs(args)
+    given = {"baseline": args.baseline_report, "fedlora": args.fedlora_report}
+    saved = {n: reused_report(n, path, configs[n]) for n, path in given.items() if path is not None}
     with tempfile.TemporaryDirectory(prefix="fedlora-ttt-") as tmp:
-        reports = run_presets(configs, work_dir=Path(tmp), cache_dir=args.cache_dir or default_cache_dir())
+        reports = run_presets(
+            configs, work_dir=Path(tmp), cache_dir=args.cache_dir or default_cache_dir(), reports=saved
+        )
     target = target_loss(reports["baseline"])
     summaries = [summarize(name, report, target) for name, report in reports.items()]
     load = os.getloadavg()
@@ -251,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fedlora preset: codec {json.dumps(fed['codec'])}, optimizer {json.dumps(fed['optimizer'])}, "
         f"local_steps {fed['training']['local_steps']}, deadline_s {fed['simulate']['deadline_s']}, "
+        f"clip_norm {fed['privacy']['clip_norm']}, bundle {fed['simulate']['bundle_dir'] or args.model}, "
         "privacy: none in both presets (same setting)"
     )
     print(table(summaries, target))

@@ -4,6 +4,7 @@ both presets and the ratios."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -61,3 +62,31 @@ def test_presets_share_everything_but_the_uplink_path() -> None:
     assert baseline.training == fedlora.training and fedlora.codec.quant_bits == 8
     for name in ("devices", "gateways", "rounds", "seed", "fleet_mix", "dropout"):
         assert getattr(baseline.simulate, name) == getattr(fedlora.simulate, name)
+
+
+def test_a_saved_baseline_is_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    from bench.time_to_target import reused_report
+    from fedlora.simulate.report import config_dict
+
+    base = SimConfig.load(None, {"simulate": {"devices": 4, "gateways": 1, "step_s": 1.5}})
+    baseline = presets(base, {})["baseline"]
+    saved = {"config": config_dict(baseline, dimension=3584, step_s=1.5), "rounds": [], "final": {}}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(saved))
+    assert reused_report("baseline", path, baseline)["config"]["step_s"] == 1.5
+    other = presets(base.with_changes(training={"local_steps": 7}), {})["baseline"]
+    with pytest.raises(ValueError, match=r"other settings \(training\)"):
+        reused_report("baseline", path, other)
+    faster = presets(base.with_changes(simulate={"step_s": 1.0}), {})["baseline"]
+    with pytest.raises(ValueError, match=r"other settings \(simulate, step_s\)"):
+        reused_report("baseline", path, faster)
+
+
+def test_the_fedlora_bundle_lever_changes_only_fedloras_bundle(tmp_path: Path) -> None:
+    from bench.time_to_target import _flags, lever_changes
+
+    args = _flags().parse_args(["--fedlora-bundle", str(tmp_path), "--quant-bits", "7"])
+    base = SimConfig.load(None, {"simulate": {"devices": 4, "gateways": 1}})
+    configs = presets(base, lever_changes(args))
+    assert configs["baseline"].simulate.bundle_dir is None
+    assert configs["fedlora"].simulate.bundle_dir == tmp_path and configs["fedlora"].codec.quant_bits == 7
