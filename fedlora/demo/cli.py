@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from fedlora.demo.presets import DEFAULT_MODEL, preset_for
+from fl_protocol.codec.settings import AUTO_RING_BITS
 
 # One line in `fedlora --help` and this command's description (fl_transport/command.py).
 HELP = "run a whole federation (cloud, gateways, devices, broker) on this machine"
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.noise_multiplier is not None:
         overrides["noise_multiplier"] = args.noise_multiplier
         overrides["mechanism"] = "none" if args.noise_multiplier == 0 else "skellam"
-        if args.noise_multiplier > 0 and "quant_bits" not in preset.settings:
+        if args.noise_multiplier > 0 and preset.settings.get("ring_bits", AUTO_RING_BITS) == AUTO_RING_BITS:
             # The cloud refuses a ring that cannot hold the summed noise (noise added after the q-bit
             # clamp). On the real model's 460,800 values 12-bit values in a 20-bit ring leave no room;
             # 8-bit values in a 32-bit ring hold noise multipliers up to about 10 for a few devices, and

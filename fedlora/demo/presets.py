@@ -77,6 +77,10 @@ REAL = DemoPreset(
         "noise_multiplier": 0.0,
         "tier": "public",
         "keep_fraction": 1.0,
+        # docs/benchmarks.md, "smollm2-135m": 7-bit rotated values in the smallest ring that holds the
+        # devices' sum (ring_bits 0: q + ceil(log2 total_devices), resolved when the demo starts)
+        "quant_bits": 7,
+        "ring_bits": 0,
         "weight_reference": 3.7,
         "stage_timeouts_s": REAL_TIMEOUTS_S,
         "keepalive_s": 60,

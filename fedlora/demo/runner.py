@@ -23,6 +23,7 @@ from fedlora.demo.options import LOCAL_BROKERS, DemoOptions, parse_broker
 from fedlora.demo.presets import preset_for
 from fedlora.demo.workspace import BundleSpec, DemoData, ensure_bundle, prepare_data
 from fedlora.embedded_broker import LocalBroker, _free_port, start_local_broker
+from fl_protocol.codec.settings import AUTO_RING_BITS, required_ring_bits
 from fl_protocol.config import load_fleet_keys
 from fl_protocol.errors import FedloraError
 
@@ -64,6 +65,8 @@ def _settings(options: DemoOptions, gateways: list[str], progress: Progress) -> 
         # A real model on a busy box: every stage takes longer; scale the deadlines, not the work.
         values["stage_timeouts_s"] = {k: v * factor for k, v in values["stage_timeouts_s"].items()}
         progress(f"  machine load {factor:.1f}x its cores: stage deadlines scaled by {factor:.1f}")
+    if values.get("ring_bits") == AUTO_RING_BITS:  # no DP noise here (the CLI sets a ring for DP)
+        values["ring_bits"] = max(8, required_ring_bits(int(values["quant_bits"]), options.devices, 0))
     return DemoSettings(
         rounds=options.rounds, gateways=tuple(gateways), total_devices=options.devices, **values
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,17 @@ def test_summary_lists_every_version_privacy_and_completions() -> None:
     text = "\n".join(summary_lines(rounds, final))
     assert "base" in text and "v3" in text and "8.6% below the base model" in text
     assert "privacy: tier 'public': no DP noise" in text and "before: 'b'" in text and "after:  'a'" in text
+
+
+def test_real_preset_uses_the_smallest_ring_for_its_devices(tmp_path: Path) -> None:
+    from fedlora.demo.runner import DemoOptions, _settings
+
+    def ring(devices: int) -> tuple[int, int]:
+        options = DemoOptions(devices=devices, gateways=1, model="smollm2-135m", cache_dir=tmp_path)
+        settings = _settings(options, ["g1"], lambda _line: None)
+        return settings.quant_bits, settings.ring_bits
+
+    assert ring(4) == (7, 9)  # 4 devices' 7-bit values: 7 + log2(4) bits, no DP noise
+    assert ring(9) == (7, 11)
+    tiny = _settings(DemoOptions(cache_dir=tmp_path), ["g1", "g2"], lambda _line: None)
+    assert (tiny.quant_bits, tiny.ring_bits) == (10, 32)  # the tiny demo keeps its DP-sized ring

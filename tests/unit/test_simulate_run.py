@@ -128,7 +128,19 @@ def test_cli_prints_one_line_errors(bundle: Path, capsys: pytest.CaptureFixture[
     for flags, needle in (
         (["--fleet-mix", "carrier-pigeon"], "unknown fleet mix"),
         (["--devices", "4", "--gateways", "2"], "SecAgg threshold"),
-        (["--mechanism", "skellam", "--noise-multiplier", "0.5", "--ring-bits", "22"], "needed for"),
+        (
+            [
+                "--mechanism",
+                "skellam",
+                "--noise-multiplier",
+                "0.5",
+                "--quant-bits",
+                "12",
+                "--ring-bits",
+                "22",
+            ],
+            "needed for",
+        ),
     ):
         code = main(["simulate", "--bundle", str(bundle), "--out", "/nonexistent/never-written", *flags])
         err = capsys.readouterr().err
