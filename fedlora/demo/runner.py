@@ -7,7 +7,6 @@ configs, processes), driver.py (the running federation), finish.py (evaluation a
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 from fedlora.demo.configs import DEFAULT_TIMEOUTS_S, EMBEDDED_BROKER_MQTT_VERSION, DemoSettings
 from fedlora.demo.driver import Driver, wait_online
 from fedlora.demo.federation import FLEET, provision_fleet, write_configs
+from fedlora.demo.machine_load import load_factor
 from fedlora.demo.monitor import BusObserver
 from fedlora.demo.options import LOCAL_BROKERS, DemoOptions, parse_broker
 from fedlora.demo.presets import preset_for
@@ -46,15 +46,6 @@ def _status_port(options: DemoOptions) -> int:
     if options.http_port is not None:
         return options.http_port
     return _free_port("127.0.0.1")
-
-
-def load_factor() -> float:
-    """How oversubscribed this machine is: 1-minute load average per core, clamped to [1, 8]."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return 1.0
-    return min(8.0, max(1.0, load / (os.cpu_count() or 1)))
 
 
 def _settings(options: DemoOptions, gateways: list[str], progress: Progress) -> DemoSettings:
