@@ -10,8 +10,11 @@ which releases the GIL.
 
 Protocol over one `multiprocessing` pipe, parent → child: `("job", TrainingJob)` or `("stop",)`;
 child → parent: first `("ready", info)` or `("error", exception)`, then one `TrainingOutcome` per job.
-The child exits when the pipe closes (the parent died) or on "stop". A child that dies during a job
-(killed, out of memory) turns that job into an error outcome; the next job starts a new child.
+The child exits when the pipe closes (the parent died) or on "stop", and as soon as its parent process
+is gone even in the middle of a job (`exit_when_parent_exits`): an orphan would otherwise train on for
+the rest of the job, taking the CPU from the devices still running, and die on its reply with a
+BrokenPipeError traceback. A child that dies during a job (killed, out of memory) turns that job into an
+error outcome; the next job starts a new child.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,22 @@ class TrainerInfo:
     selection_reason: str
 
 
+def exit_when_parent_exits(parent_sentinel: Any, *, exit_now: Callable[[int], object] = os._exit) -> None:
+    """Block until `parent_sentinel` (the parent process's sentinel, or any waitable) is ready, then end
+    this process at once with code 0. Run on a daemon thread of the child: with ONNX Runtime holding the
+    GIL through a step, the child ends at the next step boundary after its parent died."""
+    wait([parent_sentinel])
+    exit_now(0)
+
+
+def _watch_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=exit_when_parent_exits, args=(parent.sentinel,), name="parent-watch", daemon=True
+        ).start()
+
+
 def serve(conn: Connection, bundle_dir: str, backend: str, device: str, log_level: int) -> None:
     """Child process main: build the trainer, report, then run jobs until "stop" or the pipe closes."""
     logging.basicConfig(
@@ -62,8 +84,12 @@ def serve(conn: Connection, bundle_dir: str, backend: str, device: str, log_leve
     info = TrainerInfo(
         trainer.manifest, trainer.backend_name, list(trainer.providers), trainer.selection_reason
     )
-    conn.send(("ready", info))
     try:
+        try:
+            conn.send(("ready", info))
+        except OSError:
+            return  # the parent is gone
+        _watch_parent()
         while True:
             try:
                 message = conn.recv()
@@ -71,7 +97,11 @@ def serve(conn: Connection, bundle_dir: str, backend: str, device: str, log_leve
                 return  # the parent is gone
             if message[0] != "job":
                 return
-            conn.send(run_job(trainer, message[1]))
+            outcome = run_job(trainer, message[1])
+            try:
+                conn.send(outcome)
+            except OSError:  # BrokenPipeError: the parent went away during the job
+                return
     finally:
         trainer.close()
 

@@ -3,23 +3,27 @@
 ONNX Runtime's training bindings hold the GIL through a step, so the device trains in a child process
 and its event loop keeps running. These tests check that the child really is another process, that it
 trains exactly what the in-process `run_job` trains, that a dead child costs one job (not the device),
-and that a bad bundle fails at start-up with the error `create_trainer` raises.
+that a bad bundle fails at start-up with the error `create_trainer` raises, and that a child whose
+parent went away ends quietly instead of training on.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_runtime.agent.trainer_process import TrainerProcess
+from edge_runtime.agent.trainer_process import TrainerProcess, exit_when_parent_exits, serve
 from edge_runtime.agent.worker import TrainingJob, run_job
 from edge_runtime.data import LocalDataset, Record
 from edge_runtime.trainer import create_trainer
-from fl_protocol.manifest import BundleError
+from fl_protocol.manifest import BundleError, load_manifest
 from fl_protocol.tokenizer import ByteTokenizer
 
 
@@ -94,3 +98,40 @@ def test_close_is_idempotent_and_later_jobs_are_refused(bundle: Path) -> None:
         os.kill(pid, 0)  # type: ignore[arg-type]
     refused = process.run_job(_job(process.total_length))
     assert refused.error == "trainer process closed"
+
+
+def test_the_child_ends_as_soon_as_its_parent_process_is_gone() -> None:
+    read_end, write_end = os.pipe()  # stands in for the parent's sentinel: ready once the parent is gone
+    exits: list[int] = []
+    watcher = threading.Thread(
+        target=exit_when_parent_exits, args=(read_end,), kwargs={"exit_now": exits.append}
+    )
+    watcher.start()
+    try:
+        assert exits == []  # the parent is alive
+        os.close(write_end)  # the parent died
+        watcher.join(timeout=60)
+    finally:
+        os.close(read_end)
+    assert not watcher.is_alive() and exits == [0]
+
+
+def test_a_child_whose_parent_left_during_a_job_ends_quietly(bundle: Path) -> None:
+    """Seen in the smollm2 demo: a killed device's trainer finished its job and died on the reply with a
+    BrokenPipeError traceback in the device's log."""
+    parent, child = multiprocessing.Pipe()
+    raised: list[BaseException] = []
+
+    def child_main() -> None:
+        try:
+            serve(child, str(bundle), "ort", "cpu", logging.WARNING)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            raised.append(exc)
+
+    server = threading.Thread(target=child_main)
+    server.start()
+    assert parent.recv()[0] == "ready"
+    parent.send(("job", _job(load_manifest(bundle).total_length)))
+    parent.close()  # the parent goes away while the job runs
+    server.join(timeout=300)
+    assert not server.is_alive() and raised == []
