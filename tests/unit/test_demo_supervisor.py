@@ -7,6 +7,7 @@ from typing import Any
 
 from fedlora.demo.driver import MAX_RESTARTS, Driver
 from fedlora.demo.federation import Federation
+from fedlora.demo.monitor import BusEvent
 from fedlora.demo.options import DemoOptions
 from fl_protocol.errors import EXIT_ROLE_FAULT
 
@@ -24,6 +25,9 @@ class _Proc:
     def start(self) -> None:
         self.starts += 1
         self.returncode = None
+
+    def kill(self) -> None:
+        self.returncode = -9
 
 
 def _driver(cloud: _Proc, gateway: _Proc, device: _Proc) -> tuple[Driver, list[str]]:
@@ -50,3 +54,15 @@ def test_the_clouds_final_failure_and_injected_kills_are_not_restarted_here() ->
     driver._supervise()
     assert cloud.starts == gateway.starts == device.starts == 0 and lines == []
     assert driver.run(deadline=0.0) == 1  # the cloud exited with 1: rounds failed, the demo reports it
+
+
+def test_the_real_model_demo_kills_its_victim_as_the_task_goes_out() -> None:
+    """Not a few seconds later: by then the victim has answered the roster, and the gateway would wait
+    for its masked update until the masked deadline (307 s per round in the smollm2 demo)."""
+    devices = [_Proc(f"d{i}") for i in range(4)]
+    fed: Any = Federation(_Proc("cloud"), [_Proc("g1")], devices, Path("store"), Path("keys"))  # type: ignore[arg-type]
+    options = DemoOptions(devices=4, gateways=1, dropout=0.25, model="smollm2-135m")
+    driver = Driver(fed, options, observer=None, progress=lambda _line: None)  # type: ignore[arg-type]
+    driver._on_event(BusEvent(kind="task", round_id=1))
+    driver._kill_due()  # the same pass of the driver's loop, before it waits for the next bus event
+    assert sum(not d.running for d in devices) == 1 and driver.alive_at_task[1] == 4
