@@ -56,13 +56,19 @@ def test_the_clouds_final_failure_and_injected_kills_are_not_restarted_here() ->
     assert driver.run(deadline=0.0) == 1  # the cloud exited with 1: rounds failed, the demo reports it
 
 
-def test_the_real_model_demo_kills_its_victim_as_the_task_goes_out() -> None:
+def test_the_real_model_demo_kills_its_victim_as_the_task_goes_out_for_the_whole_round() -> None:
     """Not a few seconds later: by then the victim has answered the roster, and the gateway would wait
-    for its masked update until the masked deadline (307 s per round in the smollm2 demo)."""
+    for its masked update until the masked deadline (307 s per round in the smollm2 demo). It comes back
+    with the next task, not 5 s later, when it would still advertise in this round (no dropout)."""
     devices = [_Proc(f"d{i}") for i in range(4)]
     fed: Any = Federation(_Proc("cloud"), [_Proc("g1")], devices, Path("store"), Path("keys"))  # type: ignore[arg-type]
     options = DemoOptions(devices=4, gateways=1, dropout=0.25, model="smollm2-135m")
     driver = Driver(fed, options, observer=None, progress=lambda _line: None)  # type: ignore[arg-type]
     driver._on_event(BusEvent(kind="task", round_id=1))
     driver._kill_due()  # the same pass of the driver's loop, before it waits for the next bus event
-    assert sum(not d.running for d in devices) == 1 and driver.alive_at_task[1] == 4
+    [victim] = [d for d in devices if not d.running]
+    assert driver.alive_at_task[1] == 4
+    driver._kill_due()
+    assert not victim.running  # it sits the round out: not back in time to advertise
+    driver._on_event(BusEvent(kind="task", round_id=2))
+    assert victim.starts == 1  # restarted with the next task
