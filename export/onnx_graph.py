@@ -4,6 +4,14 @@ The loss is part of the traced graph (shift by one, cross entropy with ignore_in
 Runtime trains exactly the loss torch computes, padding included, without a custom onnxblock.
 Settings are those verified against onnxruntime-training 1.19.2 (docs/toolchain.md): TorchScript exporter
 (dynamo=False), opset 14 (17 breaks the LayerNormalization gradient), training mode, no constant folding.
+
+Two choices make ONNX Runtime's CPU step cheaper without changing the function the graph computes
+(docs/benchmarks.md, "What the ORT backend changed, and why"): the traced loss is log-softmax, gather
+and a masked mean (`GRAPH_LOSS`) instead of `cross_entropy`, whose ONNX form (SoftmaxCrossEntropyLoss)
+runs single-threaded over the [B*S, V] logits in ONNX Runtime; and attention is traced in its eager form
+(`EXPORT_ATTENTION`), which adds one precomputed mask per layer instead of the two Where ops per layer
+over [B, H, S, S] that the SDPA path traces into. The torch backend keeps `cross_entropy` and SDPA,
+torch's own fastest forms.
 """
 
 from __future__ import annotations
@@ -19,18 +27,22 @@ INPUT_NAMES = ("input_ids", "attention_mask", "labels")
 OUTPUT_NAMES = ("loss", "logits")
 IGNORE_INDEX = -100
 WRAPPER_PREFIX = "lm."
+EXPORT_ATTENTION = "eager"
 
 
 class CausalLMWithLoss(torch.nn.Module):
     """Wraps a (PEFT) causal LM: (input_ids, attention_mask, labels) -> (mean token loss, logits).
 
     Inputs int64 [B, S]; loss float32 scalar, the mean next-token cross entropy over positions whose
-    next label is not IGNORE_INDEX; logits float32 [B, S, V].
+    next label is not IGNORE_INDEX (NaN if there is none); logits float32 [B, S, V].
+    `graph_loss` True computes it as `graph_loss` below (the form traced into ONNX), False with
+    `torch.nn.functional.cross_entropy` (the torch backend's); both give the same value.
     """
 
-    def __init__(self, lm: torch.nn.Module) -> None:
+    def __init__(self, lm: torch.nn.Module, *, graph_loss: bool = False) -> None:
         super().__init__()
         self.lm = lm  # parameter names in the graph get WRAPPER_PREFIX
+        self.graph_loss = graph_loss
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
@@ -38,12 +50,25 @@ class CausalLMWithLoss(torch.nn.Module):
         logits = self.lm(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).logits  # [B,S,V]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),  # [B*S, V], a view: no copy of the logits
-            shift_labels(labels).reshape(-1),  # [B*S]
-            ignore_index=IGNORE_INDEX,
-        )
-        return loss, logits
+        flat = logits.reshape(-1, logits.shape[-1])  # [B*S, V], a view: no copy of the logits
+        targets = shift_labels(labels).reshape(-1)  # [B*S]
+        if self.graph_loss:
+            return graph_loss(flat, targets), logits
+        return torch.nn.functional.cross_entropy(flat, targets, ignore_index=IGNORE_INDEX), logits
+
+
+def graph_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy of float32 `logits` [N, V] against int64 `targets` [N], skipping IGNORE_INDEX.
+
+    Equal to `cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)` (NaN when every target is
+    ignored, as there), written as LogSoftmax, GatherElements and a masked mean so that its ONNX form
+    runs on ONNX Runtime's multithreaded softmax kernel.
+    """
+    keep = targets != IGNORE_INDEX  # [N] bool
+    log_probs = torch.log_softmax(logits, dim=-1)  # [N, V]
+    picked = log_probs.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # [N]
+    weights = keep.to(picked.dtype)
+    return -(picked * weights).sum() / weights.sum()
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -70,14 +95,21 @@ def example_batch(*, batch_size: int, seq_len: int, vocab_size: int, seed: int) 
 
 def export_training_graph(peft_model: PeftModel, out_path: Path, *, vocab_size: int) -> None:
     """Write the forward graph (with loss) to `out_path`; large models spill weights to external data."""
-    wrapper = CausalLMWithLoss(peft_model).train()  # dropout is already 0; train() keeps the graph trainable
+    # dropout is already 0; train() keeps the graph trainable
+    wrapper = CausalLMWithLoss(peft_model, graph_loss=True).train()
     batch = example_batch(batch_size=2, seq_len=8, vocab_size=vocab_size, seed=0)
-    with warnings.catch_warnings():
-        # The tracer warns about data-dependent Python branches in HF masking code; the branches it
-        # freezes are shape checks that hold for every batch/sequence size (tests export once and
-        # check parity at other shapes).
-        warnings.simplefilter("ignore")
-        _trace(wrapper, batch, out_path)
+    base = peft_model.get_base_model()
+    attention = base.config._attn_implementation
+    base.set_attn_implementation(EXPORT_ATTENTION)
+    try:
+        with warnings.catch_warnings():
+            # The tracer warns about data-dependent Python branches in HF masking code; the branches it
+            # freezes are shape checks that hold for every batch/sequence size (tests export once and
+            # check parity at other shapes).
+            warnings.simplefilter("ignore")
+            _trace(wrapper, batch, out_path)
+    finally:
+        base.set_attn_implementation(attention)
 
 
 def _trace(wrapper: torch.nn.Module, batch: dict[str, torch.Tensor], out_path: Path) -> None:

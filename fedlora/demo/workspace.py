@@ -50,7 +50,10 @@ def _cache_key(spec: BundleSpec) -> str:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = ""
-    text = json.dumps({"spec": asdict(spec), "versions": versions}, sort_keys=True)
+    from export.graph_version import GRAPH_VERSION  # stdlib-only module
+
+    graph = {"graph_version": GRAPH_VERSION}
+    text = json.dumps({"spec": asdict(spec), "versions": versions, **graph}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

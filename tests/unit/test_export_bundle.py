@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 from export.adapter import write_adapter
 from export.errors import ExportError
 from export.lora import LoraSettings, attach_lora
-from export.onnx_graph import WRAPPER_PREFIX, CausalLMWithLoss, example_batch, shift_labels
+from export.onnx_graph import WRAPPER_PREFIX, CausalLMWithLoss, example_batch, graph_loss, shift_labels
 from export.ort_artifacts import open_module, write_contiguous
 from export.pipeline import ExportOptions, run_export
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
@@ -135,6 +135,30 @@ def test_loss_on_shifted_labels_equals_loss_on_sliced_logits() -> None:
     assert torch.equal(shifted[:, -1], torch.full((3,), -100))
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), shifted.reshape(-1), ignore_index=-100)
     assert abs(float(loss) - float(sliced)) < 1e-6
+
+
+def test_graph_loss_equals_cross_entropy_with_ignored_targets() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(6, 13, requires_grad=True)
+    targets = torch.tensor([3, -100, 0, 12, -100, 7])
+    expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+    loss = graph_loss(logits, targets)
+    assert abs(loss.item() - expected.item()) < 1e-6
+    (grad,) = torch.autograd.grad(loss, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    assert torch.allclose(grad, expected_grad, atol=1e-7)
+    everything_ignored = torch.full((6,), -100)
+    assert torch.isnan(graph_loss(logits, everything_ignored))
+    assert torch.isnan(torch.nn.functional.cross_entropy(logits, everything_ignored, ignore_index=-100))
+
+
+def test_graph_traces_the_log_softmax_loss(exported: tuple[Path, Manifest]) -> None:
+    import onnx
+
+    _, manifest = exported
+    path = manifest.path(manifest.raw["artifacts"]["eval_model"])
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    assert "LogSoftmax" in ops and "SoftmaxCrossEntropyLoss" not in ops
 
 
 def test_one_step_changes_only_lora(exported: tuple[Path, Manifest]) -> None:
