@@ -2,7 +2,7 @@
 
     python bench/time_to_target.py [--model tiny-llama|smollm2-135m] [--bundle DIR] [--rounds 5]
         [--devices 8] [--gateways 2] [--fleet-mix lte-m] [--local-steps 4] [--out DIR]
-        [--keep-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR]
+        [--keep-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR --downlink-bits D]
         [--fedlora-bundle DIR] [--baseline-report FILE] [--fedlora-report FILE]
 
 Both presets run through `fedlora simulate` (fedlora/simulate/) with the same model, data shards,
@@ -14,7 +14,9 @@ step time is measured once on this machine and used for both.
   aggregation; the round waits for every selected device that did not vanish.
 - fedlora: the default preset (the demo's codec settings unless overridden by flags): shared random-k,
   rotation, stochastic quantization, bit-packed SecAgg+ masked updates through the gateways, the same
-  privacy setting as the baseline (no DP noise), FedAvg unless --optimizer says otherwise.
+  privacy setting as the baseline (no DP noise), FedAvg unless --optimizer says otherwise; each new
+  global version goes down as a quantized delta to the devices that hold the previous one (the cloud's
+  default `downlink_bits`, or --downlink-bits; 0: full zstd models, docs/update-codec.md "Downlink").
 
 Target = the held-out loss the baseline reaches after 90% of its total improvement over the R rounds.
 Printed per preset: rounds to target, modelled wall-clock to target, its compute-only bound (the same
@@ -25,7 +27,8 @@ total uplink and downlink bytes, final held-out loss, ε; then fedlora's ratios 
 `fedlora export --ffa`: only B trains and travels); the baseline keeps standard LoRA. --baseline-report
 and --fedlora-report reuse a preset's report.json written by an earlier run (--out) with the same
 settings and step_s, so trying levers does not retrain the baseline; a report with other settings is
-refused.
+refused. A saved fedlora report from before `downlink_bits` existed counts as `downlink_bits = 0` (it sent
+full models); the baseline's `downlink_bits` is not compared (it always sends float32 models).
 """
 
 from __future__ import annotations
@@ -168,7 +171,12 @@ def reused_report(name: str, path: Path, config: SimConfig) -> dict[str, Any]:
     dimension = saved["model_dimension"]
     config = config.with_ring_for(dimension)
     expected = config_dict(config, dimension=dimension, step_s=config.simulate.step_s)
-    ignored = ("codec", "secagg") if config.simulate.uplink == "dense_fp32" else ()
+    dense = config.simulate.uplink == "dense_fp32"
+    ignored = ("codec", "secagg") if dense else ()
+    saved_simulate = {"downlink_bits": 0, **saved.get("simulate", {})}  # older reports: full models
+    if dense:
+        saved_simulate["downlink_bits"] = expected["simulate"]["downlink_bits"]
+    saved = {**saved, "simulate": saved_simulate}
     differs = sorted(k for k, v in expected.items() if k not in ignored and saved.get(k) != v)
     if differs:
         raise ValueError(f"--{name}-report {path} was made with other settings ({', '.join(differs)})")
@@ -243,6 +251,9 @@ def _flags() -> argparse.ArgumentParser:
     lever.add_argument("--server-lr", type=float, default=None)
     lever.add_argument("--fedlora-local-steps", type=int, default=None)
     lever.add_argument("--deadline-s", type=float, default=None)
+    lever.add_argument(
+        "--downlink-bits", type=int, default=None, help="model delta bits (default: the cloud's; 0: full)"
+    )
     lever.add_argument("--fedlora-bundle", type=Path, default=None, help="e.g. an FFA-LoRA export")
     return parser
 
@@ -263,6 +274,7 @@ def lever_changes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "training": {"local_steps": args.fedlora_local_steps},
         "simulate": {
             "deadline_s": args.deadline_s,
+            "downlink_bits": args.downlink_bits,
             "bundle_dir": None if args.fedlora_bundle is None else str(args.fedlora_bundle),
         },
     }
@@ -322,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fedlora preset: codec {json.dumps(fed['codec'])}, optimizer {json.dumps(fed['optimizer'])}, "
         f"local_steps {fed['training']['local_steps']}, deadline_s {fed['simulate']['deadline_s']}, "
+        f"downlink_bits {fed['simulate']['downlink_bits']}, "
         f"clip_norm {fed['privacy']['clip_norm']}, bundle {fed['simulate']['bundle_dir'] or args.model}, "
         "privacy: none in both presets (same setting)"
     )

@@ -14,13 +14,21 @@ from pathlib import Path
 from fl_protocol.message_types import MessageType
 from fl_protocol.secagg import messages as secagg
 from fl_protocol.wire.chunks import ChunkBody
-from fl_protocol.wire.messages import GlobalModel, PartialAggregate, PlainUpdate, RoundTask, Status
+from fl_protocol.wire.messages import (
+    GlobalModel,
+    GlobalModelDelta,
+    PartialAggregate,
+    PlainUpdate,
+    RoundTask,
+    Status,
+)
 from fl_protocol.wire.schema import Message
 from fl_protocol.wire.schema_docs import budget_table, message_tables, replace_block
 
 WIRE_MESSAGES: tuple[type[Message], ...] = (
     RoundTask,
     GlobalModel,
+    GlobalModelDelta,
     PlainUpdate,
     PartialAggregate,
     Status,

@@ -11,6 +11,7 @@ class MessageType(IntEnum):
     # cloud -> gateways -> devices
     ROUND_TASK = 1
     GLOBAL_MODEL = 2
+    GLOBAL_MODEL_DELTA = 3  # a version as a quantized delta from the one before (docs/update-codec.md)
     # SecAgg+ stages (docs/round-protocol.md rows 2-7)
     ADVERTISE_KEYS = 10  # device -> gateway: signed c_pk, s_pk
     ROSTER = 11  # gateway -> devices: cohort, neighbour graph seed, threshold

@@ -32,6 +32,7 @@ class TopicKind(str, Enum):
 
     TASK = "task"
     MODEL = "model"
+    MODEL_DELTA = "model_delta"
     DEVICE_STAGE = "device_stage"
     GATEWAY_STAGE = "gateway_stage"
     INBOX = "inbox"
@@ -97,6 +98,12 @@ def model_topic(fleet: str, model_version: int) -> str:
     return f"{fleet_prefix(fleet)}/model/{_number(model_version, 'model_version')}"
 
 
+def model_delta_topic(fleet: str, model_version: int) -> str:
+    """`model/{version}/delta` (retained): the version as a quantized delta from the version before it
+    (`GlobalModelDelta`, docs/update-codec.md "Downlink"), next to the full `model/{version}`."""
+    return f"{model_topic(fleet, model_version)}/delta"
+
+
 def device_stage_topic(fleet: str, gateway: str, round_id: int, stage: Stage | str, device: str) -> str:
     """`gw/{gw}/round/{r}/{stage}/{device}`: a device's message of one SecAgg stage to its gateway."""
     return (
@@ -142,15 +149,25 @@ def gateway_uplink_filter(fleet: str, gateway: str) -> str:
 
 
 def device_downlink_filters(fleet: str, gateway: str, device: str) -> list[str]:
-    """Subscription filters of a device: its gateway's broadcasts, its inbox, tasks and models."""
+    """Subscription filters of a device: its gateway's broadcasts, its inbox, the model deltas, then the
+    tasks (in this order: a retained delta reaches a subscriber before the retained task that needs it).
+
+    Full models (`model/{v}`) are not among them: a device subscribes to the one it needs when it cannot
+    build it from a delta, and unsubscribes once it arrived (docs/device.md, "Lifecycle of a round").
+    """
     prefix = fleet_prefix(fleet)
     gw = validate_id(gateway, "gateway")
     return [
         f"{prefix}/gw/{gw}/round/+/+",
         inbox_topic(fleet, gateway, device),
+        model_delta_filter(fleet),
         f"{prefix}/round/+/task",
-        f"{prefix}/model/+",
     ]
+
+
+def model_delta_filter(fleet: str) -> str:
+    """Subscription filter for the model deltas of every version."""
+    return f"{fleet_prefix(fleet)}/model/+/delta"
 
 
 def task_filter(fleet: str) -> str:
@@ -202,6 +219,8 @@ def _parse(levels: list[str]) -> Topic:
             return Topic(TopicKind.ABORT, fleet, round_id=_int(r), gateway=validate_id(gw))
         case ["model", version]:
             return Topic(TopicKind.MODEL, fleet, model_version=_int(version))
+        case ["model", version, "delta"]:
+            return Topic(TopicKind.MODEL_DELTA, fleet, model_version=_int(version))
         case ["status", node]:
             return Topic(TopicKind.STATUS, fleet, node=validate_id(node))
         case ["gw", gw, "inbox", device]:
@@ -227,15 +246,17 @@ def _parse(levels: list[str]) -> Topic:
 # -- retained chunk topics (docs/transport.md, "Retained chunks") ------------------------------------------
 # A retained message larger than the broker's packet limit cannot sit on its own topic (the broker keeps one
 # message per topic: the last chunk). Its chunks are retained one per sub-topic `{topic}/chunk/{i}`, so a
-# subscriber that arrives later still finds every chunk. Only the task and model topics have them: the
+# subscriber that arrives later still finds every chunk. Only the task and model (and model delta) topics
+# have them: the
 # status topic is also the last will's topic, which the broker fills with one packet of its own.
 
 CHUNK_LEVEL = "chunk"
-RETAINED_CHUNK_KINDS = frozenset({TopicKind.TASK, TopicKind.MODEL})
+RETAINED_CHUNK_KINDS = frozenset({TopicKind.TASK, TopicKind.MODEL, TopicKind.MODEL_DELTA})
 
 
 def has_retained_chunk_topics(topic: str) -> bool:
-    """True if `topic` is a task or model topic: one whose retained message may travel in chunk topics."""
+    """True if `topic` is a task, model or model delta topic: one whose retained message may travel in
+    chunk topics."""
     try:
         return parse_topic(topic).kind in RETAINED_CHUNK_KINDS
     except DecodeError:
@@ -284,7 +305,7 @@ def retained_chunk_filter(topic_filter: str) -> str | None:
     if levels[2] != "+" and not is_valid_id(levels[2]):
         return None
     match levels[3:]:
-        case ["round", number, "task"] | ["model", number]:
+        case ["round", number, "task"] | ["model", number] | ["model", number, "delta"]:
             if number == "+" or _INT_RE.fullmatch(number) is not None:
                 return f"{topic_filter}/{CHUNK_LEVEL}/+"
     return None

@@ -78,6 +78,7 @@ class MqttConnection:
         self._chunking = chunking
         self._retained = retained_chunks if retained_chunks is not None else RetainedChunkLedger()
         self._subscriptions: dict[str, int] = {}
+        self._dropped: set[str] = set()  # unsubscribed while disconnected: told to the broker on connect
         self._lock = threading.Lock()
         self._acks = AckTracker(self._entry_acknowledged)
         self._held: list[Outgoing] = []  # published before the packet limit was known
@@ -178,9 +179,25 @@ class MqttConnection:
         chunk_filter = retained_chunk_filter(topic_filter)
         for each in (topic_filter, chunk_filter):
             if each is not None:
-                self._subscriptions[each] = qos
+                with self._lock:
+                    self._subscriptions[each] = qos
+                    self._dropped.discard(each)
                 if self.connected:
                     self._client.subscribe(each, qos=qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Undo `subscribe(topic_filter)` (its retained chunk filter too): at once if connected, else on
+        the next connect (a persistent session keeps subscriptions); never re-subscribed after that."""
+        chunk_filter = retained_chunk_filter(topic_filter)
+        for each in (topic_filter, chunk_filter):
+            if each is None:
+                continue
+            with self._lock:
+                self._subscriptions.pop(each, None)
+                if not self.connected:
+                    self._dropped.add(each)
+            if self.connected:
+                self._client.unsubscribe(each)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, durable: bool = False
@@ -268,7 +285,12 @@ class MqttConnection:
             return
         self._tls.connected()
         self._learn_limit(properties)
-        for topic_filter, qos in self._subscriptions.items():
+        with self._lock:
+            subscriptions, dropped = list(self._subscriptions.items()), sorted(self._dropped)
+            self._dropped.clear()
+        for topic_filter in dropped:  # a persistent session still holds them
+            client.unsubscribe(topic_filter)
+        for topic_filter, qos in subscriptions:
             client.subscribe(topic_filter, qos=qos)
         self._connected.set()
         logger.info(

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fl_protocol.codec.downlink import quantize_delta
 from fl_protocol.secagg import messages as secagg
 from fl_protocol.wire import (
     GlobalModel,
+    GlobalModelDelta,
     PartialAggregate,
     PlainUpdate,
     Status,
@@ -40,6 +42,13 @@ def samples() -> list[Any]:
     return [
         wire_task(round_id=ROUND),
         GlobalModel.from_vector(4, np.linspace(-1, 1, 50, dtype=np.float32)),
+        GlobalModelDelta.from_quantized(
+            quantize_delta(np.linspace(-0.01, 0.02, 50), bits=4, chunk=16),
+            model_version=5,
+            base_version=4,
+            base_sha256=b"\x0b" * 32,
+            model_sha256=b"\x0c" * 32,
+        ),
         PartialAggregate("gw-1", ROUND, 4, np.arange(5, dtype=np.float64), 2, 2.0, ("d1", "d2")),
         PlainUpdate(ROUND, SENDER, 20, np.array([0, 1, 2**20 - 1], dtype=np.uint32)),
         Status(SENDER, "idle", "", 99, {"round": 2, "train_loss": 2.5, "backend": "ort"}),

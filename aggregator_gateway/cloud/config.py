@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fl_protocol.codec.downlink import DEFAULT_DOWNLINK_BITS, MAX_DOWNLINK_BITS, MIN_DOWNLINK_BITS
 from fl_protocol.config import (
     BrokerSection,
     IdentitySection,
@@ -62,6 +63,8 @@ class CloudSection:
         accounted with sample rate 1, since devices join by availability, not by random sampling.
     http_port: status page port (default 8080 on http_host 127.0.0.1; 0: no status page).
     max_retries: failed attempts allowed per round.
+    downlink_bits: bits per value of the quantized model delta published next to every new version
+        (2..8, docs/update-codec.md "Downlink"); 0 publishes full models only.
     """
 
     bundle_dir: Path
@@ -73,6 +76,7 @@ class CloudSection:
     http_port: int = 8080
     max_retries: int = 3
     min_cohort: int = 0  # 0: equal to privacy.min_survivors
+    downlink_bits: int = DEFAULT_DOWNLINK_BITS
     stage_timeouts_s: StageTimeouts = field(default_factory=StageTimeouts)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,16 @@ class CloudSection:
             raise ValueError("total_devices, max_retries and min_cohort must be >= 0")
         if not 0 <= self.http_port < 65536:
             raise ValueError("http_port must be in 0..65535")
+        check_downlink_setting(self.downlink_bits)
+
+
+def check_downlink_setting(bits: int) -> None:
+    """ValueError unless `bits` is 0 (full models only) or in [2, 8] (quantized model deltas)."""
+    if bits != 0 and not MIN_DOWNLINK_BITS <= bits <= MAX_DOWNLINK_BITS:
+        raise ValueError(
+            f"downlink_bits must be 0 (full models only) or in {MIN_DOWNLINK_BITS}..{MAX_DOWNLINK_BITS}, "
+            f"got {bits}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

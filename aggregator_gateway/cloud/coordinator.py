@@ -1,12 +1,13 @@
 """The cloud's round coordinator: wires the pieces of the cloud role together (docs/cloud.md, "Code layout").
 
 Single-threaded: `handle` (messages) and `tick` (deadlines) run on the role's EventLoop thread. Per round
-attempt (docs/round-protocol.md, "The cloud"): the scheduler publishes model/{v} and round/{r}/task
-(retained, signed) -> the collector takes verified PartialAggregates from the registered gateways until
-all answered, every device sat out, or the `partial` deadline -> the global step combines, runs the server
-optimizer and the accountant and stores v+1 -> the reporter records the round -> next round. An attempt
-with no usable partial is recorded as failed and retried under a new round id from the same model
-version, at most `max_retries` times in a row. When done: `final.safetensors`, the adapter and
+attempt (docs/round-protocol.md, "The cloud"): the scheduler publishes model/{v}, its quantized delta
+model/{v}/delta and round/{r}/task (retained, signed) -> the collector takes verified PartialAggregates
+from the registered gateways until all answered, every device sat out, or the `partial` deadline -> the
+global step combines, runs the server optimizer, the downlink quantizer and the accountant and stores
+v+1 -> the reporter records the round -> next round. An attempt with no usable partial is recorded as
+failed and retried under a new round id from the same model version, at most `max_retries` times in a
+row. When done: `final.safetensors`, the adapter and
 `rounds.json` in store_dir. Every step is a transition of the cloud round state machine
 (`lifecycle.TABLE`); an exception in the cloud's own code or I/O puts it in ERROR and the process exits 70.
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 from aggregator_gateway.cloud.collector import OpenRound, RoundCollector
 from aggregator_gateway.cloud.config import CloudConfig
+from aggregator_gateway.cloud.downlink import DownlinkStep
 from aggregator_gateway.cloud.final_output import write_final_outputs
 from aggregator_gateway.cloud.global_step import GlobalStep
 from aggregator_gateway.cloud.lifecycle import CloudEvent, CloudLifecycle, CloudState
@@ -196,6 +198,8 @@ class CloudCoordinator:
             started_ms=now_ms,
             dense_fp32_bytes=self._uplink.dense_fp32_bytes,
             delta=self._config.privacy.delta,
+            downlink_full_bytes=self._scheduler.model_frame_bytes,
+            downlink_delta_bytes=self._scheduler.delta_frame_bytes,
         )
         # Durable before the task goes out: a restart never reuses this round id (docs/failure-policy.md).
         self._reporter.begin(record)
@@ -218,17 +222,17 @@ class CloudCoordinator:
         record.gateways = sorted(current.partials)
         usable = [p for p in current.partials.values() if p.count > 0]
         try:
-            new_vector = self._step.compute(current.task.model_version, usable) if usable else None
+            step = self._step.compute(current.task.model_version, usable) if usable else None
         except (ProtocolError, ValueError) as exc:
             logger.warning("round %d: cannot combine partials: %s", current.round_id, exc)
-            new_vector = None
-        if new_vector is None:
+            step = None
+        if step is None:
             self._fail_round(record)
         else:
-            self._complete_round(current, usable, new_vector, now_ms)
+            self._complete_round(current, usable, step, now_ms)
 
     def _complete_round(
-        self, current: OpenRound, usable: list[PartialAggregate], new_vector: np.ndarray, now_ms: int
+        self, current: OpenRound, usable: list[PartialAggregate], step: DownlinkStep, now_ms: int
     ) -> None:
         # Commit order: see global_step (privacy spend, model version, optimizer state), then the record.
         record = current.record
@@ -237,7 +241,7 @@ class CloudCoordinator:
         record.uplink_bytes_per_device = round(sum(p.uplink_frame_bytes for p in usable) / record.survivors)
         self._reporter.log.close(record)
         info = self._step.commit(
-            new_vector, parent=current.task.model_version, round_id=current.round_id, now_ms=now_ms
+            step, parent=current.task.model_version, round_id=current.round_id, now_ms=now_ms
         )
         record.state, record.new_version = RecordState.COMPLETED, info.version
         self._reporter.close(record)

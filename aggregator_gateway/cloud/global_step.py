@@ -1,27 +1,37 @@
-"""The global step of a round: combine the partials, take the server optimizer's step, account the
-release and commit the new model version.
+"""The global step of a round: combine the partials, take the server optimizer's step, quantize it for the
+downlink, account the release and commit the new model version.
 
 Privacy set-up happens once, at construction: the tasks' noise multiplier (as configured, or calibrated
 from target_epsilon) and the check that the ring holds the summed noise (docs/cloud.md, "Privacy
-accounting"). The accountant and the optimizer moments are restored from the model store, so a restarted
-cloud carries on.
+accounting"). The accountant, the optimizer moments and the downlink's error-feedback residual are
+restored from the model store, so a restarted cloud carries on (a residual missing there means zeros,
+logged).
+
+The version committed is the downlink's reconstruction (aggregator_gateway.cloud.downlink), not the
+optimizer's output itself: what devices rebuild from the quantized delta is exactly what is stored.
 
 Commit order (a crash between two steps is settled on restart, docs/failure-policy.md "Cloud restart"):
 the privacy spend first (a crash then over-counts, never under-counts), then the model version (the
-round's commit point), then the optimizer state.
+round's commit point), then the optimizer state, then the downlink state (residual and delta).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import CloudConfig
+from aggregator_gateway.cloud.downlink import DownlinkStep, ServerDownlink
 from aggregator_gateway.cloud.optimizer import make_optimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
 from aggregator_gateway.cloud.store import ModelStore, VersionInfo
 from aggregator_gateway.cloud.tasks import CodecShape
+from fl_protocol.wire.fields import encode_fields
 from fl_protocol.wire.messages import PartialAggregate
+
+logger = logging.getLogger(__name__)
 
 
 class GlobalStep:
@@ -53,6 +63,7 @@ class GlobalStep:
         state = None if latest is None else store.optimizer_state(version=latest.version)
         if state is not None:
             self._optimizer.load_state(state)
+        self._downlink = restore_downlink(store, config.cloud.downlink_bits)
 
     @property
     def noise_multiplier(self) -> float:
@@ -63,8 +74,9 @@ class GlobalStep:
         """ε spent so far at [privacy].delta (None: unbounded, mechanism 'none')."""
         return self._accountant.epsilon()
 
-    def compute(self, model_version: int, usable: list[PartialAggregate]) -> np.ndarray:
-        """The next float32 model from `model_version` and the partials (each with count > 0).
+    def compute(self, model_version: int, usable: list[PartialAggregate]) -> DownlinkStep:
+        """The next model from `model_version` and the partials (each with count > 0): the downlink step
+        whose float32 `vector` becomes the next version (module docstring).
 
         Raises ProtocolError or ValueError if the partials cannot be combined or the step is not finite.
         """
@@ -73,10 +85,11 @@ class GlobalStep:
         new_vector = self._optimizer.step(model, combined.mean_update).astype(np.float32)
         if not np.all(np.isfinite(new_vector)):
             raise ValueError("the optimizer produced non-finite values")
-        return new_vector
+        return self._downlink.step(model, new_vector)
 
-    def commit(self, new_vector: np.ndarray, *, parent: int, round_id: int, now_ms: int) -> VersionInfo:
-        """Account the round's release, store `new_vector` as the next version, save the optimizer state.
+    def commit(self, step: DownlinkStep, *, parent: int, round_id: int, now_ms: int) -> VersionInfo:
+        """Account the round's release, store `step.vector` as the next version, save the optimizer state
+        and the downlink state (the residual, and the delta from `parent` for publishing).
 
         Returns the new version's row. Store errors and OSError propagate (the cloud then exits 70).
         """
@@ -86,6 +99,30 @@ class GlobalStep:
             sparse_length=self._shape.sparse_length,
         )
         self._store.set_meta("accountant", self._accountant.to_json())
-        info = self._store.add(new_vector, parent=parent, round_id=round_id, created_ms=now_ms)
+        info = self._store.add(step.vector, parent=parent, round_id=round_id, created_ms=now_ms)
         self._store.save_optimizer_state(self._optimizer.state(), version=info.version)
+        delta = step.message(model_version=info.version, base_version=parent)
+        body = None if delta is None else encode_fields(delta.to_fields())
+        self._store.save_downlink_state(step.residual, body, version=info.version)
+        self._downlink.adopt(step)
         return info
+
+
+def restore_downlink(store: ModelStore, bits: int) -> ServerDownlink:
+    """The downlink with the residual the store kept for its latest version; a missing (or mismatched)
+    residual means zeros, logged."""
+    latest = store.latest()
+    if bits == 0 or latest is None:
+        return ServerDownlink(bits)
+    residual = store.downlink_residual(version=latest.version)
+    dimension = store.load(latest.version).shape
+    if residual is not None and residual.shape != dimension:
+        logger.warning("downlink residual of model version %d has another length: ignored", latest.version)
+        residual = None
+    if residual is None:
+        log = logger.warning if latest.version > 0 else logger.info
+        log(
+            "downlink: no residual stored for model version %d; error feedback starts from zeros",
+            latest.version,
+        )
+    return ServerDownlink(bits, residual=residual)

@@ -51,6 +51,8 @@ class RoundRecord:
     eval_loss: float | None = None
     uplink_bytes_per_device: int = 0
     dense_fp32_bytes: int = 0
+    downlink_full_bytes: int = 0  # measured signed GlobalModel frame of model_version
+    downlink_delta_bytes: int = 0  # its GlobalModelDelta frame (0: none published, e.g. version 0)
     epsilon: float | None = None
     delta: float = 0.0
     seconds: float = 0.0

@@ -1,8 +1,10 @@
 """Scheduling: which round attempt runs next, putting it on the broker, and when the run is over.
 
 Round ids grow by one per attempt and are never reused, across restarts too (the next id follows the last
-recorded one; docs/failure-policy.md). Per attempt the scheduler publishes `model/{v}` (retained, once per
-version; the superseded version's retained message is cleared) and, once the attempt's record is durable,
+recorded one; docs/failure-policy.md). Per attempt the scheduler publishes `model/{v}` and, when the store
+holds one, `model/{v}/delta` (the quantized delta from v − 1, docs/update-codec.md "Downlink"), both
+retained, once per version (the superseded version's retained messages are cleared; the delta goes first,
+so a device holding v − 1 has it before any task of v) and, once the attempt's record is durable,
 the signed `round/{r}/task` (retained), which it clears again when the attempt closes. After an attempt it
 says what the cloud round state machine does next (`aggregator_gateway.cloud.lifecycle`): schedule the
 next round or finish after a commit; retry or give up after a failure (more than `max_retries` failures
@@ -11,6 +13,7 @@ in a row).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,9 +21,13 @@ from aggregator_gateway.cloud.config import CloudConfig
 from aggregator_gateway.cloud.lifecycle import CloudEvent
 from aggregator_gateway.cloud.store import ModelStore, VersionInfo
 from aggregator_gateway.cloud.tasks import CodecShape, build_task
+from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.identity import NodeIdentity
-from fl_protocol.topics import model_topic, task_topic
-from fl_protocol.wire.messages import GlobalModel, RoundTask
+from fl_protocol.topics import model_delta_topic, model_topic, task_topic
+from fl_protocol.wire.fields import decode_fields
+from fl_protocol.wire.messages import GlobalModel, GlobalModelDelta, RoundTask
+
+logger = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
@@ -52,6 +59,8 @@ class RoundScheduler:
         self._next_round = last_round_id + 1
         self._failures_in_a_row = 0
         self.published_model: int | None = None
+        self.model_frame_bytes = 0  # measured signed frames of the published version: full model ...
+        self.delta_frame_bytes = 0  # ... and its delta (0: none published)
 
     @property
     def failures_in_a_row(self) -> int:
@@ -87,15 +96,39 @@ class RoundScheduler:
         self._publisher.publish(task_topic(self._identity.fleet, round_id), b"", retain=True)
 
     def publish_model(self, version: int, round_id: int) -> None:
-        """Publish model/{version} (retained) unless it is already out; clear the superseded one."""
+        """Publish model/{version}/delta (if the store has it) and model/{version} (retained) unless they
+        are already out; clear the superseded ones. Their measured frame sizes are kept."""
         if self.published_model == version:
             return
+        fleet = self._identity.fleet
+        delta = self._stored_delta(version)
+        if self.published_model is not None and self.delta_frame_bytes:
+            self._publisher.publish(model_delta_topic(fleet, self.published_model), b"", retain=True)
+        self.delta_frame_bytes = 0
+        if delta is not None:
+            delta_frame = self._identity.encode(delta, round_id=round_id)
+            self._publisher.publish(model_delta_topic(fleet, version), delta_frame, retain=True)
+            self.delta_frame_bytes = len(delta_frame)
         vector = self._store.load(version)
         frame = self._identity.encode(GlobalModel.from_vector(version, vector), round_id=round_id)
-        self._publisher.publish(model_topic(self._identity.fleet, version), frame, retain=True)
+        self._publisher.publish(model_topic(fleet, version), frame, retain=True)
+        self.model_frame_bytes = len(frame)
         if self.published_model is not None:
-            self._publisher.publish(model_topic(self._identity.fleet, self.published_model), b"", retain=True)
+            self._publisher.publish(model_topic(fleet, self.published_model), b"", retain=True)
         self.published_model = version
+
+    def _stored_delta(self, version: int) -> GlobalModelDelta | None:
+        """The delta the store kept for `version`, or None (none kept, or unreadable: logged)."""
+        body = self._store.downlink_delta(version=version)
+        if body is None:
+            if self._config.cloud.downlink_bits and version > 0:
+                logger.info("model version %d has no stored delta: devices download the full model", version)
+            return None
+        try:
+            return GlobalModelDelta.from_fields(decode_fields(body, limits=GlobalModelDelta.FIELD_LIMITS))
+        except (DecodeError, ConfigError) as exc:
+            logger.warning("stored delta of model version %d unreadable (%s): full model only", version, exc)
+            return None
 
     def at_start(self, completed_rounds: int) -> CloudEvent:
         """FINISH if the store already holds every planned round, else SCHEDULE."""

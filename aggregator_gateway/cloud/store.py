@@ -6,6 +6,10 @@ Layout under `store_dir`:
     vectors/{sha256}.safetensors       fl_protocol.flatvec files (bundle id + version in the metadata)
     optimizer_{name}.npy               the server optimizer's moments after the step that made
                                        meta `optimizer_version` (names listed in meta `optimizer_keys`)
+    downlink_residual.npy              the downlink's error-feedback residual after the version named
+                                       in meta `downlink_state` (float64, d values)
+    downlink_delta.fields              the encoded body of the GlobalModelDelta that carries that
+                                       version (fl_protocol.wire.fields), republished after a restart
 
 The sha256 is `fl_protocol.codec.compress.vector_sha256` (float32 little-endian bytes), the same hash a
 RoundTask and GlobalModel carry, so a stored version can be matched to what went over the wire. Files are
@@ -40,6 +44,10 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+_RESIDUAL_FILE = "downlink_residual.npy"
+_DELTA_FILE = "downlink_delta.fields"
 
 
 class StoreError(ConfigError):
@@ -172,3 +180,45 @@ class ModelStore:
             return None
         names = json.loads(self.get_meta("optimizer_keys") or "[]")
         return {name: np.load(self._dir / f"optimizer_{name}.npy") for name in names}
+
+    def save_downlink_state(
+        self, residual: np.ndarray | None, delta_body: bytes | None, *, version: int
+    ) -> None:
+        """Write the downlink's state after `version` (docs/update-codec.md, "Downlink"): the residual
+        (float64 (d,); None: none kept) and `delta_body`, the encoded body of the version's
+        GlobalModelDelta (None: none published). Files first (atomically), the meta row naming the version
+        last, so a crash in between leaves the previous version's state, which is then unused."""
+        if residual is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(residual, np.float64), allow_pickle=False)
+            write_atomic(self._dir / _RESIDUAL_FILE, buffer.getvalue(), mode=PUBLIC_MODE)
+        if delta_body is not None:
+            write_atomic(self._dir / _DELTA_FILE, bytes(delta_body), mode=PUBLIC_MODE)
+        state = {"version": version, "residual": residual is not None, "delta": delta_body is not None}
+        self.set_meta("downlink_state", json.dumps(state, sort_keys=True))
+
+    def downlink_residual(self, *, version: int) -> np.ndarray | None:
+        """The residual `save_downlink_state` wrote for `version`, or None (another version's, none kept,
+        or the file is missing or unreadable: the caller starts from zeros and logs it)."""
+        if not self._downlink_state(version).get("residual"):
+            return None
+        try:
+            values = np.load(self._dir / _RESIDUAL_FILE, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            logger.warning("downlink residual of version %d unreadable: %s", version, exc)
+            return None
+        return np.asarray(values, np.float64)
+
+    def downlink_delta(self, *, version: int) -> bytes | None:
+        """The delta body `save_downlink_state` wrote for `version`, or None."""
+        if not self._downlink_state(version).get("delta"):
+            return None
+        try:
+            return (self._dir / _DELTA_FILE).read_bytes()
+        except OSError as exc:
+            logger.warning("downlink delta of version %d unreadable: %s", version, exc)
+            return None
+
+    def _downlink_state(self, version: int) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self.get_meta("downlink_state") or "{}")
+        return state if state.get("version") == version else {}

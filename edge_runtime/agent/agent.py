@@ -25,14 +25,9 @@ import numpy as np
 
 from edge_runtime.agent.config import DeviceConfig
 from edge_runtime.agent.encode import encode_for_task
-from edge_runtime.agent.inbound import (
-    decode_gateway_message,
-    decode_model,
-    decode_routed_shares,
-    decode_task,
-    deliver,
-)
-from edge_runtime.agent.intake import ModelCache, PendingRound, global_vector, open_round
+from edge_runtime.agent.inbound import decode_gateway_message, decode_routed_shares, decode_task, deliver
+from edge_runtime.agent.intake import PendingRound, open_round
+from edge_runtime.agent.models import DeviceModels
 from edge_runtime.agent.participation import Ready, decide
 from edge_runtime.agent.round import task_refusal
 from edge_runtime.agent.round_api import (
@@ -67,8 +62,6 @@ from fl_transport.mqtt import MqttConnection, MqttSettings
 from fl_transport.outbox import Outbox
 
 logger = logging.getLogger(__name__)
-
-_MODEL_CACHE = 2  # global model versions kept in memory while waiting for their task
 
 
 def wall_clock_ms() -> int:
@@ -128,7 +121,9 @@ class DeviceAgent:
         self.status.bind(self.connection)
         self.round: RoundVariant | None = None
         self._pending: PendingRound | None = None  # gates passed, waiting for the model
-        self._models = ModelCache(_MODEL_CACHE)
+        self._models = DeviceModels(
+            self.identity, self.connection, cloud_id=self.cloud_id, length=self.trainer.total_length
+        )
         self._outcome: TrainingOutcome | None = None
         self._job: TrainingJob | None = None
         self._last_details: dict[str, Any] = {}
@@ -188,8 +183,10 @@ class DeviceAgent:
             logger.warning("ignored message for fleet %s", topic.fleet)
         elif topic.kind is TopicKind.TASK:
             self._on_task(topic, payload)
+        elif topic.kind is TopicKind.MODEL_DELTA:
+            self._on_model(self._models.on_delta(topic, payload, pinned=self._waiting_for()))
         elif topic.kind is TopicKind.MODEL:
-            self._on_model(topic, payload)
+            self._on_model(self._models.on_model(topic, payload, pinned=self._waiting_for()))
         elif topic.kind is TopicKind.GATEWAY_STAGE and topic.gateway == self.gateway:
             self._on_stage(topic, payload)
         elif topic.kind is TopicKind.INBOX and topic.gateway == self.gateway and topic.device == self.node_id:
@@ -230,26 +227,29 @@ class DeviceAgent:
             return
         machine.apply(RoundEvent.GATES_PASSED)
         self._pending = PendingRound(task, decision, machine)
-        if task.model_version in self._models:
-            self._join()
-        else:
+        self._join()
+        if self._pending is not None:
             logger.info("round %d: waiting for global model %d", task.round_id, task.model_version)
             self.status.publish(NodeState.WAITING_MODEL, "", round=task.round_id)
 
-    def _on_model(self, topic: Topic, payload: bytes) -> None:
-        model = decode_model(self.identity, topic, payload, cloud_id=self.cloud_id)
-        if model is None:
-            return
-        waiting_for = None if self._pending is None else self._pending.task.model_version
-        self._models.add(model, pinned=waiting_for)
-        if waiting_for == model.model_version:
+    def _waiting_for(self) -> int | None:
+        return None if self._pending is None else self._pending.task.model_version
+
+    def _on_model(self, arrived: int | None) -> None:
+        """A model version became available (or was refused): the pending round may go on."""
+        if arrived is not None and arrived == self._waiting_for():
             self._join()
 
     def _join(self) -> None:
-        pending, self._pending = self._pending, None
+        """Join the pending round if its model is there (or sit it out if it cannot be); else keep waiting."""
+        pending = self._pending
         assert pending is not None
         task = pending.task
-        vector = global_vector(task, self._models[task.model_version], length=self.trainer.total_length)
+        vector = self._models.vector_for(task)
+        if vector is None:
+            return  # the full model is on its way
+        self._pending = None
+        self._models.release()
         if isinstance(vector, str):
             self._skip(pending, vector)
             return
@@ -271,6 +271,7 @@ class DeviceAgent:
         self._execute(self.round.start())
 
     def _skip(self, pending: PendingRound, reason: str) -> None:
+        self._models.release()
         task = pending.task
         self.state.set(task.round_id, pending.machine.apply(RoundEvent.SKIP), reason)
         logger.warning("round %d: sitting out: %s", task.round_id, reason)

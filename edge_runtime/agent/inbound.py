@@ -1,7 +1,8 @@
-"""What the device hears, verified and decoded (docs/device.md): tasks and global models signed by the
-cloud, stage messages and routed shares signed by its gateway, and their delivery to the round.
+"""What the device hears, verified and decoded (docs/device.md): tasks signed by the cloud, stage messages
+and routed shares signed by its gateway, and their delivery to the round (global models and their deltas:
+edge_runtime.agent.models).
 
-A task or model that fails its checks is logged and dropped here (None). A gateway message that fails
+A task that fails its checks is logged and dropped here (None). A gateway message that fails
 raises: DecodeError (malformed, unsigned, not from the gateway) or ProtocolError (the round in the topic
 and in the message differ); the event loop logs both and goes on.
 """
@@ -18,7 +19,7 @@ from fl_protocol.message_types import MessageType
 from fl_protocol.secagg import Abort, Roster, RoutedShares, Survivors, UnmaskRequest
 from fl_protocol.topics import Stage, Topic
 from fl_protocol.wire.framing import peek_header
-from fl_protocol.wire.messages import GlobalModel, RoundTask
+from fl_protocol.wire.messages import RoundTask
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,6 @@ def decode_task(identity: NodeIdentity, topic: Topic, payload: bytes, *, cloud_i
         logger.warning("ignored task: round in topic, frame and task differ")
         return None
     return task
-
-
-def decode_model(
-    identity: NodeIdentity, topic: Topic, payload: bytes, *, cloud_id: str
-) -> GlobalModel | None:
-    """The global model on `model/{v}`, or None (logged) if not signed by the cloud or of another version."""
-    try:
-        _, model = identity.decode(payload, GlobalModel, senders={cloud_id})
-    except DecodeError:
-        logger.warning(
-            "ignored global model %s: malformed or not signed by %s", topic.model_version, cloud_id
-        )
-        return None
-    if model.model_version != topic.model_version:
-        logger.warning("ignored global model: version in topic and message differ")
-        return None
-    return model
 
 
 def decode_gateway_message(

@@ -15,6 +15,7 @@ bridge's `remote_clientid` is the gateway id it authenticates as.
 Retained chunk topics: a retained task or model message above the packet limit is retained chunk by chunk
 on `{topic}/chunk/{i}` (docs/transport.md, "Retained chunks"). Whoever may read or write task or model
 topics has the same right on their chunk topics, and the bridge carries them in; nothing else changes.
+Model rights cover both the full model `model/{v}` and its quantized delta `model/{v}/delta`.
 
 Queues: mosquitto drops QoS 1 messages for a client whose queue holds `max_queued_messages` (default 1000)
 beyond the `max_inflight_messages` in flight. A message split into chunks is that many messages, so the
@@ -61,6 +62,12 @@ def _with_chunks(topic_filter: str) -> list[str]:
     return [topic_filter] if chunk_filter is None else [topic_filter, chunk_filter]
 
 
+def _model_filters(prefix: str) -> list[str]:
+    """The full models `model/+` and their quantized deltas `model/+/delta` (docs/update-codec.md,
+    "Downlink"), each with its retained chunk topics: whoever may read or write one may the other."""
+    return [*_with_chunks(f"{prefix}/model/+"), *_with_chunks(f"{prefix}/model/+/delta")]
+
+
 @dataclass(frozen=True)
 class BridgeSpec:
     """A gateway broker's bridge to the cloud broker."""
@@ -84,12 +91,12 @@ def _listener_section(root: str, port: int, bind_address: str) -> list[str]:
 
 
 def bridge_topics(settings: FleetSettings, gateway: str) -> list[str]:
-    """Topic lines of a gateway's bridge: task and model (and their chunk topics) in, this gateway's partial
-    and status out."""
+    """Topic lines of a gateway's bridge: task, model and model delta (and their chunk topics) in, this
+    gateway's partial and status out."""
     p = settings.topic_prefix
     return [
         *(f"topic {t} in {QOS}" for t in _with_chunks(f"{p}/round/+/task")),
-        *(f"topic {t} in {QOS}" for t in _with_chunks(f"{p}/model/+")),
+        *(f"topic {t} in {QOS}" for t in _model_filters(p)),
         f"topic {p}/round/+/partial/{gateway} out {QOS}",
         f"topic {p}/round/+/abort/{gateway} out {QOS}",
         f"topic {p}/status/+ out {QOS}",
@@ -163,7 +170,7 @@ def render_cloud_acl(fleet: Fleet) -> str:
             "",
             f"user {cloud.id}",
             *(f"topic write {t}" for t in _with_chunks(f"{p}/round/+/task")),
-            *(f"topic write {t}" for t in _with_chunks(f"{p}/model/+")),
+            *(f"topic write {t}" for t in _model_filters(p)),
             f"topic read {p}/round/+/partial/+",
             f"topic read {p}/round/+/abort/+",
             f"topic readwrite {p}/status/{cloud.id}",
@@ -174,7 +181,7 @@ def render_cloud_acl(fleet: Fleet) -> str:
             "",
             f"user {gw.id}",
             *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
-            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
+            *(f"topic read {t}" for t in _model_filters(p)),
             f"topic write {p}/round/+/partial/{gw.id}",
             f"topic write {p}/round/+/abort/{gw.id}",
             f"topic write {p}/status/{gw.id}",
@@ -196,7 +203,7 @@ def render_gateway_acl(fleet: Fleet, gateway: str) -> str:
             "",
             f"user {gateway}",
             *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
-            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
+            *(f"topic read {t}" for t in _model_filters(p)),
             f"topic read {g}/round/+/+/+",
             f"topic write {g}/round/+/+",
             f"topic write {g}/inbox/+",
@@ -213,7 +220,7 @@ def render_gateway_acl(fleet: Fleet, gateway: str) -> str:
             f"topic readwrite {p}/status/{dev.id}",
             f"topic read {p}/status/{gateway}",
             *(f"topic read {t}" for t in _with_chunks(f"{p}/round/+/task")),
-            *(f"topic read {t}" for t in _with_chunks(f"{p}/model/+")),
+            *(f"topic read {t}" for t in _model_filters(p)),
             f"topic read {g}/round/+/+",
             f"topic read {g}/inbox/{dev.id}",
         ]

@@ -32,6 +32,7 @@ FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--executor": ("simulate", "executor", str, "local (default) | ray (Ray actors; the ray extra)"),
     "--ray-address": ("simulate", "ray_address", str, "auto | HOST:PORT (default: a local Ray instance)"),
     "--ray-workers": ("simulate", "ray_workers", int, "Ray actors, one trainer each (0: one per CPU)"),
+    "--downlink-bits": ("simulate", "downlink_bits", int, "bits of the model delta sent down (0: full)"),
     "--local-steps": ("training", "local_steps", int, "local AdamW steps per round"),
     "--learning-rate": ("training", "learning_rate", float, "device learning rate"),
     "--keep-fraction": ("codec", "keep_fraction", float, "fraction of coordinates kept (shared random-k)"),

@@ -4,7 +4,7 @@ Sections (unknown keys and wrong types are a ConfigError naming the key):
 
     [simulate]   model, bundle_dir, devices, gateways, rounds, dropout, fleet_mix, deadline_s, seed,
                  uplink ("secagg" | "dense_fp32"), step_s, data_shards, executor ("local" | "ray"),
-                 ray_address, ray_workers, eval_records
+                 ray_address, ray_workers, eval_records, downlink_bits (the cloud's [cloud] key)
     [training]   local_steps, batch_size, learning_rate        (the cloud's [training] section)
     [codec]      keep_fraction, quant_bits, ring_bits, rotate, error_feedback       (the cloud's)
     [privacy]    mechanism, clip_norm, noise_multiplier | target_epsilon, min_survivors, delta, tier
@@ -31,9 +31,11 @@ from aggregator_gateway.cloud.config import (
     PrivacySection,
     SecAggSection,
     TrainingSection,
+    check_downlink_setting,
 )
 from aggregator_gateway.cloud.privacy import check_ring_holds_noise, resolve_noise_multiplier
 from fedlora.simulate.network import FLEET_MIXES
+from fl_protocol.codec.downlink import DEFAULT_DOWNLINK_BITS
 from fl_protocol.codec.settings import (
     AUTO_RING_BITS,
     MAX_RING_BITS,
@@ -64,6 +66,9 @@ class SimulateSection:
     trainer in this process) or "ray" (Ray actors, fedlora/simulate/ray_executor.py); ray_address: "" (a
     local Ray instance for the run), "auto" or "HOST:PORT" of a running cluster; ray_workers: actors,
     one trainer each (0 = one per CPU of the cluster). The ray_* keys apply to the "ray" executor only.
+    downlink_bits: the cloud's `[cloud] downlink_bits`: 2..8 sends each new version as a quantized delta
+    to the devices that hold the previous one, 0 full models only (docs/update-codec.md, "Downlink");
+    ignored by the dense_fp32 baseline, which downloads float32 models.
     """
 
     model: str = "tiny-llama"
@@ -82,6 +87,7 @@ class SimulateSection:
     ray_address: str = ""
     ray_workers: int = 0
     eval_records: int = 64
+    downlink_bits: int = DEFAULT_DOWNLINK_BITS
 
     def __post_init__(self) -> None:
         if self.model not in MODELS and self.bundle_dir is None:
@@ -104,6 +110,7 @@ class SimulateSection:
             raise ValueError(f"ray_address must be 'auto' or HOST:PORT, got {self.ray_address!r}")
         if self.executor != "ray" and (self.ray_address or self.ray_workers):
             raise ValueError("ray_address and ray_workers apply to executor 'ray' only")
+        check_downlink_setting(self.downlink_bits)
 
 
 _SECTIONS: dict[str, type] = {

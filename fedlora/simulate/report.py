@@ -5,7 +5,9 @@ survivors, dropped, train_loss, eval_loss, eval_perplexity, uplink_bytes_per_dev
 epsilon, delta,
 seconds; final) and adds the modelled times and byte totals. In a simulation `seconds` is the round's
 MODELLED wall-clock (docs/simulate.md); the time this machine spent simulating it is `sim_seconds`.
-Byte counts are measured sizes of the frames the devices sent (uplink) and of the model frame (downlink).
+Byte counts are measured sizes of the frames the devices sent (uplink) and of the model frames they
+downloaded: the delta frame for a device that held the previous version, else the full model frame
+(fedlora/simulate/downlink.py).
 With a fixed `step_s` the report depends only on the configuration and the seed; `sim_seconds` and the
 `measured` block are the only clock readings in it.
 """
@@ -62,9 +64,11 @@ def round_row(
         "compute_only_s": outcome.compute_only_s,
         "modelled_elapsed_s": elapsed_s,
         "control_bytes_per_device": _mean(outcome.control_frame_bytes),
-        "downlink_bytes_per_device": outcome.model_bytes,
+        "downlink_bytes_per_device": _mean(outcome.download_bytes or [outcome.model_bytes]),
+        "downlink_full_bytes": outcome.model_bytes,
+        "downlink_delta_bytes": outcome.delta_model_bytes,
         "uplink_bytes_total": sum(outcome.update_frame_bytes) + sum(outcome.control_frame_bytes),
-        "downlink_bytes_total": outcome.model_bytes * outcome.online,
+        "downlink_bytes_total": sum(outcome.download_bytes),
         "aborted": outcome.aborted,
         "sim_seconds": outcome.seconds,
     }

@@ -4,7 +4,8 @@ The pieces are the production ones: the device's DP encoder (`edge_runtime.agent
 the gateway's `RoundDriver` with real SecAgg+ clients (fedlora/simulate/cohort_run.py), the gateway's
 `PartialAggregate`, the cloud's `combine` and server optimizer, and the cloud's accountant. The
 "dense_fp32" uplink is the standard baseline instead: each survivor's float32 Δ is summed exactly (no
-clipping, noise, quantization or masking), like Flower's FedAvg with its defaults.
+clipping, noise, quantization or masking), like Flower's FedAvg with its defaults. The next global and
+each device's download: fedlora/simulate/downlink.py (the cloud's `ServerDownlink`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aggregator_gateway.cloud.privacy import CloudAccountant
 from edge_runtime.agent.encode import encode_for_task
 from fedlora.simulate.cohort_run import CohortOutcome, CohortRun
 from fedlora.simulate.config import SimConfig
+from fedlora.simulate.downlink import SimDownlink
 from fedlora.simulate.executor import TIER, Executor, TrainRequest
 from fedlora.simulate.network import (
     DENSE_ROUND_TRIPS,
@@ -35,7 +37,7 @@ from fedlora.simulate.network import (
 )
 from fl_protocol.codec.compress import vector_sha256
 from fl_protocol.codec.settings import CodecSettings
-from fl_protocol.wire.messages import PartialAggregate, RoundTask
+from fl_protocol.wire.messages import GlobalModelDelta, PartialAggregate, RoundTask
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -76,12 +78,15 @@ class RoundOutcome:
     train_loss: float | None
     update_frame_bytes: list[int]
     control_frame_bytes: list[int]
-    model_bytes: int
+    model_bytes: int  # the full model frame of the round's global
+    delta_model_bytes: int  # its delta frame from the previous version (0: none)
+    download_bytes: list[int]  # what each online device downloaded (delta or full)
     modelled_s: float
     compute_only_s: float
     seconds: float
     cohorts: list[CohortOutcome]
     new_vector: np.ndarray
+    published_delta: GlobalModelDelta | None  # new_vector as a delta from this round's global (None: none)
     aborted: list[str]
     epsilon: float | None
 
@@ -152,7 +157,8 @@ def select_devices(config: SimConfig, state: FleetState, round_id: int) -> tuple
 
 
 class RoundRunner:
-    """Plays rounds of one simulation (see the module docstring)."""
+    """Plays rounds of one simulation (see the module docstring). `downlink`: the modelled downlink
+    (default: every device downloads `model_bytes` every round, as bench/simulate_scale.py wants)."""
 
     def __init__(
         self,
@@ -164,16 +170,19 @@ class RoundRunner:
         *,
         step_s: float,
         noise_multiplier: float,
-        model_bytes: int,
+        model_bytes: int = 0,
+        downlink: SimDownlink | None = None,
     ) -> None:
         self.config, self.executor, self.state = config, executor, state
         self.optimizer, self.accountant = optimizer, accountant
-        self.step_s, self.noise_multiplier, self.model_bytes = step_s, noise_multiplier, model_bytes
+        self.step_s, self.noise_multiplier = step_s, noise_multiplier
+        self.downlink = downlink if downlink is not None else SimDownlink(0, dense_bytes=model_bytes)
 
     def play(self, round_id: int, global_vector: np.ndarray) -> RoundOutcome:
         """One round from `global_vector`; returns the outcome with the next global vector."""
         start = time.perf_counter()
         cfg = self.config
+        self.downlink.begin(global_vector)
         members, vanished = select_devices(cfg, self.state, round_id)
         training = [i for group in members for i in group if i not in vanished]
         t = cfg.training
@@ -189,7 +198,7 @@ class RoundRunner:
             cohorts = self._dense(round_id, global_vector, members, vanished, deltas)
         else:
             cohorts = self._secagg(round_id, global_vector, members, vanished, deltas)
-        return self._finish(round_id, global_vector, members, cohorts, losses, start)
+        return self._finish(round_id, global_vector, (members, vanished), cohorts, losses, start)
 
     # -- the standard baseline ---------------------------------------------------------------------
     def _dense(
@@ -260,7 +269,8 @@ class RoundRunner:
         if deadline <= 0:
             return False
         trips = DENSE_ROUND_TRIPS if dense else MASKED_STAGE_ROUND_TRIPS
-        traffic = RoundTraffic(self.model_bytes, control_bytes, trips - 1 if dense else trips)
+        download = self.downlink.download_bytes(device)
+        traffic = RoundTraffic(download, control_bytes, trips - 1 if dense else trips)
         return self._device_time(device, traffic, payload_bytes).total_s > deadline
 
     def _device_time(self, device: int, traffic: RoundTraffic, payload_bytes: int):  # noqa: ANN202
@@ -277,19 +287,24 @@ class RoundRunner:
         self,
         round_id: int,
         global_vector: np.ndarray,
-        members: list[list[int]],
+        selection: tuple[list[list[int]], set[int]],
         cohorts: list[CohortOutcome],
         losses: dict[int, float | None],
         start: float,
     ) -> RoundOutcome:
+        members, vanished = selection
         dense = self.config.simulate.uplink == "dense_fp32"
         partials = [p for p in (self._partial(c, round_id, dense) for c in cohorts) if p is not None]
-        online = sum(len(g) for g in members)
+        online_devices = [i for group in members for i in group]
+        online = len(online_devices)
         survivors = [name for c in cohorts for name in self._survivors(c, dense)]
-        new_vector = np.asarray(global_vector, np.float32)
+        downlink = self.downlink
+        full_bytes, delta_bytes = downlink.full_bytes, downlink.delta_bytes
+        downloads = [downlink.download_bytes(i) for i in online_devices]
+        target = None
         if partials:
             mean = combine(partials, AggregationSection()).mean_update
-            new_vector = self.optimizer.step(global_vector, mean).astype(np.float32)
+            target = self.optimizer.step(global_vector, mean).astype(np.float32)
             k, scale = self.config.codec_shape(int(global_vector.shape[0]))
             self.accountant.record_round(
                 clip_norm=self.config.privacy.clip_norm,
@@ -297,6 +312,9 @@ class RoundRunner:
                 sparse_length=k,
             )
         modelled, bound = self._modelled_times(cohorts, survivors, dense)
+        new_vector = downlink.publish(
+            global_vector, target, round_id=round_id, online=set(online_devices), vanished=vanished
+        )
         index = {device_name(i): i for group in members for i in group}
         train = [losses[index[n]] for n in survivors if losses.get(index[n]) is not None]
         return RoundOutcome(
@@ -308,12 +326,15 @@ class RoundRunner:
             control_frame_bytes=[
                 c.control_frame_bytes.get(n, 0) for c in cohorts for n in self._survivors(c, dense)
             ],
-            model_bytes=self.model_bytes,
+            model_bytes=full_bytes,
+            delta_model_bytes=delta_bytes,
+            download_bytes=downloads,
             modelled_s=modelled,
             compute_only_s=bound,
             seconds=time.perf_counter() - start,
             cohorts=cohorts,
             new_vector=new_vector,
+            published_delta=downlink.published,
             aborted=[f"{c.gateway}: {c.aborted}" for c in cohorts if c.aborted],
             epsilon=self.accountant.epsilon(),
         )
@@ -352,7 +373,9 @@ class RoundRunner:
             for name in kept:
                 device = int(name.split("-")[1])
                 traffic = RoundTraffic(
-                    self.model_bytes, c.control_frame_bytes.get(name, 0), trips - 1 if dense else trips
+                    self.downlink.download_bytes(device),
+                    c.control_frame_bytes.get(name, 0),
+                    trips - 1 if dense else trips,
                 )
                 times.append(self._device_time(device, traffic, c.update_frame_bytes[name]).total_s)
                 bounds.append(

@@ -26,14 +26,13 @@ from aggregator_gateway.cloud.optimizer import make_optimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant
 from fedlora.demo.workspace import BundleSpec, ensure_bundle, prepare_data
 from fedlora.simulate.config import SimConfig, SimulateSection
+from fedlora.simulate.downlink import SimDownlink
 from fedlora.simulate.executor import Executor, LocalExecutor
 from fedlora.simulate.network import FLEET_MIXES
 from fedlora.simulate.report import build_report
 from fedlora.simulate.rounds import FleetState, RoundOutcome, RoundRunner
 from fl_protocol.errors import ConfigError
 from fl_protocol.manifest import load_manifest
-from fl_protocol.wire.envelope import encode_message
-from fl_protocol.wire.messages import GlobalModel
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +57,6 @@ def resolve_bundle(config: SimConfig, cache_dir: Path, progress: Callable[[str],
             raise ConfigError(f"bundle_dir {s.bundle_dir} has no manifest.json")
         return s.bundle_dir
     return ensure_bundle(BundleSpec(model=s.model, seq_len=SEQ_LEN.get(s.model, 64)), cache_dir, progress)
-
-
-def model_frame_bytes(vector: np.ndarray) -> int:
-    """Measured size of the signed GlobalModel frame that carries `vector` down (zstd inside)."""
-    from fedlora.simulate.cohort_run import CREATED_MS, FLEET, identity_key
-
-    frame = encode_message(
-        GlobalModel.from_vector(0, np.asarray(vector, np.float32)),
-        fleet=FLEET,
-        round_id=0,
-        sender="cloud",
-        created_ms=CREATED_MS,
-        signing_key=identity_key("cloud", 0),
-    )
-    return len(frame)
 
 
 class Simulation:
@@ -108,8 +92,9 @@ class Simulation:
         vector = np.asarray(self.executor.initial_vector, np.float32)
         step_s = s.step_s or self._measure_step_s()
         profiles = FLEET_MIXES[s.fleet_mix].draw(s.devices, np.random.default_rng([s.seed, 0]))
-        z = 0.0 if s.uplink == "dense_fp32" else cfg.noise_multiplier(self.dimension)
-        model_bytes = 4 * self.dimension if s.uplink == "dense_fp32" else model_frame_bytes(vector)
+        dense = s.uplink == "dense_fp32"
+        z = 0.0 if dense else cfg.noise_multiplier(self.dimension)
+        downlink = SimDownlink(0, dense_bytes=4 * self.dimension) if dense else SimDownlink(s.downlink_bits)
         runner = RoundRunner(
             cfg,
             self.executor,
@@ -118,14 +103,12 @@ class Simulation:
             CloudAccountant(cfg.privacy, z),
             step_s=step_s,
             noise_multiplier=z,
-            model_bytes=model_bytes,
+            downlink=downlink,
         )
         eval_losses = [self.executor.evaluate(vector)]
         rounds: list[RoundOutcome] = []
         rows: list[dict[str, Any]] = []
         for round_id in range(1, s.rounds + 1):
-            if s.uplink != "dense_fp32":  # the frame of this round's global vector (zstd shrinks zeros)
-                runner.model_bytes = model_frame_bytes(vector)
             outcome = runner.play(round_id, vector)
             vector = outcome.new_vector
             eval_losses.append(self.executor.evaluate(vector))

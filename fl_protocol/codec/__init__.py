@@ -1,10 +1,11 @@
 """Update codec (docs/update-codec.md): clip, shared random-k sparsify, Hadamard rotation, quantization,
-ring map, bit packing, and strict zstd. One concept per module; the pipeline composes them."""
+ring map, bit packing, and strict zstd. One concept per module; the pipeline composes them. The other
+direction, the global model's quantized delta, is `downlink` (docs/update-codec.md, "Downlink")."""
 
 from __future__ import annotations
 
 from fl_protocol.codec.compress import compress_bytes, compress_vector, decompress_bytes, decompress_vector
-from fl_protocol.codec.pack import pack_bits, packed_bytes, unpack_bits
+from fl_protocol.codec.pack import pack_bits, pack_uint, packed_bytes, unpack_bits, unpack_uint
 from fl_protocol.codec.pipeline import (
     EncodedUpdate,
     UplinkSize,
@@ -41,9 +42,11 @@ __all__ = [
     "encode_update",
     "encoded_length",
     "pack_bits",
+    "pack_uint",
     "packed_bytes",
     "required_ring_bits",
     "sparse_count",
     "uplink_payload_bytes",
     "unpack_bits",
+    "unpack_uint",
 ]

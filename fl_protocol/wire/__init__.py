@@ -6,7 +6,14 @@ from __future__ import annotations
 from fl_protocol.wire.envelope import WireMessage, decode_message, encode_message
 from fl_protocol.wire.fields import FieldValue, decode_fields, encode_fields
 from fl_protocol.wire.framing import FrameHeader, decode_frame, encode_frame, peek_header
-from fl_protocol.wire.messages import GlobalModel, PartialAggregate, PlainUpdate, RoundTask, Status
+from fl_protocol.wire.messages import (
+    GlobalModel,
+    GlobalModelDelta,
+    PartialAggregate,
+    PlainUpdate,
+    RoundTask,
+    Status,
+)
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "FieldValue",
     "FrameHeader",
     "GlobalModel",
+    "GlobalModelDelta",
     "PartialAggregate",
     "PlainUpdate",
     "RoundTask",

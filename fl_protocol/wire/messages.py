@@ -14,6 +14,16 @@ from typing import Any
 import numpy as np
 
 from fl_protocol.codec.compress import compress_vector, decompress_vector, vector_sha256
+from fl_protocol.codec.downlink import (
+    MAX_DOWNLINK_BITS,
+    MAX_DOWNLINK_CHUNK,
+    MIN_DOWNLINK_BITS,
+    QuantizedDelta,
+    apply_delta,
+    chunk_count,
+    pack_values,
+    unpack_values,
+)
 from fl_protocol.codec.settings import MAX_RING_BITS, MIN_RING_BITS, CodecSettings
 from fl_protocol.errors import ConfigError, DecodeError
 from fl_protocol.message_types import MessageType
@@ -89,6 +99,78 @@ class GlobalModel(Message, message_type=MessageType.GLOBAL_MODEL):
         result = decompress_vector(self.compressed_vector, max_elements=max_elements)
         if vector_sha256(result) != self.model_sha256:
             logger.debug("global model %d: hash mismatch", self.model_version)
+            raise DecodeError()
+        return result
+
+
+class GlobalModelDelta(Message, message_type=MessageType.GLOBAL_MODEL_DELTA):
+    """A version of the global LoRA vector as a quantized delta from an earlier one (docs/update-codec.md,
+    "Downlink"; the arithmetic: fl_protocol.codec.downlink).
+
+    new = base + scales[i // chunk] · q_i in float32; `packed_values` is the strict zstd of q_i + qmax
+    bit-packed at `bits` bits; `base_sha256` and `model_sha256` are `vector_sha256` of the base and of the
+    result, so a device applies the delta only to the right base and trains only on the right result.
+    """
+
+    model_version: int = wire(Int())
+    base_version: int = wire(Int(), doc="the version the delta applies to")
+    base_sha256: bytes = wire(Bytes(SHA256_BYTES), repr=False, doc="SHA-256 of the base's float32 LE bytes")
+    model_sha256: bytes = wire(Bytes(SHA256_BYTES), repr=False, doc="SHA-256 of the result's float32 bytes")
+    bits: int = wire(Int(MIN_DOWNLINK_BITS, MAX_DOWNLINK_BITS), doc="bits per quantized value")
+    chunk: int = wire(Int(1, MAX_DOWNLINK_CHUNK), doc="values per scale")
+    dimension: int = wire(Int(1, MAX_MODEL_BYTES // 4), doc="length d of the vector")
+    scales: np.ndarray = wire(Vector(np.float32), repr=False, doc="one float32 scale ≥ 0 per chunk")
+    packed_values: bytes = wire(
+        Bytes(max_bytes=MAX_MODEL_BYTES), repr=False, doc="strict zstd of q + qmax packed at `bits` bits"
+    )
+
+    def validate(self) -> None:
+        """`base_version` < `model_version`; `scales` holds ⌈dimension / chunk⌉ values, none negative."""
+        if self.base_version >= self.model_version:
+            raise ConfigError("base_version must be older than model_version")
+        if self.scales.shape != (chunk_count(self.dimension, self.chunk),):
+            raise ConfigError("scales must hold one value per chunk")
+        if self.scales.size and float(self.scales.min()) < 0:
+            raise ConfigError("scales must be >= 0")
+
+    @classmethod
+    def from_quantized(
+        cls,
+        quantized: QuantizedDelta,
+        *,
+        model_version: int,
+        base_version: int,
+        base_sha256: bytes,
+        model_sha256: bytes,
+    ) -> GlobalModelDelta:
+        """The message of `quantized` (fl_protocol.codec.downlink.quantize_delta) between two versions."""
+        return cls(
+            model_version,
+            base_version,
+            base_sha256,
+            model_sha256,
+            quantized.bits,
+            quantized.chunk,
+            quantized.dimension,
+            np.asarray(quantized.scales, np.float32),
+            pack_values(quantized),
+        )
+
+    def quantized(self) -> QuantizedDelta:
+        """The scales and integers (decompressed strictly); DecodeError on any defect of `packed_values`."""
+        values = unpack_values(self.packed_values, count=self.dimension, bits=self.bits)
+        return QuantizedDelta(self.bits, self.chunk, np.asarray(self.scales, np.float32), values)
+
+    def apply(self, base: np.ndarray) -> np.ndarray:
+        """The new float32 vector, shape (d,), from `base`; DecodeError unless `base` is a float32 vector
+        of length `dimension` hashing to `base_sha256` and the result hashes to `model_sha256`."""
+        b = np.asarray(base)
+        if b.dtype != np.float32 or b.shape != (self.dimension,) or vector_sha256(b) != self.base_sha256:
+            logger.debug("global model delta %d: not this base", self.model_version)
+            raise DecodeError()
+        result = apply_delta(b, self.quantized())
+        if vector_sha256(result) != self.model_sha256:
+            logger.debug("global model delta %d: result hash mismatch", self.model_version)
             raise DecodeError()
         return result
 

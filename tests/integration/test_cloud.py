@@ -22,7 +22,7 @@ from aggregator_gateway import cloud_cli
 from fl_protocol.flatvec import load_flat_vector
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.topics import Topic, TopicKind, parse_topic, partial_topic, status_topic
-from fl_protocol.wire.messages import GlobalModel, PartialAggregate, RoundTask, Status
+from fl_protocol.wire.messages import GlobalModel, GlobalModelDelta, PartialAggregate, RoundTask, Status
 from tests.integration.mosquitto_fixture import MosquittoHandle
 from tests.kit.cloud import cloud_config, write_cloud_dir
 from tests.kit.fleet import Role, device, identity, public_keys, wall_clock_ms
@@ -141,6 +141,7 @@ def test_cloud_runs_rounds_with_scripted_gateways(mosquitto: MosquittoHandle, tm
         assert result["rc"] == 0
         _check_outputs(tmp_path, initial, seen)
         _check_retained(port, tmp_path)
+        assert_final_model(port, tmp_path, initial)
         device.stop()
     finally:
         stop.set()
@@ -155,8 +156,8 @@ def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> No
     assert second["survivors"] == 5 and second["train_loss"] == 2.5 and second["eval_loss"] == 2.75
     assert second["epsilon"] > 0 and second["dense_fp32_bytes"] == 4 * DIM
     assert report["final"]["model_version"] == 2 and report["final"]["succeeded"] is True
-    final = load_flat_vector(root / "store" / "final.safetensors").values
-    assert np.allclose(final, _expected_fedadam(initial, [2, 3]), rtol=1e-5, atol=1e-6)
+    assert second["downlink_full_bytes"] > 0 and second["downlink_delta_bytes"] == 0  # version 0: no delta
+    assert report["rounds"][2]["downlink_delta_bytes"] > 0  # version 1 went out as a delta too
 
     assert [t.round_id for t in seen][:3] == [1, 2, 3]
     assert seen[1].model_version == 0 and seen[2].model_version == 1  # the retry reused version 0
@@ -165,17 +166,19 @@ def _check_outputs(root: Path, initial: np.ndarray, seen: list[RoundTask]) -> No
 
 
 def _check_retained(port: int, root: Path) -> None:
-    """A fresh subscriber gets the final model (valid, signed frame) and no stale task.
+    """A fresh subscriber gets the final model (valid, signed frame), its delta and no stale task.
 
     A broker sends the retained messages of a subscription before it handles that connection's next
     packet, so once `connect` has its probe back (tests/kit/mqtt.py) every retained message is in."""
-    conn, inbox = connect(port, "fresh", [f"fl/v1/{FLEET}/model/+", TASK_FILTER])
+    conn, inbox = connect(
+        port, "fresh", [f"fl/v1/{FLEET}/model/+", f"fl/v1/{FLEET}/model/+/delta", TASK_FILTER]
+    )
     try:
         got: list[tuple[Topic, bytes]] = []
         while not inbox.empty():
             topic_text, payload = inbox.get_nowait()
             got.append((parse_topic(topic_text), payload))
-        assert [t.kind for t, _ in got] == [TopicKind.MODEL]
+        assert [t.kind for t, _ in got] == [TopicKind.MODEL, TopicKind.MODEL_DELTA]
         topic, payload = got[0]
         _header, model = _identity("g1").decode(payload, GlobalModel, senders={"cloud"})
         assert topic.model_version == model.model_version == 2
@@ -183,3 +186,22 @@ def _check_retained(port: int, root: Path) -> None:
         assert np.array_equal(model.vector(max_elements=DIM), final)
     finally:
         conn.stop()
+
+
+def assert_final_model(port: int, root: Path, initial: np.ndarray) -> None:
+    """The final model (version 2) is the FedAdam trajectory of the scripted sums up to the downlink's
+    last residual: within half a quantization step of its delta (docs/update-codec.md, "Downlink"), and
+    the retained delta rebuilds it bit for bit from version 1 (read from the store's hash-addressed file)."""
+    conn, inbox = connect(port, "delta-reader", [f"fl/v1/{FLEET}/model/+/delta"])
+    try:
+        _topic, payload = inbox.get_nowait()
+    finally:
+        conn.stop()
+    _header, delta = _identity("g1").decode(payload, GlobalModelDelta, senders={"cloud"})
+    assert (delta.model_version, delta.base_version, delta.bits) == (2, 1, 8)
+    base = load_flat_vector(root / "store" / "vectors" / f"{delta.base_sha256.hex()}.safetensors").values
+    final = load_flat_vector(root / "store" / "final.safetensors").values
+    assert delta.apply(base).tobytes() == final.tobytes()
+    half_step = float(delta.quantized().scales.max()) / 2
+    error = float(np.max(np.abs(final.astype(np.float64) - _expected_fedadam(initial, [2, 3]))))
+    assert 0 < error <= half_step + 1e-6, (error, half_step)

@@ -6,6 +6,7 @@ devices are real `DeviceAgent`s (threads) or real `fedlora device` processes whe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aggregator_gateway.cloud.downlink import ServerDownlink
 from edge_runtime.agent.agent import DeviceAgent
 from edge_runtime.agent.config import TEST_HOOKS_ENV, load_device_config
+from fl_protocol.codec.compress import vector_sha256
+from fl_protocol.codec.downlink import pack_values
 from fl_protocol.codec.pipeline import encoded_length
 from fl_protocol.codec.quantize import ring_sum
 from fl_protocol.codec.settings import CodecSettings, default_scale
@@ -44,11 +48,12 @@ from fl_protocol.topics import (
     gateway_stage_topic,
     gateway_uplink_filter,
     inbox_topic,
+    model_delta_topic,
     model_topic,
     parse_topic,
     task_topic,
 )
-from fl_protocol.wire.messages import GlobalModel, PlainUpdate, RoundTask, Status
+from fl_protocol.wire.messages import GlobalModel, GlobalModelDelta, PlainUpdate, RoundTask, Status
 from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 from fl_transport.mqtt import MqttConnection, MqttSettings
 from tests.integration.mosquitto_fixture import HOST, free_port, start_mosquitto
@@ -161,7 +166,14 @@ class Scripted:
         self.vector = load_flat_vector(bundle / "initial_vector.safetensors").values.astype(np.float32)
 
     def make_task(
-        self, round_id: int, *, tier: str = "public", noise: float = 0.3, mode: str = "secagg"
+        self,
+        round_id: int,
+        *,
+        tier: str = "public",
+        noise: float = 0.3,
+        mode: str = "secagg",
+        model_version: int = 0,
+        model_sha256: bytes | None = None,
     ) -> RoundTask:
         d = self.vector.shape[0]
         k = encoded_length(
@@ -193,8 +205,8 @@ class Scripted:
         model = GlobalModel.from_vector(0, self.vector)
         return RoundTask(
             round_id=round_id,
-            model_version=0,
-            model_sha256=model.model_sha256,
+            model_version=model_version,
+            model_sha256=model.model_sha256 if model_sha256 is None else model_sha256,
             training=TrainingSettings(local_steps=3, batch_size=2, learning_rate=1e-3),
             codec=codec,
             dp=DpSettings(
@@ -510,6 +522,70 @@ def test_trusted_task_with_the_opt_in_sends_one_plain_update_and_finishes(
         assert update.values.shape == (encoded_length(task.model_dimension, task.codec),)
         assert np.array_equal(update.values, np.load(tmp_path / "plain" / "round-1-dev-1.npy"))
         assert len(_ledger_charges(tmp_path, "dev-1")) == 1  # DP and the ledger as in a masked round
+    finally:
+        agent.stop()
+        scripted.conn.stop()
+
+
+def _next_version(scripted: Scripted) -> tuple[np.ndarray, GlobalModelDelta]:
+    """Version 1 as the cloud makes it from version 0 (`scripted.vector`), and its delta."""
+    update = np.random.default_rng(11).normal(size=scripted.vector.shape[0]) * 1e-3
+    step = ServerDownlink(8).step(scripted.vector, scripted.vector + update)
+    delta = step.message(model_version=1, base_version=0)
+    assert delta is not None
+    return step.vector, delta
+
+
+def _publish_version_1(scripted: Scripted, vector: np.ndarray, delta: GlobalModelDelta) -> RoundTask:
+    """What the cloud publishes for version 1 (delta, full model, then the task of round 2)."""
+    cloud = scripted.cloud
+    scripted.conn.publish(model_delta_topic(FLEET, 1), cloud.encode(delta, round_id=1), retain=True)
+    full = GlobalModel.from_vector(1, vector)
+    scripted.conn.publish(model_topic(FLEET, 1), cloud.encode(full, round_id=1), retain=True)
+    task = scripted.make_task(2, model_version=1, model_sha256=vector_sha256(vector))
+    scripted.conn.publish(task_topic(FLEET, 2), cloud.encode(task, round_id=2), retain=True)
+    return task
+
+
+@pytest.mark.parametrize("delta_kind", ["good", "tampered", "wrong base"])
+def test_a_task_trains_on_its_delta_and_a_bad_delta_costs_only_the_full_model(
+    fleet, broker, tmp_path: Path, caplog, delta_kind: str
+) -> None:
+    """Round 1 needs version 0: the device has none, so it fetches the full model 0. Round 2 needs
+    version 1: with a good delta the device builds it from version 0 and never fetches model/1; a
+    tampered delta (its result does not hash to model_sha256) or one for another base is refused and
+    the device fetches the full model/1 instead. Either way it joins round 2 on version 1's bytes."""
+    caplog.set_level(logging.INFO)
+    agent = AgentThread(device_config(fleet, tmp_path, "dev-1", broker.port))
+    scripted = Scripted(fleet, broker.port)
+    try:
+        scripted.publish_task(scripted.make_task(1))
+        scripted.collect(Stage.ADVERTISE, {"dev-1"})
+        vector, delta = _next_version(scripted)
+        if delta_kind == "tampered":
+            quantized = delta.quantized()
+            values = quantized.values.copy()
+            values[:64] = 0
+            delta = dataclasses.replace(
+                delta, packed_values=pack_values(dataclasses.replace(quantized, values=values))
+            )
+        elif delta_kind == "wrong base":
+            delta = dataclasses.replace(delta, base_sha256=bytes(32))
+        _publish_version_1(scripted, vector, delta)
+        wait_status = scripted.wait_status
+        training = wait_status("dev-1", lambda s: s.state == "training" and s.details.get("round") == 2)
+        assert training.details["round"] == 2  # joined: the held version 1 matched the task's sha256
+        messages = [r.getMessage() for r in caplog.records]
+        fetched = [m for m in messages if "subscribing to the full model" in m]
+        assert fetched[0] == "global model 0: subscribing to the full model"
+        if delta_kind == "good":
+            assert "global model 1 built from its delta" in messages
+            assert fetched == ["global model 0: subscribing to the full model"], "model/1 was not needed"
+        else:
+            assert "global model 1 built from its delta" not in messages
+            assert "global model 1: subscribing to the full model" in fetched
+            refusal = "refused (bad values or hash mismatch)" if delta_kind == "tampered" else "another base"
+            assert any(refusal in m for m in messages), messages
     finally:
         agent.stop()
         scripted.conn.stop()

@@ -326,6 +326,33 @@ def test_bridge_and_acls_carry_retained_chunk_topics(fleet_dir, tmp_path, client
         cloud_broker.stop()
 
 
+def test_bridge_and_acls_carry_model_deltas(fleet_dir, tmp_path, clients) -> None:
+    """`model/{v}/delta` (docs/update-codec.md, "Downlink") travels as `model/{v}` does: the cloud writes
+    it and its chunk topics, the bridge brings them in retained, devices read them but cannot write them."""
+    cloud_broker = _start_broker(fleet_dir, "cloud", tmp_path)
+    g1_broker = _start_broker(fleet_dir, "g1", tmp_path, cloud_port=cloud_broker.port)
+    try:
+        cloud = clients.node(fleet_dir, "cloud", cloud_broker.port)
+        dev1 = clients.node(fleet_dir, "dev-0001", g1_broker.port)
+        assert cloud and dev1
+        dev1.subscribe(f"{P}/model/+/delta")
+        dev1.subscribe(f"{P}/model/+/delta/chunk/+")
+        cloud.publish(f"{P}/model/5/delta", b"delta-5", retain=True)
+        dev1.wait_for(f"{P}/model/5/delta", b"delta-5", timeout_s=15.0)  # bridge connected and subscribed
+        cloud.publish(f"{P}/model/6/delta/chunk/0", b"delta-6-chunk-0", retain=True)
+        dev1.wait_for(f"{P}/model/6/delta/chunk/0", b"delta-6-chunk-0")
+        dev1.publish(f"{P}/model/5/delta", b"forged", retain=True)  # denied: devices only read them
+        late = clients.node(fleet_dir, "dev-0003", g1_broker.port)
+        assert late is not None
+        late.subscribe(f"{P}/model/+/delta")
+        late.subscribe(f"{P}/model/+/delta/chunk/+")
+        got = sorted(late.received(SILENCE_S + 1.0))  # retained on the gateway broker, as bridged
+        assert got == [(f"{P}/model/5/delta", b"delta-5"), (f"{P}/model/6/delta/chunk/0", b"delta-6-chunk-0")]
+    finally:
+        g1_broker.stop()
+        cloud_broker.stop()
+
+
 def test_device_certificate_cannot_take_over_the_gateway_client_id(fleet_dir, g1_broker, clients) -> None:
     """`use_username_as_clientid`: a device connecting with client id "g1" (clean session, 4 times) gets
     its own CN as client id; the gateway's connection and session stay untouched."""

@@ -175,3 +175,28 @@ def test_flush_waits_for_acknowledgements(tmp_path: Path) -> None:
         late.stop()
     finally:
         broker.stop()
+
+
+def test_unsubscribe_stops_a_subscription(mosquitto: MosquittoHandle) -> None:
+    """A device's full-model fetch: subscribe to model/5 (the retained message arrives at once), then
+    unsubscribe; a later message on model/5 is not delivered. Proven without waiting:
+    the publisher's messages reach a subscriber in order, so once the probe published after them is
+    back, anything still subscribed would have arrived before it."""
+    model, probe = "fl/v1/f/model/5", "fl/v1/f/status/probe"
+    pub = _client(mosquitto.port, "pub", queue.Queue())
+    pub.wait_connected(10)
+    pub.publish(model, b"v5", retain=True)
+    inbox: queue.Queue = queue.Queue()
+    sub = _client(mosquitto.port, "sub", inbox)
+    sub.wait_connected(10)
+    sub.subscribe(probe)
+    sub.subscribe(model)
+    assert _receive(inbox) == (model, b"v5")
+    sub.unsubscribe(model)
+    wait_subscribed(sub, inbox)  # the UNSUBSCRIBEs went before this probe, so the broker applied them
+    pub.publish(model, b"later", retain=True)
+    pub.publish(probe, b"after")
+    assert _receive(inbox) == (probe, b"after")
+    assert inbox.empty()
+    sub.stop()
+    pub.stop()

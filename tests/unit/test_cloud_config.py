@@ -56,6 +56,9 @@ def test_complete_config_loads(tmp_path: Path) -> None:
     assert config.optimizer.name == "fedadam" and config.aggregation.robust == "median"
     assert config.min_cohort == config.privacy.min_survivors == 2
     assert config.codec.ring_bits == 32
+    assert config.cloud.downlink_bits == 8  # quantized model deltas by default
+    full_only = BASE.replace("total_devices = 16", "total_devices = 16\ndownlink_bits = 0")
+    assert _load(tmp_path, full_only).cloud.downlink_bits == 0
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,15 @@ def test_complete_config_loads(tmp_path: Path) -> None:
         (("masked = 120", "masked = 0"), "timeout"),
         (("total_devices = 16", "total_devices = 16\n[codec]\nring_bits = 9"), "ring_bits"),
         (("total_devices = 16", "total_devices = 16\nmin_cohort = 1"), "min_cohort"),
+        (
+            ("total_devices = 16", "total_devices = 16\ndownlink_bits = 1"),
+            r"downlink_bits must be 0 .*, got 1",
+        ),
+        (
+            ("total_devices = 16", "total_devices = 16\ndownlink_bits = 9"),
+            r"downlink_bits must be 0 .*, got 9",
+        ),
+        (("total_devices = 16", 'total_devices = 16\ndownlink_bits = "8"'), "expected int"),
     ],
 )
 def test_config_errors(tmp_path: Path, change: tuple[str, str], message: str) -> None:

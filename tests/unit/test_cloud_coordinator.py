@@ -6,6 +6,7 @@ pieces: scheduler, collector, global step, store and reporter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fl_protocol.config import BrokerSection, IdentitySection, NodeSection
 from fl_protocol.errors import ProtocolError
 from fl_protocol.identity import NodeIdentity
 from fl_protocol.topics import TopicKind, parse_topic, partial_topic, status_topic
-from fl_protocol.wire.messages import PartialAggregate, Status
+from fl_protocol.wire.messages import GlobalModelDelta, PartialAggregate, Status
 
 FLEET, DIM, BUNDLE = "f1", 8, "b" * 64
 NODES = ("cloud", "g1", "g2", "dev1", "dev2")
@@ -103,8 +104,16 @@ class Federation:
             random_bytes=lambda n: bytes(n),
         )
 
-    def partial(self, gateway: str, round_id: int, model_version: int, count: int = 2) -> None:
-        survivors, vector_sum, weight = ("a", "b")[:count], np.full(DIM, 0.5 * count), float(count)
+    def partial(
+        self,
+        gateway: str,
+        round_id: int,
+        model_version: int,
+        count: int = 2,
+        vector_sum: np.ndarray | None = None,
+    ) -> None:
+        survivors, weight = ("a", "b")[:count], float(count)
+        vector_sum = np.full(DIM, 0.5 * count) if vector_sum is None else vector_sum
         partial = PartialAggregate(gateway, round_id, model_version, vector_sum, count, weight, survivors)
         frame = self.identity(gateway).encode(partial, round_id=round_id)
         self.cloud.handle(parse_topic(partial_topic(FLEET, round_id, gateway)), frame)
@@ -198,3 +207,72 @@ def test_a_peer_error_leaves_the_round_open_and_an_own_fault_ends_the_run(
     fed.cloud.start()
     assert fed.publisher.kinds()[0] == (TopicKind.TASK, 1, True)
     assert fed.cloud.state is CloudState.COLLECTING and fed.cloud.snapshot()["current_round"] == 2
+
+
+def _sums(round_id: int) -> dict[str, np.ndarray]:
+    rngs = {g: np.random.default_rng([round_id, i]) for i, g in enumerate(("g1", "g2"))}
+    return {g: rng.normal(size=DIM) * 0.3 for g, rng in rngs.items()}
+
+
+def _downlink_run(root: Path, *, restart: bool = False, lose_residual: bool = False) -> Federation:
+    """Two completed rounds with varied partials; optionally a restart (and a lost residual) between."""
+    root.mkdir(exist_ok=True)
+    fed = Federation(root)
+    fed.cloud.start()
+    for gateway, vector_sum in _sums(1).items():
+        fed.partial(gateway, 1, 0, vector_sum=vector_sum)
+    if restart:
+        if lose_residual:
+            (root / "store" / "downlink_residual.npy").unlink()
+        fed.cloud = fed.restart()
+        fed.cloud.start()
+    round_id = fed.cloud.snapshot()["current_round"]
+    for gateway, vector_sum in _sums(2).items():
+        fed.partial(gateway, round_id, 1, vector_sum=vector_sum)
+    assert fed.cloud.succeeded
+    return fed
+
+
+def test_each_version_goes_out_as_a_delta_that_rebuilds_it_exactly(tmp_path: Path) -> None:
+    fed = _downlink_run(tmp_path)
+    deltas = {}
+    for topic, payload, retain in fed.publisher.sent:
+        parsed = parse_topic(topic)
+        if parsed.kind is TopicKind.MODEL_DELTA and payload:
+            assert retain
+            _header, delta = fed.identity("dev1").decode(payload, GlobalModelDelta, senders={"cloud"})
+            deltas[delta.model_version] = (delta, len(payload))
+    assert sorted(deltas) == [1, 2]
+    for version, (delta, _size) in deltas.items():
+        assert delta.base_version == version - 1 and delta.bits == 8
+        rebuilt = delta.apply(fed.store.load(version - 1))
+        assert rebuilt.tobytes() == fed.store.load(version).tobytes()
+    rounds = fed.report()["rounds"]
+    assert rounds[0]["downlink_delta_bytes"] == 0 and rounds[0]["downlink_full_bytes"] > 0
+    assert rounds[1]["downlink_delta_bytes"] == deltas[1][1]
+
+
+def test_a_restart_keeps_the_residual_and_a_lost_residual_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uninterrupted = _downlink_run(tmp_path / "a").store.load(2)
+    restarted = _downlink_run(tmp_path / "b", restart=True).store.load(2)
+    assert restarted.tobytes() == uninterrupted.tobytes()
+    caplog.set_level("WARNING")
+    lost = _downlink_run(tmp_path / "c", restart=True, lose_residual=True).store.load(2)
+    assert "no residual stored for model version 1; error feedback starts from zeros" in caplog.text
+    assert lost.tobytes() != uninterrupted.tobytes()
+
+
+def test_full_models_only_publish_no_delta(tmp_path: Path) -> None:
+    fed = Federation(tmp_path)
+    fed.config = dataclasses.replace(fed.config, cloud=dataclasses.replace(fed.config.cloud, downlink_bits=0))
+    fed.cloud = fed.restart()
+    fed.cloud.start()
+    for gateway, vector_sum in _sums(1).items():
+        fed.partial(gateway, 1, 0, vector_sum=vector_sum)
+    kinds = {kind for kind, _round, _cleared in fed.publisher.kinds()}
+    assert TopicKind.MODEL in kinds and TopicKind.MODEL_DELTA not in kinds
+    mean = (_sums(1)["g1"] + _sums(1)["g2"]) / 4  # FedAvg, lr 1: base + Σ sums / Σ counts, unquantized
+    expected = (fed.store.load(0).astype(np.float64) + mean).astype(np.float32)
+    np.testing.assert_allclose(fed.store.load(1), expected, rtol=0, atol=1e-6)

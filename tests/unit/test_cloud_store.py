@@ -71,3 +71,20 @@ def test_optimizer_state_belongs_to_one_version(tmp_path: Path) -> None:
     assert reopened.optimizer_state(version=3) is None  # moments of another version are not used
     reopened.save_optimizer_state({}, version=5)  # a stateless optimizer (FedAvg)
     assert reopened.optimizer_state(version=5) == {}
+
+
+def test_downlink_state_belongs_to_one_version_and_survives_a_reopen(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, bundle_id="b" * 64)
+    residual = np.linspace(-1e-3, 1e-3, 6)
+    assert store.downlink_residual(version=0) is None and store.downlink_delta(version=0) is None
+    store.save_downlink_state(residual, b"delta-body", version=3)
+    store.close()
+    reopened = ModelStore(tmp_path, bundle_id="b" * 64)
+    assert reopened.downlink_residual(version=3).tobytes() == residual.tobytes()
+    assert reopened.downlink_delta(version=3) == b"delta-body"
+    assert reopened.downlink_residual(version=2) is None and reopened.downlink_delta(version=4) is None
+    reopened.save_downlink_state(None, None, version=4)  # full models only: nothing kept for version 4
+    assert reopened.downlink_residual(version=4) is None and reopened.downlink_delta(version=4) is None
+    reopened.save_downlink_state(residual, None, version=5)
+    (tmp_path / "downlink_residual.npy").unlink()  # a lost file reads as none (the cloud logs zeros)
+    assert reopened.downlink_residual(version=5) is None

@@ -64,6 +64,8 @@ def test_gateway_conf_has_tls_acl_limits_persistence_and_bridge() -> None:
         "topic fl/v1/f/model/+ in 1",
         "topic fl/v1/f/round/+/task/chunk/+ in 1",
         "topic fl/v1/f/model/+/chunk/+ in 1",
+        "topic fl/v1/f/model/+/delta in 1",
+        "topic fl/v1/f/model/+/delta/chunk/+ in 1",
         "topic fl/v1/f/round/+/partial/g1 out 1",
         "topic fl/v1/f/status/+ out 1",
         "max_inflight_messages 20",
@@ -72,8 +74,9 @@ def test_gateway_conf_has_tls_acl_limits_persistence_and_bridge() -> None:
     bridged = sorted(line for line in conf if line.startswith("topic "))
     assert [line for line in bridged if "/chunk/" in line] == [
         "topic fl/v1/f/model/+/chunk/+ in 1",
+        "topic fl/v1/f/model/+/delta/chunk/+ in 1",
         "topic fl/v1/f/round/+/task/chunk/+ in 1",
-    ]  # chunk topics of tasks and models come in; nothing else has chunk topics
+    ]  # chunk topics of tasks, models and model deltas come in; nothing else has chunk topics
 
 
 def test_broker_queue_holds_two_largest_messages_in_chunks() -> None:
@@ -153,7 +156,7 @@ def test_acls_grant_chunk_topics_exactly_where_task_and_model_topics_are_granted
     fleet = _fleet()
     acls = {"gw": render_gateway_acl(fleet, "g1"), "cloud": render_cloud_acl(fleet)}
     cases = [("gw", user) for user in ("g1", "d1")] + [("cloud", user) for user in ("cloud", "g1")]
-    bases = [t.task_topic("f", 3), t.model_topic("f", 2)]
+    bases = [t.task_topic("f", 3), t.model_topic("f", 2), t.model_delta_topic("f", 2)]
     for acl, user in cases:
         for access in ("read", "write"):
             for base in bases:
@@ -164,5 +167,24 @@ def test_acls_grant_chunk_topics_exactly_where_task_and_model_topics_are_granted
     assert not _allowed(acls["gw"], "d1", "write", t.retained_chunk_topic(bases[1], 0))
     chunk_lines = [line for text in acls.values() for line in text.splitlines() if "/chunk/" in line]
     assert chunk_lines and all(
-        line.endswith(("/round/+/task/chunk/+", "/model/+/chunk/+")) for line in chunk_lines
-    ), "no topic but tasks and models has chunk topics"
+        line.endswith(("/round/+/task/chunk/+", "/model/+/chunk/+", "/model/+/delta/chunk/+"))
+        for line in chunk_lines
+    ), "no topic but tasks, models and model deltas has chunk topics"
+
+
+def test_model_deltas_travel_wherever_full_models_do() -> None:
+    """The cloud writes `model/{v}/delta`, the bridge carries it in, gateways and devices read it."""
+    from fl_protocol import topics as t
+
+    fleet = _fleet()
+    acls = {"gw": render_gateway_acl(fleet, "g1"), "cloud": render_cloud_acl(fleet)}
+    model, delta = t.model_topic("f", 2), t.model_delta_topic("f", 2)
+    for acl, user in [("gw", "g1"), ("gw", "d1"), ("cloud", "cloud"), ("cloud", "g1")]:
+        for access in ("read", "write"):
+            assert _allowed(acls[acl], user, access, delta) == _allowed(acls[acl], user, access, model)
+    assert _allowed(acls["cloud"], "cloud", "write", delta) and _allowed(acls["gw"], "d1", "read", delta)
+    assert not _allowed(acls["gw"], "d1", "write", delta)
+    bridge = render_conf(
+        fleet.settings, "g1", port=8884, bridge=BridgeSpec("g1", "cloud.lan", 8883)
+    ).splitlines()
+    assert "topic fl/v1/f/model/+/delta in 1" in bridge

@@ -90,3 +90,28 @@ def test_the_fedlora_bundle_lever_changes_only_fedloras_bundle(tmp_path: Path) -
     configs = presets(base, lever_changes(args))
     assert configs["baseline"].simulate.bundle_dir is None
     assert configs["fedlora"].simulate.bundle_dir == tmp_path and configs["fedlora"].codec.quant_bits == 7
+
+
+def test_the_downlink_lever_and_reports_saved_before_it(tmp_path: Path) -> None:
+    """--downlink-bits reaches fedlora's preset only; a saved report without the key sent full models (0),
+    and the baseline's value is never compared (it always downloads float32 models)."""
+    from bench.time_to_target import _flags, lever_changes, reused_report
+    from fedlora.simulate.report import config_dict
+
+    base = SimConfig.load(None, {"simulate": {"devices": 4, "gateways": 1, "step_s": 1.5}})
+    assert presets(base, {})["fedlora"].simulate.downlink_bits == 8  # the cloud's default
+    configs = presets(base, lever_changes(_flags().parse_args(["--downlink-bits", "4"])))
+    assert configs["fedlora"].simulate.downlink_bits == 4
+    for name, config in configs.items():
+        resolved = config.with_ring_for(3584)  # ring_bits 0 ("auto") as the saved run resolved it
+        saved = {"config": config_dict(resolved, dimension=3584, step_s=1.5), "rounds": [], "final": {}}
+        del saved["config"]["simulate"]["downlink_bits"]  # written before the key existed
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(saved))
+        if name == "baseline":
+            assert reused_report(name, path, config)["config"]["step_s"] == 1.5
+        else:
+            with pytest.raises(ValueError, match=r"other settings \(simulate\)"):
+                reused_report(name, path, config)  # it sent full models, the preset sends 4-bit deltas
+            full = config.with_changes(simulate={"downlink_bits": 0})
+            assert reused_report(name, path, full)["config"]["step_s"] == 1.5

@@ -19,9 +19,12 @@ from fedlora.simulate.cohort_run import survivor_sum
 from fedlora.simulate.config import SimConfig
 from fedlora.simulate.report import ROUND_KEYS, without_clock_readings
 from fedlora.simulate.run import Simulation, SimulationResult
+from fl_protocol.codec.compress import vector_sha256
 from fl_protocol.codec.pack import packed_bytes
 from fl_protocol.codec.settings import sparse_count
 from fl_protocol.errors import ConfigError
+from fl_protocol.wire.envelope import encode_message
+from fl_protocol.wire.messages import GlobalModel
 
 MUST_SHOW = {
     "simulate": {
@@ -94,6 +97,58 @@ def test_report_has_the_demo_keys_and_measured_packed_bytes(runs: list[Simulatio
         assert packed < row["uplink_bytes_per_device"] < packed + 600 < 4 * k
         assert row["seconds"] >= row["compute_only_s"] == pytest.approx(2 * 0.5)
     assert report["final"]["epsilon"] > 0
+
+
+def _cloud_frame(message: object) -> int:
+    """The signed frame the simulated cloud publishes (fedlora/simulate/cohort_run.py's fixed key)."""
+    from fedlora.simulate.cohort_run import CREATED_MS, FLEET, identity_key
+
+    key = identity_key("cloud", 0)
+    signed = encode_message(
+        message,  # type: ignore[arg-type]
+        fleet=FLEET,
+        round_id=0,
+        sender="cloud",
+        created_ms=CREATED_MS,
+        signing_key=key,
+    )
+    return len(signed)
+
+
+def test_devices_that_held_the_previous_version_download_its_delta(runs: list[SimulationResult]) -> None:
+    """Default downlink_bits 8: round 1 everyone downloads the full model; round 2 the four devices that
+    stayed in round 1 download the delta frame, the two that vanished (dropout) the full model."""
+    result = runs[0]
+    first, second = result.rounds
+    row1, row2 = result.report["rounds"]
+    assert first.delta_model_bytes == 0 and first.download_bytes == [first.model_bytes] * 6
+    assert row1["downlink_bytes_per_device"] == first.model_bytes == row1["downlink_full_bytes"]
+    delta = first.published_delta
+    assert delta is not None and (delta.model_version, delta.base_version, delta.bits) == (1, 0, 8)
+    assert delta.model_sha256 == vector_sha256(first.new_vector)  # the next global is the reconstruction
+    delta_frame = _cloud_frame(delta)
+    full_frame = _cloud_frame(GlobalModel.from_vector(0, first.new_vector))
+    assert second.delta_model_bytes == delta_frame == row2["downlink_delta_bytes"] < full_frame
+    assert second.model_bytes == full_frame == row2["downlink_full_bytes"]
+    assert sorted(second.download_bytes) == sorted([delta_frame] * 4 + [full_frame] * 2)
+    assert row2["downlink_bytes_total"] == 4 * delta_frame + 2 * full_frame
+    assert row2["downlink_bytes_per_device"] == round((4 * delta_frame + 2 * full_frame) / 6)
+
+
+def test_downlink_bits_zero_sends_every_device_the_full_model(bundle: Path, tmp_path: Path) -> None:
+    small = {
+        "simulate": {**MUST_SHOW["simulate"], "devices": 3, "gateways": 1, "dropout": 0.0},
+        "training": {"local_steps": 1, "batch_size": 4},
+    }
+    small["simulate"]["downlink_bits"] = 0  # full models only: what every device got before deltas
+    result = _simulate(SimConfig.load(None, small), bundle, tmp_path)
+    for outcome, row in zip(result.rounds, result.report["rounds"], strict=True):
+        assert outcome.published_delta is None and row["downlink_delta_bytes"] == 0
+        assert outcome.download_bytes == [outcome.model_bytes] * 3
+        assert row["downlink_bytes_per_device"] == row["downlink_full_bytes"] == outcome.model_bytes
+        assert row["downlink_bytes_total"] == 3 * outcome.model_bytes
+    second = result.rounds[1]
+    assert second.model_bytes == _cloud_frame(GlobalModel.from_vector(0, result.rounds[0].new_vector))
 
 
 def _never(*_args: object) -> None:

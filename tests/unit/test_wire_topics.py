@@ -30,6 +30,7 @@ def test_topics_follow_the_design_table() -> None:
     [
         ("fl/v1/f/round/3/task", Topic(TopicKind.TASK, "f", round_id=3)),
         ("fl/v1/f/model/0", Topic(TopicKind.MODEL, "f", model_version=0)),
+        ("fl/v1/f/model/7/delta", Topic(TopicKind.MODEL_DELTA, "f", model_version=7)),
         (
             "fl/v1/f/gw/g/round/9/unmask/d",
             Topic(TopicKind.DEVICE_STAGE, "f", round_id=9, gateway="g", stage=Stage.UNMASK, device="d"),
@@ -55,6 +56,8 @@ def test_parse(topic: str, expected: Topic) -> None:
         "fl/v1/f/round/01/task",  # non-canonical number
         "fl/v1/f/round/-1/task",
         "fl/v1/f/round/1/task/extra",
+        "fl/v1/f/model/1/deltas",
+        "fl/v1/f/model/1/delta/extra",
         "fl/v1/f/gw/g/round/1/masked",  # uplink stage without a device
         "fl/v1/f/gw/g/round/1/roster/d",  # downlink stage with a device
         "fl/v1/f/gw/g/round/1/bogus/d",
@@ -144,6 +147,7 @@ def test_ordinary_topics_are_not_taken_for_chunk_topics() -> None:
     built = [
         topics.task_topic("f", 3),
         topics.model_topic("f", 7),
+        topics.model_delta_topic("f", 7),
         topics.status_topic("f", "chunk"),
         topics.inbox_topic("f", "chunk", "chunk"),
         topics.partial_topic("f", 3, "chunk"),
@@ -157,6 +161,9 @@ def test_retained_chunk_filter_follows_task_and_model_filters() -> None:
     assert topics.retained_chunk_filter(topics.task_filter("f")) == "fl/v1/f/round/+/task/chunk/+"
     assert topics.retained_chunk_filter("fl/v1/f/model/+") == "fl/v1/f/model/+/chunk/+"
     assert topics.retained_chunk_filter("fl/v1/+/model/3") == "fl/v1/+/model/3/chunk/+"
+    assert topics.retained_chunk_filter(topics.model_delta_filter("f")) == "fl/v1/f/model/+/delta/chunk/+"
+    delta = topics.model_delta_topic("f", 4)
+    assert topics.parse_retained_chunk_topic(topics.retained_chunk_topic(delta, 2)) == (delta, 2)
     assert topics.retained_chunk_filter(topics.task_topic("f", 3)) == "fl/v1/f/round/3/task/chunk/+"
     for other in (
         topics.status_filter("f"),
@@ -171,3 +178,10 @@ def test_retained_chunk_filter_follows_task_and_model_filters() -> None:
     for topic_filter in topics.device_downlink_filters("f", "g", "d"):
         chunk_filter = topics.retained_chunk_filter(topic_filter)
         assert chunk_filter is None or chunk_filter == f"{topic_filter}/chunk/+"
+
+
+def test_a_device_subscribes_to_model_deltas_before_tasks_and_not_to_full_models() -> None:
+    filters = topics.device_downlink_filters("f", "g", "d")
+    assert topics.model_delta_topic("f", 3) == "fl/v1/f/model/3/delta"
+    assert filters.index("fl/v1/f/model/+/delta") < filters.index("fl/v1/f/round/+/task")
+    assert "fl/v1/f/model/+" not in filters  # a full model only when needed (edge_runtime/agent/models.py)
