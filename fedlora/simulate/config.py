@@ -61,7 +61,8 @@ class SimulateSection:
     float32 Δ, plain sum, no clipping or noise). dropout: fraction of each gateway's selected devices that
     vanish before uploading (round(dropout · n) per gateway and round). deadline_s: devices whose modelled
     time exceeds it drop (0 = the round waits for everyone). step_s: modelled seconds of one local step on
-    the reference device (0 = measure it on this machine before round 1). data_shards: how many distinct
+    the reference device, a job's fixed costs spread over its steps (0 = measure a whole job of
+    local_steps on this machine before round 1). data_shards: how many distinct
     non-IID shards the devices share (0 = one per device, capped by the corpus). executor: "local" (one
     trainer in this process) or "ray" (Ray actors, fedlora/simulate/ray_executor.py); ray_address: "" (a
     local Ray instance for the run), "auto" or "HOST:PORT" of a running cluster; ray_workers: actors,

@@ -150,7 +150,9 @@ class DeviceTrainer:
         return self.trainer.evaluate(self._eval)
 
     def step_seconds(self, *, steps: int, batch_size: int, learning_rate: float) -> float:
-        """Measured seconds of one local step here (device 0's data; after one warm-up step)."""
+        """Seconds of a whole `steps`-step job here divided by `steps` (device 0's data; after a warm-up
+        job), so that steps × the result is a job's time including its fixed costs (vector load,
+        optimizer reset, local eval)."""
         vector = self.initial_vector
         run_job(self.trainer, TrainingJob(0, vector, self.dataset(0), 1, batch_size, learning_rate))
         start = time.perf_counter()

@@ -129,9 +129,8 @@ class Simulation:
         measure = getattr(self.executor, "step_seconds", None)
         if measure is None:
             raise ConfigError("this executor cannot measure step seconds: set [simulate].step_s")
-        step_s = float(
-            measure(steps=min(t.local_steps, 4), batch_size=t.batch_size, learning_rate=t.learning_rate)
-        )
+        # A whole job of local_steps, fixed costs included (docs/simulate.md, "The network and device model").
+        step_s = float(measure(steps=t.local_steps, batch_size=t.batch_size, learning_rate=t.learning_rate))
         self.progress(f"reference local step: {step_s:.4f} s on this machine (load {os.getloadavg()[0]:.2f})")
         return step_s
 
