@@ -87,6 +87,7 @@ def protocol_cost(devices: int, rounds: int, dimension: int) -> dict[str, float]
         },
     )
     config.check(dimension)
+    config = config.with_ring_for(dimension)  # [codec] ring_bits = 0: the ring the cloud would resolve
     profiles = FLEET_MIXES["lte"].draw(devices, np.random.default_rng(0))
     z = config.noise_multiplier(dimension)
     runner = RoundRunner(

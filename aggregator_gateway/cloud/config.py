@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from aggregator_gateway.cloud.ring import check_ring_holds_noise, smallest_ring_bits
 from fl_protocol.codec.downlink import DEFAULT_DOWNLINK_BITS, MAX_DOWNLINK_BITS, MIN_DOWNLINK_BITS
+from fl_protocol.codec.settings import AUTO_RING_BITS, MAX_RING_BITS, MIN_QUANT_BITS, MIN_RING_BITS
 from fl_protocol.config import (
     BrokerSection,
     IdentitySection,
@@ -24,6 +26,7 @@ from fl_protocol.config import (
 from fl_protocol.errors import ConfigError
 from fl_protocol.stages import DEADLINE_STAGES
 from fl_protocol.topics import validate_id
+from fl_protocol.wire.fields import MAX_COHORT_DEVICES
 from fl_protocol.wire.task_settings import DP_MECHANISMS, SECAGG_MODES, TrainingSettings
 
 OPTIMIZERS = ("fedavg", "fedadam", "fedyogi")
@@ -137,15 +140,30 @@ class CodecSection:
 
     keep_fraction: the fraction of coordinates each update keeps (shared random-k; 1 = dense). Its old
     name `sparsity_fraction` is still read, with a deprecation warning (docs/operations.md, "Upgrading").
+    quant_bits: q, bits per quantized value (2..32, at most ring_bits when that is given).
+    ring_bits: b of Z_{2^b}, 8..32, or 0 (the default): the smallest ring that holds the largest cohort's
+        sum plus its DP noise, resolved for every task (aggregator_gateway/cloud/ring.py); tasks always
+        carry 8..32. Defaults q = 7 in the smallest ring: docs/benchmarks.md, "smollm2-135m".
     """
 
     RENAMED_KEYS: ClassVar[Mapping[str, str]] = {"sparsity_fraction": "keep_fraction"}
 
     keep_fraction: float = 1.0
-    quant_bits: int = 8
-    ring_bits: int = 32
+    quant_bits: int = 7
+    ring_bits: int = AUTO_RING_BITS
     rotate: bool = True
     error_feedback: bool = True
+
+    def __post_init__(self) -> None:
+        b, q = self.ring_bits, self.quant_bits
+        if b != AUTO_RING_BITS and not MIN_RING_BITS <= b <= MAX_RING_BITS:
+            raise ValueError(
+                f"ring_bits must be 0 (the smallest ring) or in {MIN_RING_BITS}..{MAX_RING_BITS}, got {b}"
+            )
+        if not MIN_QUANT_BITS <= q <= (b or MAX_RING_BITS):
+            raise ValueError(
+                f"quant_bits must be in {MIN_QUANT_BITS}..{b or MAX_RING_BITS} (ring_bits), got {q}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,21 +300,60 @@ class CloudConfig:
                 "[training] weighting 'qffl'/'datasize' and [aggregation] weighting 'fair' go together: "
                 "devices send (w·Δ, w) and the cloud divides by Σ w"
             )
-        codec = self.codec
-        if not codec.quant_bits <= codec.ring_bits:
-            raise ConfigError("[codec].quant_bits must be <= ring_bits")
-        if self.cloud.total_devices > 0:
-            needed = codec.quant_bits + math.ceil(math.log2(max(self.cloud.total_devices, 1)))
-            if codec.ring_bits < needed:
-                raise ConfigError(
-                    f"[codec].ring_bits={codec.ring_bits} cannot hold the sum of {self.cloud.total_devices} "
-                    f"{codec.quant_bits}-bit values: at least {needed} bits (plus noise headroom) needed"
-                )
+        self._check_ring()
+
+    def _check_ring(self) -> None:
+        """The ring rule (aggregator_gateway/cloud/ring.py) as far as it needs no model: GlobalStep checks
+        the full bound at start, once the model's dimension fixes the scale s.
+
+        Here s is its least value over all models, qmax / C (`fl_protocol.codec.settings.default_scale`
+        never goes below it), and the noise multiplier z is the given one (0 while it is still to be
+        calibrated from target_epsilon), so whatever fails here would fail at start too. An explicit
+        ring must hold max(total_devices, min_cohort) devices' sum; ring 0 needs some ring of at most 32
+        bits for `max_cohort` devices.
+        """
+        codec, privacy = self.codec, self.privacy
+        noisy = privacy.mechanism != "none" and privacy.noise_multiplier is not None
+        rule: dict[str, Any] = {
+            "quant_bits": codec.quant_bits,
+            "min_survivors": privacy.min_survivors,
+            "noise_multiplier": privacy.noise_multiplier if noisy else 0.0,
+            "clip_norm": privacy.clip_norm,
+            "scale": ((1 << (codec.quant_bits - 1)) - 1) / privacy.clip_norm,
+        }
+        if codec.ring_bits == AUTO_RING_BITS:
+            remedy = f"[codec] ring_bits = 0 with quant_bits = {codec.quant_bits}: {self._ring_remedy()}"
+            smallest_ring_bits(max_clients=self.max_cohort, remedy=remedy, **rule)
+        else:
+            n = max(self.cloud.total_devices, self.min_cohort)
+            check_ring_holds_noise(ring_bits=codec.ring_bits, max_clients=n, **rule)
+
+    def _ring_remedy(self) -> str:
+        if self.cloud.total_devices == 0:
+            return (
+                f"set [cloud].total_devices (unset, a cohort is bounded only by the wire's "
+                f"{MAX_COHORT_DEVICES} devices), lower quant_bits or the noise"
+            )
+        return "lower quant_bits, the noise or [cloud].total_devices"
 
     @property
     def min_cohort(self) -> int:
         """Smallest cohort a gateway may aggregate (never below privacy.min_survivors)."""
         return self.cloud.min_cohort or self.privacy.min_survivors
+
+    @property
+    def max_cohort(self) -> int:
+        """Largest cohort a gateway may aggregate: the n for which `[codec] ring_bits = 0` is resolved.
+
+        [cloud].total_devices when set (no gateway can aggregate more devices than the fleet has), else
+        MAX_COHORT_DEVICES (16,384: a partial's survivor list cannot name more on the wire, so no larger
+        sum ever reaches the cloud); the smaller of the two when both apply, never below min_cohort. Both
+        bounds hold whatever the gateways do, which is what makes the resolved ring safe; the gateways'
+        real cohorts (unknown to the cloud) are usually smaller.
+        """
+        total = self.cloud.total_devices
+        bound = MAX_COHORT_DEVICES if total == 0 else min(total, MAX_COHORT_DEVICES)
+        return max(bound, self.min_cohort)
 
     @classmethod
     def load(cls, path: Path) -> CloudConfig:

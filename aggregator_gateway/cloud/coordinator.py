@@ -34,7 +34,7 @@ from aggregator_gateway.cloud.reporting import CloudReporter
 from aggregator_gateway.cloud.round_watch import fleet_devices
 from aggregator_gateway.cloud.scheduler import Publisher, RoundScheduler
 from aggregator_gateway.cloud.store import ModelStore
-from aggregator_gateway.cloud.tasks import build_codec, codec_shape
+from aggregator_gateway.cloud.tasks import cloud_task_settings, codec_shape
 from fl_protocol.codec.pipeline import uplink_payload_bytes
 from fl_protocol.errors import ConfigError, DecodeError, ProtocolError
 from fl_protocol.identity import NodeIdentity
@@ -78,12 +78,13 @@ class CloudCoordinator:
             )
         self._dimension = int(store.load(0).shape[0])
         shape = codec_shape(config, self._dimension)
-        self._uplink = uplink_payload_bytes(
-            self._dimension,
-            build_codec(config, shape, bytes),
-            weighted=config.training.weighting != "uniform",
-        )
         self._step = GlobalStep(config, store=store, shape=shape)
+        settings = cloud_task_settings(
+            config, shape, noise_multiplier=self._step.noise_multiplier, random_bytes=bytes
+        )
+        self._uplink = uplink_payload_bytes(
+            self._dimension, settings.codec, weighted=config.training.weighting != "uniform"
+        )
         self._reporter = CloudReporter(
             config,
             identity=identity,

@@ -25,9 +25,11 @@ from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import CloudConfig
 from aggregator_gateway.cloud.downlink import DownlinkStep, ServerDownlink
 from aggregator_gateway.cloud.optimizer import make_optimizer
-from aggregator_gateway.cloud.privacy import CloudAccountant, check_ring_holds_noise, resolve_noise_multiplier
+from aggregator_gateway.cloud.privacy import CloudAccountant, resolve_noise_multiplier
+from aggregator_gateway.cloud.ring import check_ring_holds_noise
 from aggregator_gateway.cloud.store import ModelStore, VersionInfo
-from aggregator_gateway.cloud.tasks import CodecShape
+from aggregator_gateway.cloud.tasks import CodecShape, task_ring_bits
+from fl_protocol.codec.settings import AUTO_RING_BITS
 from fl_protocol.wire.fields import encode_fields
 from fl_protocol.wire.messages import PartialAggregate
 
@@ -48,15 +50,7 @@ class GlobalStep:
             scale=shape.scale,
             sparse_length=shape.sparse_length,
         )
-        check_ring_holds_noise(
-            quant_bits=config.codec.quant_bits,
-            ring_bits=config.codec.ring_bits,
-            max_clients=max(config.cloud.total_devices, config.min_cohort),
-            min_survivors=config.privacy.min_survivors,
-            noise_multiplier=noise,
-            clip_norm=config.privacy.clip_norm,
-            scale=shape.scale,
-        )
+        check_task_ring(config, shape, noise)
         self._accountant = CloudAccountant(config.privacy, noise, store.get_meta("accountant"))
         self._optimizer = make_optimizer(config.optimizer)
         latest = store.latest()
@@ -106,6 +100,37 @@ class GlobalStep:
         self._store.save_downlink_state(step.residual, body, version=info.version)
         self._downlink.adopt(step)
         return info
+
+
+def check_task_ring(config: CloudConfig, shape: CodecShape, noise_multiplier: float) -> None:
+    """ConfigError unless every task's ring holds the summed noise (aggregator_gateway/cloud/ring.py).
+
+    [codec] ring_bits = 0: some ring of at most 32 bits must hold `config.max_cohort` devices (the ring
+    is resolved, and logged, here as it will be for every task). An explicit ring must hold
+    max(total_devices, min_cohort) devices.
+    """
+    if config.codec.ring_bits == AUTO_RING_BITS:
+        bits = task_ring_bits(
+            config, max_cohort=config.max_cohort, noise_multiplier=noise_multiplier, scale=shape.scale
+        )
+        logger.info(
+            "[codec] ring_bits = 0: tasks carry a %d-bit ring (%d-bit values, cohorts of up to %d devices, "
+            "noise multiplier %.4g)",
+            bits,
+            config.codec.quant_bits,
+            config.max_cohort,
+            noise_multiplier,
+        )
+        return
+    check_ring_holds_noise(
+        quant_bits=config.codec.quant_bits,
+        ring_bits=config.codec.ring_bits,
+        max_clients=max(config.cloud.total_devices, config.min_cohort),
+        min_survivors=config.privacy.min_survivors,
+        noise_multiplier=noise_multiplier,
+        clip_norm=config.privacy.clip_norm,
+        scale=shape.scale,
+    )
 
 
 def restore_downlink(store: ModelStore, bits: int) -> ServerDownlink:

@@ -9,21 +9,20 @@ the accountant does not count it.
 Accounting, one event per completed round (a round with no partial released nothing to the cloud): the
 event of `fl_protocol.dp.rounds.round_privacy_event` for the round's settings, the same event every
 device's ledger charges. Sample rate 1: devices join rounds by availability, nobody samples them at
-random, so no amplification by sampling is claimed ([cloud].total_devices only sizes the ring check).
+random, so no amplification by sampling is claimed ([cloud].total_devices only sizes the ring: the rule the
+summed noise must fit is in aggregator_gateway/cloud/ring.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 
 from aggregator_gateway.cloud.config import PrivacySection
 from fl_protocol.dp import RdpAccountant
 from fl_protocol.dp.calibrate import calibrate_event_noise
 from fl_protocol.dp.rdp import DEFAULT_ORDERS
-from fl_protocol.dp.rounds import noise_headroom_bits, round_privacy_event
-from fl_protocol.errors import ConfigError
+from fl_protocol.dp.rounds import round_privacy_event
 
 logger = logging.getLogger(__name__)
 
@@ -66,34 +65,6 @@ def resolve_noise_multiplier(
         rounds,
     )
     return z
-
-
-def check_ring_holds_noise(
-    *,
-    quant_bits: int,
-    ring_bits: int,
-    max_clients: int,
-    min_survivors: int,
-    noise_multiplier: float,
-    clip_norm: float,
-    scale: float,
-) -> None:
-    """ConfigError unless Z_{2^ring_bits} holds `max_clients` q-bit values plus the summed noise.
-
-    The noise is added after the q-bit clamp (so the clamp never eats it) and must not wrap the ring. With
-    n ≥ min_survivors shares of variance (z C s)² / min_survivors the summed noise has
-    σ = z C s sqrt(n / min_survivors); the check uses n = max_clients.
-    """
-    n = max(max_clients, min_survivors, 1)
-    sigma = noise_multiplier * clip_norm * scale * math.sqrt(n / max(min_survivors, 1))
-    headroom = noise_headroom_bits(central_stddev=sigma)
-    needed = quant_bits + math.ceil(math.log2(n)) + headroom
-    if ring_bits < needed:
-        raise ConfigError(
-            f"[codec].ring_bits={ring_bits} < {needed} needed for {n} clients' {quant_bits}-bit values plus "
-            f"{headroom} bits of DP noise (summed σ = {sigma:.4g} integer units): raise ring_bits, lower "
-            "quant_bits or lower total_devices"
-        )
 
 
 class CloudAccountant:

@@ -33,16 +33,12 @@ from aggregator_gateway.cloud.config import (
     TrainingSection,
     check_downlink_setting,
 )
-from aggregator_gateway.cloud.privacy import check_ring_holds_noise, resolve_noise_multiplier
+from aggregator_gateway.cloud.privacy import resolve_noise_multiplier
+from aggregator_gateway.cloud.ring import check_ring_holds_noise
+from aggregator_gateway.cloud.tasks import task_ring_bits
 from fedlora.simulate.network import FLEET_MIXES
 from fl_protocol.codec.downlink import DEFAULT_DOWNLINK_BITS
-from fl_protocol.codec.settings import (
-    AUTO_RING_BITS,
-    MAX_RING_BITS,
-    MIN_RING_BITS,
-    default_scale,
-    sparse_count,
-)
+from fl_protocol.codec.settings import AUTO_RING_BITS, default_scale, sparse_count
 from fl_protocol.config import read_toml, renamed_keys, section_from_table
 from fl_protocol.errors import ConfigError
 
@@ -194,6 +190,8 @@ class SimConfig:
             raise ConfigError(f"unknown fleet mix {s.fleet_mix!r}; known: {', '.join(sorted(FLEET_MIXES))}")
         if self.training.weighting != "uniform":
             raise ConfigError("[training].weighting other than 'uniform' is not simulated yet")
+        if self.secagg.mode != "secagg":
+            raise ConfigError("[secagg].mode 'trusted' is not simulated: the gateways run SecAgg+")
         if s.uplink == "dense_fp32":
             if self.privacy.mechanism != "none":
                 raise ConfigError("the dense_fp32 baseline has no DP: set [privacy].mechanism = 'none'")
@@ -219,32 +217,28 @@ class SimConfig:
             self.with_ring_for(dimension)._check_ring(max(self.cohort_sizes), dimension)
 
     def with_ring_for(self, dimension: int) -> SimConfig:
-        """This configuration with [codec].ring_bits = 0 ("auto") replaced by the smallest ring in
-        [max(8, q), 32] that the cloud's ring check accepts for the largest cohort (ConfigError if none);
-        the dense_fp32 baseline has no ring and is returned unchanged.
+        """This configuration with [codec].ring_bits = 0 ("auto") replaced by the ring the cloud would
+        resolve for the largest cohort (`aggregator_gateway.cloud.tasks.task_ring_bits`: the smallest in
+        [max(8, q), 32] that the cloud's ring check accepts; ConfigError if none); the dense_fp32 baseline
+        has no ring and is returned unchanged.
 
         The smallest ring sends the fewest bytes: masked values travel bit-packed at the ring width
         (docs/update-codec.md). An explicit ring_bits is returned unchanged.
         """
         if self.codec.ring_bits != AUTO_RING_BITS or self.simulate.uplink == "dense_fp32":
             return self
-        for bits in range(max(MIN_RING_BITS, self.codec.quant_bits), MAX_RING_BITS + 1):
-            candidate = self.with_changes(codec={"ring_bits": bits})
-            try:
-                candidate._check_ring(max(self.cohort_sizes), dimension)
-            except ConfigError:
-                continue
-            return candidate
-        raise ConfigError(
-            f"no ring of at most {MAX_RING_BITS} bits holds {max(self.cohort_sizes)} devices' "
-            f"{self.codec.quant_bits}-bit values plus the DP noise: lower quant_bits or the noise"
+        _k, scale = self.codec_shape(dimension)
+        bits = task_ring_bits(
+            self,
+            max_cohort=max(self.cohort_sizes),
+            noise_multiplier=self.noise_multiplier(dimension),
+            scale=scale,
         )
+        return self.with_changes(codec={"ring_bits": bits})
 
     def _check_ring(self, cohort: int, dimension: int) -> None:
-        """The cloud's own rule (aggregator_gateway.cloud.privacy.check_ring_holds_noise) for this cohort."""
+        """The cloud's own rule (aggregator_gateway.cloud.ring.check_ring_holds_noise) for this cohort."""
         c, p = self.codec, self.privacy
-        if c.quant_bits > c.ring_bits:
-            raise ConfigError(f"[codec].quant_bits={c.quant_bits} exceeds ring_bits={c.ring_bits}")
         _k, scale = self.codec_shape(dimension)
         check_ring_holds_noise(
             quant_bits=c.quant_bits,

@@ -22,6 +22,7 @@ from aggregator_gateway.cloud.combine import combine
 from aggregator_gateway.cloud.config import AggregationSection
 from aggregator_gateway.cloud.optimizer import ServerOptimizer
 from aggregator_gateway.cloud.privacy import CloudAccountant
+from aggregator_gateway.cloud.tasks import build_task_settings
 from edge_runtime.agent.encode import encode_for_task
 from fedlora.simulate.cohort_run import CohortOutcome, CohortRun
 from fedlora.simulate.config import SimConfig
@@ -36,9 +37,8 @@ from fedlora.simulate.network import (
     device_round_s,
 )
 from fl_protocol.codec.compress import vector_sha256
-from fl_protocol.codec.settings import CodecSettings
+from fl_protocol.stages import DEADLINE_STAGES
 from fl_protocol.wire.messages import GlobalModelDelta, PartialAggregate, RoundTask
-from fl_protocol.wire.task_settings import DpSettings, SecAggSettings, TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -94,46 +94,30 @@ class RoundOutcome:
 def make_task(
     config: SimConfig, global_vector: np.ndarray, round_id: int, *, noise_multiplier: float
 ) -> RoundTask:
-    """The round's task as the cloud builds it (aggregator_gateway/cloud/tasks.py), seeds from the seed."""
+    """The round's task with the cloud's settings builder (aggregator_gateway/cloud/tasks.py), seeds
+    from the simulation's seed, [codec] ring_bits = 0 resolved for the largest cohort, min_cohort 3 and
+    deadlines the simulator never waits for."""
     dimension = int(global_vector.shape[0])
-    k, scale = config.codec_shape(dimension)
-    c, p, seed = config.codec, config.privacy, config.simulate.seed
+    _k, scale = config.codec_shape(dimension)
+    seed = config.simulate.seed
+    settings = build_task_settings(
+        config,
+        scale=scale,
+        noise_multiplier=noise_multiplier,
+        max_cohort=max(config.cohort_sizes),
+        index_seed=_seed_bytes(seed, "index", round_id),
+        rotation_seed=_seed_bytes(seed, "rotation", round_id),
+    )
     return RoundTask(
         round_id=round_id,
         model_version=round_id - 1,
         model_sha256=vector_sha256(global_vector.astype(np.float32)),
-        training=TrainingSettings(
-            local_steps=config.training.local_steps,
-            batch_size=config.training.batch_size,
-            learning_rate=config.training.learning_rate,
-        ),
-        codec=CodecSettings(
-            clip_norm=p.clip_norm,
-            keep_fraction=c.keep_fraction,
-            index_seed=_seed_bytes(seed, "index", round_id),
-            rotate=c.rotate,
-            rotation_seed=_seed_bytes(seed, "rotation", round_id),
-            quant_bits=c.quant_bits,
-            ring_bits=c.ring_bits,
-            scale=scale,
-            error_feedback=c.error_feedback,
-        ),
-        dp=DpSettings(
-            mechanism=p.mechanism,
-            noise_multiplier=noise_multiplier,
-            clip_norm=p.clip_norm,
-            min_survivors=p.min_survivors,
-            target_delta=p.delta,
-        ),
-        secagg=SecAggSettings(
-            threshold_fraction=config.secagg.threshold_fraction,
-            neighbour_degree=config.secagg.neighbour_degree,
-            ring_bits=c.ring_bits,
-        ),
+        training=settings.training,
+        codec=settings.codec,
+        dp=settings.dp,
+        secagg=settings.secagg,
         min_cohort=3,
-        deadlines_ms={
-            s: FAR_DEADLINE_MS for s in ("advertise", "shares", "masked", "consistency", "unmask", "partial")
-        },
+        deadlines_ms={stage.value: FAR_DEADLINE_MS for stage in DEADLINE_STAGES},
         tier=TIER,
         model_dimension=dimension,
     )

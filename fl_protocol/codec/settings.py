@@ -21,8 +21,9 @@ MIN_QUANT_BITS = 2
 #: Field name -> wire key, for the fields whose wire key is not their name. `keep_fraction` was first
 #: called `sparsity_fraction` (it is the fraction kept); deployed nodes decode tasks by the old key.
 WIRE_KEYS: dict[str, str] = {"keep_fraction": "sparsity_fraction"}
-# ring_bits = 0 in a simulator or demo configuration: "the smallest ring that holds the sum", resolved
-# with `required_ring_bits` once the cohort size is known (never sent on the wire: tasks carry 8..32)
+# ring_bits = 0 in a cloud, simulator or demo configuration: "the smallest ring that holds the sum" (plus
+# the DP noise), resolved from `required_ring_bits` once the cohort bound and the noise are known
+# (aggregator_gateway/cloud/ring.py, smallest_ring_bits); never sent on the wire: tasks carry 8..32
 AUTO_RING_BITS = 0
 
 

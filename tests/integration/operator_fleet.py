@@ -44,7 +44,7 @@ def minimal_cloud_toml(node_config: str, bundle: Path, rounds: int) -> str:
     return (
         node_config
         + f'\n[cloud]\nbundle_dir = "{bundle}"\nrounds = {rounds}\ngateways = ["{GATEWAY}"]\n'
-        + 'store_dir = "store"\n\n[privacy]\nnoise_multiplier = 3.0\n'
+        + f'store_dir = "store"\ntotal_devices = {len(DEVICES)}\n\n[privacy]\nnoise_multiplier = 3.0\n'
     )
 
 

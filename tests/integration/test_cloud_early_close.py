@@ -45,7 +45,10 @@ def _write_federation(root: Path, port: int) -> Path:
         fleet=FLEET,
         port=port,
         cloud='rounds = 1\ngateways = ["g1", "g2"]\nmax_retries = 1\nhttp_port = 0',
-        extra=f"[cloud.stage_timeouts_s]\n{timeouts}\n[privacy]\nnoise_multiplier = 1.0\n",
+        # no total_devices: the codec before the smallest-ring defaults (an unbounded cohort's noise fits
+        # no ring of 32 bits or less; this test is about closing early, not about the ring)
+        extra=f"[cloud.stage_timeouts_s]\n{timeouts}\n[privacy]\nnoise_multiplier = 1.0\n"
+        "[codec]\nquant_bits = 8\nring_bits = 32\n",
     )
     initial = np.zeros(DIM, np.float32)
     path, _keys = write_cloud_dir(root, fleet=FLEET, roles=ROLES, initial=initial, config=config)

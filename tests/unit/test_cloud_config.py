@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from aggregator_gateway.cloud.config import CloudConfig
+from aggregator_gateway.cloud.global_step import check_task_ring
+from aggregator_gateway.cloud.tasks import build_task, codec_shape
 from fl_protocol.errors import ConfigError
+from fl_protocol.wire.messages import RoundTask
 
 BASE = """
 [node]
@@ -55,7 +59,8 @@ def test_complete_config_loads(tmp_path: Path) -> None:
     assert config.cloud.stage_timeouts_s.advertise == 30.0
     assert config.optimizer.name == "fedadam" and config.aggregation.robust == "median"
     assert config.min_cohort == config.privacy.min_survivors == 2
-    assert config.codec.ring_bits == 32
+    # 7-bit values in the smallest ring (docs/benchmarks.md, "smollm2-135m")
+    assert (config.codec.quant_bits, config.codec.ring_bits) == (7, 0)
     assert config.cloud.downlink_bits == 8  # quantized model deltas by default
     full_only = BASE.replace("total_devices = 16", "total_devices = 16\ndownlink_bits = 0")
     assert _load(tmp_path, full_only).cloud.downlink_bits == 0
@@ -107,21 +112,97 @@ def test_section_errors(tmp_path: Path, extra: str, message: str) -> None:
 
 def test_secagg_mode_reaches_the_task(tmp_path: Path) -> None:
     """`[secagg] mode` defaults to secagg and is carried in every task the cloud builds."""
-    from aggregator_gateway.cloud.tasks import build_task, codec_shape
-
     assert _load(tmp_path, BASE).secagg.mode == "secagg"
     config = _load(tmp_path, BASE + '\n[secagg]\nmode = "trusted"\n')
-    task = build_task(
+    task = _task(config)
+    assert task.secagg.mode == "trusted" and task.secagg.trusted
+
+
+def _task(config: CloudConfig, *, dimension: int = 1000, noise_multiplier: float = 1.1) -> RoundTask:
+    return build_task(
         config,
         round_id=1,
         model_version=0,
         model_sha256=b"\x00" * 32,
-        shape=codec_shape(config, 1000),
-        noise_multiplier=1.1,
+        shape=codec_shape(config, dimension),
+        noise_multiplier=noise_multiplier,
         now_ms=0,
         random_bytes=lambda n: b"\x01" * n,
     )
-    assert task.secagg.mode == "trusted" and task.secagg.trusted
+
+
+def test_a_task_carries_the_resolved_ring(tmp_path: Path) -> None:
+    """ring_bits = 0 (the default): every task carries q + ceil(log2 16) + the noise's headroom bits for
+    the 16 devices of total_devices, in both its codec and its SecAgg block; an explicit ring as given."""
+    config = _load(tmp_path, BASE)
+    task = _task(config)
+    sigma = 1.1 * 1.0 * codec_shape(config, 1000).scale * math.sqrt(16 / 2)  # z C s sqrt(n / min_survivors)
+    expected = 7 + 4 + math.ceil(math.log2(12 * sigma + 1)) + 1
+    assert task.codec.ring_bits == task.secagg.ring_bits == expected
+    assert 8 <= expected <= 32
+    assert RoundTask.from_fields(task.to_fields()) == task  # a concrete ring goes on the wire
+    quiet = _load(
+        tmp_path, BASE.replace('mechanism = "gaussian"\nnoise_multiplier = 1.1', 'mechanism = "none"')
+    )
+    assert _task(quiet, noise_multiplier=0.0).codec.ring_bits == 7 + 4
+    explicit = _load(tmp_path, BASE + "\n[codec]\nquant_bits = 8\nring_bits = 32\n")
+    assert _task(explicit).codec.ring_bits == _task(explicit).secagg.ring_bits == 32
+
+
+def test_max_cohort_is_total_devices_or_the_wire_cap(tmp_path: Path) -> None:
+    assert _load(tmp_path, BASE).max_cohort == 16
+    quiet = BASE.replace('mechanism = "gaussian"\nnoise_multiplier = 1.1', 'mechanism = "none"')
+    assert _load(tmp_path, quiet.replace("total_devices = 16", "total_devices = 0")).max_cohort == 16_384
+    assert _load(tmp_path, quiet.replace("total_devices = 16", "total_devices = 100000")).max_cohort == 16_384
+    unknown = _load(tmp_path, quiet.replace("total_devices = 16\n", ""))
+    assert unknown.max_cohort == 16_384
+    assert _task(unknown, noise_multiplier=0.0).codec.ring_bits == 7 + 14  # no DP: 21 bits for 16,384
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # explicit rings: the sum of 16 devices' 7-bit values plus the least noise any model gets
+        # (s = qmax / C = 63: σ = 1.1 · 63 · sqrt(16 / 2) ≈ 196, 13 noise bits), 7 + 4 + 13 = 24 bits
+        ("[codec]\nring_bits = 10", r"\[codec\].ring_bits=10 < 24 needed for 16 clients' 7-bit values"),
+        ("[codec]\nring_bits = 23", r"\[codec\].ring_bits=23 < 24 needed .* 13 bits of DP noise"),
+        ("[codec]\nring_bits = 5", r"ring_bits must be 0 \(the smallest ring\) or in 8..32, got 5"),
+        ("[codec]\nquant_bits = 12\nring_bits = 10", r"quant_bits must be in 2..10 \(ring_bits\), got 12"),
+        ("[codec]\nquant_bits = 1", r"quant_bits must be in 2..32"),
+        # ring 0 with settings that no ring of at most 32 bits holds
+        (
+            "[codec]\nquant_bits = 20",
+            r"no ring of at most 32 bits holds 16 clients' 20-bit values .* \[codec\] ring_bits = 0 with "
+            r"quant_bits = 20: lower quant_bits, the noise or \[cloud\].total_devices$",
+        ),
+    ],
+)
+def test_rings_no_model_can_use_are_refused_at_load(tmp_path: Path, change: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        _load(tmp_path, BASE + "\n" + change + "\n")
+    assert "\n" not in str(info.value)
+
+
+def test_ring_zero_without_total_devices_asks_for_it(tmp_path: Path) -> None:
+    """Unset, a cohort is bounded only by the wire (16,384 devices): noise for that many fits no ring."""
+    with pytest.raises(
+        ConfigError, match=r"16384 clients' 7-bit values .* set \[cloud\].total_devices"
+    ) as info:
+        _load(tmp_path, BASE.replace("total_devices = 16\n", ""))
+    assert "\n" not in str(info.value)
+
+
+def test_the_full_ring_check_at_start_counts_the_model(tmp_path: Path) -> None:
+    """At load the scale is its least value qmax / C; at start the model's dimension fixes it. 256
+    devices with z = 1.1 fit a small model's ring, but not SmolLM2-135M's (s ≈ 4,300 with rotation)."""
+    config = _load(tmp_path, BASE.replace("total_devices = 16", "total_devices = 256"))
+    check_task_ring(config, codec_shape(config, 1000), 1.1)
+    with pytest.raises(ConfigError, match="no ring of at most 32 bits holds 256 clients' 7-bit values"):
+        check_task_ring(config, codec_shape(config, 460_800), 1.1)
+    explicit = _load(tmp_path, BASE + "\n[codec]\nring_bits = 25\n")
+    check_task_ring(explicit, codec_shape(explicit, 1000), 1.1)
+    with pytest.raises(ConfigError, match="bits of DP noise"):
+        check_task_ring(explicit, codec_shape(explicit, 460_800), 1.1)
 
 
 def test_privacy_section_is_required(tmp_path: Path) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from aggregator_gateway.cloud.config import CloudConfig, CloudSection
+from aggregator_gateway.cloud.tasks import build_task, codec_shape
 from fedlora.simulate.config import SimConfig
 from fedlora.simulate.network import FLEET_MIXES, LTE_M, RoundTraffic, compute_only_s, device_round_s
+from fedlora.simulate.rounds import make_task
+from fl_protocol.config import BrokerSection, IdentitySection, NodeSection
 from fl_protocol.errors import ConfigError
+from fl_protocol.wire.messages import RoundTask
 
 
 def test_toml_and_flags_merge_flags_win(tmp_path: Path) -> None:
@@ -76,6 +82,70 @@ def test_auto_ring_is_the_smallest_the_cloud_accepts() -> None:
     )
     with pytest.raises(ConfigError, match="no ring of at most 32 bits"):
         loud.check(3584)
+
+
+def _cloud_like(sim: SimConfig) -> CloudConfig:
+    """A cloud config with the simulation's sections and one gateway for all of its devices."""
+    return CloudConfig(
+        node=NodeSection("cloud", "cloud", "f1"),
+        broker=BrokerSection(),
+        identity=IdentitySection(Path("signing.key"), Path("fleet_keys.json")),
+        cloud=CloudSection(
+            bundle_dir=Path("bundle"),
+            rounds=sim.simulate.rounds,
+            gateways=("g1",),
+            store_dir=Path("store"),
+            total_devices=sim.simulate.devices,
+        ),
+        privacy=sim.privacy,
+        training=sim.training,
+        codec=sim.codec,
+        secagg=sim.secagg,
+    )
+
+
+def _cloud_task(cloud: CloudConfig, dimension: int, noise_multiplier: float) -> RoundTask:
+    return build_task(
+        cloud,
+        round_id=1,
+        model_version=0,
+        model_sha256=bytes(32),
+        shape=codec_shape(cloud, dimension),
+        noise_multiplier=noise_multiplier,
+        now_ms=0,
+        random_bytes=bytes,
+    )
+
+
+@pytest.mark.parametrize(
+    "privacy", [{"mechanism": "none"}, {"mechanism": "skellam", "noise_multiplier": 0.5}]
+)
+def test_the_simulator_and_the_cloud_resolve_the_same_ring(privacy: dict[str, object]) -> None:
+    """One gateway of 12 devices (the cloud: total_devices 12), ring_bits = 0: both pick the same ring,
+    and the simulator's task carries the cloud's settings blocks (seeds aside)."""
+    sim = SimConfig.load(None, {"simulate": {"devices": 12, "gateways": 1}, "privacy": privacy})
+    assert sim.codec.ring_bits == 0
+    dimension = 3584
+    z = sim.noise_multiplier(dimension)
+    cloud_task = _cloud_task(_cloud_like(sim), dimension, z)
+    resolved = sim.with_ring_for(dimension).codec.ring_bits
+    assert cloud_task.codec.ring_bits == resolved
+    assert resolved == 11 if privacy["mechanism"] == "none" else resolved > 11  # 7 + ceil(log2 12)
+    sim_task = make_task(sim, np.zeros(dimension, np.float32), 1, noise_multiplier=z)
+    assert (sim_task.training, sim_task.dp, sim_task.secagg) == (
+        cloud_task.training,
+        cloud_task.dp,
+        cloud_task.secagg,
+    )
+    seeds = {"index_seed": cloud_task.codec.index_seed, "rotation_seed": cloud_task.codec.rotation_seed}
+    assert dataclasses.replace(sim_task.codec, **seeds) == cloud_task.codec
+    assert sim_task.codec.index_seed != cloud_task.codec.index_seed  # the simulator's own seeds
+
+
+def test_trusted_mode_is_not_simulated() -> None:
+    config = SimConfig.load(None, {"secagg": {"mode": "trusted"}})
+    with pytest.raises(ConfigError, match="mode 'trusted' is not simulated"):
+        config.check_static()
 
 
 def test_device_time_adds_protocol_download_compute_and_upload() -> None:
