@@ -162,7 +162,8 @@ def check_same_base(baseline_bundle: Path, fedlora_bundle: Path) -> None:
 def reused_report(name: str, path: Path, config: SimConfig) -> dict[str, Any]:
     """A saved report.json of preset `name`, if it was made with `config` (ValueError otherwise).
 
-    Its step_s must equal the configured one (set --step-s to the saved run's value). The baseline's
+    Its step_s must equal the configured one (set --step-s to the saved run's value); a saved run that
+    measured its step_s ([simulate] step_s = 0) matches a configuration that fixes the same value. The baseline's
     [codec] and [secagg] sections are not compared (the dense_fp32 baseline uses neither); fedlora's
     ring_bits = 0 ("auto") is compared as resolved for the saved model dimension.
     """
@@ -176,6 +177,8 @@ def reused_report(name: str, path: Path, config: SimConfig) -> dict[str, Any]:
     saved_simulate = {"downlink_bits": 0, **saved.get("simulate", {})}  # older reports: full models
     if dense:
         saved_simulate["downlink_bits"] = expected["simulate"]["downlink_bits"]
+    if saved_simulate.get("step_s") == 0.0 and saved.get("step_s") == config.simulate.step_s:
+        saved_simulate["step_s"] = config.simulate.step_s  # measured then, fixed to that value now
     saved = {**saved, "simulate": saved_simulate}
     differs = sorted(k for k, v in expected.items() if k not in ignored and saved.get(k) != v)
     if differs:

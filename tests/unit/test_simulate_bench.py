@@ -82,6 +82,22 @@ def test_a_saved_baseline_is_reused_only_with_the_same_settings(tmp_path: Path) 
         reused_report("baseline", path, faster)
 
 
+def test_a_baseline_that_measured_its_step_time_is_reused_with_that_step_time_fixed(tmp_path: Path) -> None:
+    from bench.time_to_target import reused_report
+    from fedlora.simulate.report import config_dict
+
+    base = SimConfig.load(None, {"simulate": {"devices": 4, "gateways": 1}})  # step_s 0: measured
+    measured = presets(base, {})["baseline"]
+    saved = {"config": config_dict(measured, dimension=3584, step_s=1.25), "rounds": [], "final": {}}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(saved))
+    fixed = presets(base.with_changes(simulate={"step_s": 1.25}), {})["baseline"]
+    assert reused_report("baseline", path, fixed)["config"]["step_s"] == 1.25
+    other = presets(base.with_changes(simulate={"step_s": 1.5}), {})["baseline"]
+    with pytest.raises(ValueError, match=r"other settings \(simulate, step_s\)"):
+        reused_report("baseline", path, other)
+
+
 def test_the_fedlora_bundle_lever_changes_only_fedloras_bundle(tmp_path: Path) -> None:
     from bench.time_to_target import _flags, lever_changes
 
