@@ -163,9 +163,9 @@ def reused_report(name: str, path: Path, config: SimConfig) -> dict[str, Any]:
     """A saved report.json of preset `name`, if it was made with `config` (ValueError otherwise).
 
     Its step_s must equal the configured one (set --step-s to the saved run's value); a saved run that
-    measured its step_s ([simulate] step_s = 0) matches a configuration that fixes the same value. The baseline's
-    [codec] and [secagg] sections are not compared (the dense_fp32 baseline uses neither); fedlora's
-    ring_bits = 0 ("auto") is compared as resolved for the saved model dimension.
+    measured its step_s ([simulate] step_s = 0) matches a configuration that fixes the same value. The
+    baseline's [codec] and [secagg] sections are not compared (the dense_fp32 baseline uses neither);
+    fedlora's ring_bits = 0 ("auto") is compared as resolved for the saved model dimension.
     """
     report: dict[str, Any] = json.loads(Path(path).read_text())
     saved = report["config"]
