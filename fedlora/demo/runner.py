@@ -72,7 +72,13 @@ def _prepare(options: DemoOptions, progress: Progress) -> _Inputs:
     work.mkdir(parents=True)
     preset = preset_for(options.model)
     progress(f"[1/6] model bundle: {options.model}")
-    spec = BundleSpec(model=options.model, seq_len=preset.seq_len, seed=options.seed)
+    spec = BundleSpec(
+        model=options.model,
+        lora_alpha=preset.lora_alpha,
+        seq_len=preset.seq_len,
+        seed=options.seed,
+        ffa=preset.ffa,
+    )
     bundle = ensure_bundle(spec, options.cache_dir, progress)
     progress(f"[2/6] corpus: stdlib docstrings, {options.devices} non-IID shards")
     data = prepare_data(work / "data", num_devices=options.devices, seed=options.seed)

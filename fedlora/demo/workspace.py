@@ -34,6 +34,7 @@ class BundleSpec:
     lora_alpha: float = 16.0
     seq_len: int = 64
     seed: int = 0
+    ffa: bool = False  # FFA-LoRA: A frozen from the seed, only B trains and travels
 
 
 def default_cache_dir() -> Path:
@@ -82,6 +83,7 @@ def ensure_bundle(spec: BundleSpec, cache_dir: Path, progress: Progress) -> Path
             lora_alpha=spec.lora_alpha,
             seq_len=spec.seq_len,
             seed=spec.seed,
+            ffa=spec.ffa,
             cache_dir=cache_dir,
         ),
         progress=lambda line: None if line.startswith("bundle ready") else progress(f"  {line}"),
