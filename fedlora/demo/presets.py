@@ -1,12 +1,12 @@
 """Demo sizes per model: the real pretrained model by default, the tiny random model for quick tests.
 
-`smollm2-135m` (and any other real model given by name or path) exports FFA-LoRA (alpha 96) and runs
-4 devices behind 1 gateway for 3 rounds of 6 local steps on 2 x 128-token batches: sized for a quiet
+`smollm2-135m` (and any other real model given by name or path) exports FFA-LoRA (alpha 96) and runs 4
+devices behind 1 gateway for 3 rounds of 6 local steps on 2 x 128-token batches: sized for a quiet
 2-core machine to finish the first run (GGUF conversion and export included) within 8 minutes and a
-cached run within 4 (targets; docs/demo.md has what was measured). Its data is the "public" tier of
-the stdlib-docstring corpus, which carries no DP noise: with a cohort of 3-4 devices, noise that buys a meaningful ε on 184,320 LoRA values would be
-about a hundred times the update's norm (docs/demo.md, "Privacy"); `--noise-multiplier` shows that cost
-when wanted.
+cached run within 4 (targets; docs/demo.md has what was measured). Its data is the "public" tier of the
+stdlib-docstring corpus, which carries no DP noise: with a cohort of 3-4 devices, noise that buys a
+meaningful ε on 184,320 LoRA values would be about a hundred times the update's norm (docs/demo.md,
+"Privacy"); `--noise-multiplier` shows that cost when wanted.
 
 `tiny-llama` keeps the original quick run (8 devices, 2 gateways, 5 rounds, distributed Skellam noise on
 a random 126K-parameter byte model): it shows the machinery, not learning.
