@@ -1,9 +1,15 @@
 """Time to target: fedlora's preset against standard federated learning, side by side in one run.
 
-    python bench/time_to_target.py [--model tiny-llama|smollm2-135m] [--bundle DIR] [--rounds 5]
-        [--devices 8] [--gateways 2] [--fleet-mix lte-m] [--local-steps 4] [--out DIR]
+    python bench/time_to_target.py [--model tiny-llama|smollm2-135m] [--bundle DIR] [--rounds R]
+        [--devices N] [--gateways G] [--fleet-mix lte-m] [--local-steps S] [--out DIR]
         [--keep-fraction F --quant-bits Q --ring-bits B --optimizer NAME --server-lr LR --downlink-bits D]
         [--fedlora-bundle DIR] [--baseline-report FILE] [--fedlora-report FILE]
+
+    python bench/time_to_target.py --model smollm2-135m     # the docs/benchmarks.md table
+
+Unset shared flags come from the model's row of MODEL_DEFAULTS (tiny-llama's for other models). With
+neither --bundle nor --fedlora-bundle, a model with a row in FEDLORA_PRESETS gets that preset: its
+levers, and for smollm2-135m an FFA-LoRA bundle (alpha 96) exported once into the cache for fedlora.
 
 Both presets run through `fedlora simulate` (fedlora/simulate/) with the same model, data shards,
 devices and their network profiles, local steps, learning rate, dropouts and seeds; the modelled local
@@ -12,11 +18,12 @@ step time is measured once on this machine and used for both.
 - baseline: what Flower's FedAvg with its defaults gives: each device sends its dense float32 LoRA Δ,
   the server averages (server learning rate 1), no clipping, no DP, no compression, no secure
   aggregation; the round waits for every selected device that did not vanish.
-- fedlora: the default preset (the demo's codec settings unless overridden by flags): shared random-k,
-  rotation, stochastic quantization, bit-packed SecAgg+ masked updates through the gateways, the same
-  privacy setting as the baseline (no DP noise), FedAvg unless --optimizer says otherwise; each new
-  global version goes down as a quantized delta to the devices that hold the previous one (the cloud's
-  default `downlink_bits`, or --downlink-bits; 0: full zstd models, docs/update-codec.md "Downlink").
+- fedlora: the model's preset (FEDLORA_PRESETS, else the simulator's codec defaults; flags override):
+  shared random-k when keep_fraction < 1, rotation, stochastic quantization, bit-packed SecAgg+ masked
+  updates through the gateways, the same privacy setting as the baseline (no DP noise), FedAvg unless
+  --optimizer says otherwise; each new global version goes down as a quantized delta to the devices that
+  hold the previous one (the cloud's default `downlink_bits`, or --downlink-bits; 0: full zstd models,
+  docs/update-codec.md "Downlink").
 
 Target = the held-out loss the baseline reaches after 90% of its total improvement over the R rounds.
 Printed per preset: rounds to target, modelled wall-clock to target, its compute-only bound (the same
@@ -46,13 +53,49 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedlora.demo.workspace import default_cache_dir  # noqa: E402
+from fedlora.demo.workspace import BundleSpec, default_cache_dir, ensure_bundle  # noqa: E402
 from fedlora.simulate.config import SimConfig  # noqa: E402
 from fedlora.simulate.report import config_dict, plot, write_report  # noqa: E402
-from fedlora.simulate.run import Simulation  # noqa: E402
+from fedlora.simulate.run import SEQ_LEN, Simulation  # noqa: E402
 from fl_protocol.manifest import load_manifest  # noqa: E402
 
 TARGET_FRACTION = 0.9
+# Shared settings per model (both presets); flags override each.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny-llama": {
+        "devices": 8,
+        "gateways": 2,
+        "rounds": 5,
+        "local_steps": 4,
+        "batch_size": 8,
+        "learning_rate": 5e-3,
+        "eval_records": 64,
+    },
+    # docs/benchmarks.md, "smollm2-135m": 16 local steps let compute dominate the (small) bytes
+    "smollm2-135m": {
+        "devices": 4,
+        "gateways": 1,
+        "rounds": 4,
+        "local_steps": 16,
+        "batch_size": 2,
+        "learning_rate": 1e-3,
+        "eval_records": 16,
+    },
+}
+# fedlora's preset per model, used when neither --bundle nor --fedlora-bundle is given: the codec and
+# server settings, and `ffa_alpha` = fedlora trains an FFA-LoRA export with that alpha (the baseline keeps
+# standard LoRA, alpha 16). The smollm2 row reached the target in 0.45x the baseline's modelled time.
+FEDLORA_PRESETS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {
+        "ffa_alpha": 96.0,
+        "clip_norm": 10.0,
+        "keep_fraction": 1.0,
+        "quant_bits": 7,
+        "ring_bits": 0,
+        "server_lr": 1.0,
+        "downlink_bits": 8,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -222,17 +265,18 @@ def _flags() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="tiny-llama", help="tiny-llama | smollm2-135m")
     parser.add_argument("--bundle", type=Path, default=None, help="an exported bundle instead of --model")
     parser.add_argument("--config", type=Path, default=None, help="simulate.toml shared by both presets")
-    parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--gateways", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--local-steps", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    shared = parser.add_argument_group("shared settings (default: the model's row of MODEL_DEFAULTS)")
+    shared.add_argument("--devices", type=int, default=None)
+    shared.add_argument("--gateways", type=int, default=None)
+    shared.add_argument("--rounds", type=int, default=None)
+    shared.add_argument("--local-steps", type=int, default=None)
+    shared.add_argument("--batch-size", type=int, default=None)
+    shared.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--fleet-mix", default="lte-m")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-s", type=float, default=0.0, help="modelled s per step (0: measure)")
-    parser.add_argument("--eval-records", type=int, default=64)
+    parser.add_argument("--eval-records", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write both reports and loss.png here")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument(
@@ -244,7 +288,9 @@ def _flags() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fedlora-report", type=Path, default=None, help="reuse this fedlora.json (same settings, --step-s)"
     )
-    lever = parser.add_argument_group("fedlora preset levers (default: the simulator's defaults)")
+    lever = parser.add_argument_group(
+        "fedlora preset levers (default: the model's row of FEDLORA_PRESETS, else the simulator's defaults)"
+    )
     lever.add_argument("--keep-fraction", type=float, default=None)
     lever.add_argument("--quant-bits", type=int, default=None)
     lever.add_argument("--ring-bits", type=int, default=None)
@@ -259,6 +305,30 @@ def _flags() -> argparse.ArgumentParser:
     )
     lever.add_argument("--fedlora-bundle", type=Path, default=None, help="e.g. an FFA-LoRA export")
     return parser
+
+
+def apply_model_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every flag left unset from the model's rows of MODEL_DEFAULTS and FEDLORA_PRESETS."""
+    filled = vars(args).copy()
+    defaults = {**MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS["tiny-llama"])}
+    if args.bundle is None and args.fedlora_bundle is None:
+        defaults.update(FEDLORA_PRESETS.get(args.model, {}))
+    for key, value in defaults.items():
+        if key != "ffa_alpha" and filled.get(key) is None:
+            filled[key] = value
+    return argparse.Namespace(**filled)
+
+
+def fedlora_bundle(args: argparse.Namespace, cache_dir: Path) -> Path | None:
+    """The FFA bundle the model's fedlora preset trains (exported once into the cache), else
+    --fedlora-bundle (None: fedlora uses the baseline's bundle)."""
+    preset = FEDLORA_PRESETS.get(args.model, {})
+    if args.fedlora_bundle is not None or args.bundle is not None or "ffa_alpha" not in preset:
+        return args.fedlora_bundle
+    spec = BundleSpec(
+        model=args.model, seq_len=SEQ_LEN.get(args.model, 64), ffa=True, lora_alpha=preset["ffa_alpha"]
+    )
+    return ensure_bundle(spec, cache_dir, print)
 
 
 def lever_changes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -315,7 +385,8 @@ def build_configs(args: argparse.Namespace) -> dict[str, SimConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run both presets (or reuse saved reports) and print the comparison table."""
-    args = _flags().parse_args(argv)
+    args = apply_model_defaults(_flags().parse_args(argv))
+    args.fedlora_bundle = fedlora_bundle(args, args.cache_dir or default_cache_dir())
     configs = build_configs(args)
     given = {"baseline": args.baseline_report, "fedlora": args.fedlora_report}
     saved = {n: reused_report(n, path, configs[n]) for n, path in given.items() if path is not None}

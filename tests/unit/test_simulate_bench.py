@@ -131,3 +131,23 @@ def test_the_downlink_lever_and_reports_saved_before_it(tmp_path: Path) -> None:
                 reused_report(name, path, config)  # it sent full models, the preset sends 4-bit deltas
             full = config.with_changes(simulate={"downlink_bits": 0})
             assert reused_report(name, path, full)["config"]["step_s"] == 1.5
+
+
+def test_unset_flags_take_the_models_defaults_and_fedloras_preset() -> None:
+    from bench.time_to_target import _flags, apply_model_defaults
+
+    args = apply_model_defaults(_flags().parse_args(["--model", "smollm2-135m", "--rounds", "2"]))
+    assert (args.rounds, args.local_steps, args.batch_size, args.devices) == (2, 16, 2, 4)
+    assert (args.quant_bits, args.ring_bits, args.clip_norm, args.downlink_bits) == (7, 0, 10.0, 8)
+    assert not hasattr(args, "ffa_alpha")
+    tiny = apply_model_defaults(_flags().parse_args(["--model", "/some/hf-dir"]))
+    assert (tiny.local_steps, tiny.batch_size, tiny.quant_bits) == (4, 8, None)
+
+
+def test_a_given_bundle_keeps_the_simulators_codec_defaults(tmp_path: Path) -> None:
+    from bench.time_to_target import _flags, apply_model_defaults, fedlora_bundle
+
+    argv = ["--model", "smollm2-135m", "--bundle", str(tmp_path)]
+    args = apply_model_defaults(_flags().parse_args(argv))
+    assert args.local_steps == 16 and args.quant_bits is None and args.clip_norm is None
+    assert fedlora_bundle(args, tmp_path / "cache") is None  # fedlora trains the given bundle too
