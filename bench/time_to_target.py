@@ -8,8 +8,9 @@
     python bench/time_to_target.py --model smollm2-135m     # the docs/benchmarks.md table
 
 Unset shared flags come from the model's row of MODEL_DEFAULTS (tiny-llama's for other models). With
-neither --bundle nor --fedlora-bundle, a model with a row in FEDLORA_PRESETS gets that preset: its
-levers, and for smollm2-135m an FFA-LoRA bundle (alpha 96) exported once into the cache for fedlora.
+neither --bundle nor --fedlora-bundle, a model with a row in FEDLORA_PRESETS gets that preset's
+levers, and one in FEDLORA_FFA_ALPHA an FFA-LoRA bundle of that alpha (96 for smollm2-135m) exported
+once into the cache for fedlora.
 
 Both presets run through `fedlora simulate` (fedlora/simulate/) with the same model, data shards,
 devices and their network profiles, local steps, learning rate, dropouts and seeds; the modelled local
@@ -82,12 +83,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_records": 16,
     },
 }
-# fedlora's preset per model, used when neither --bundle nor --fedlora-bundle is given: the codec and
-# server settings, and `ffa_alpha` = fedlora trains an FFA-LoRA export with that alpha (the baseline keeps
-# standard LoRA, alpha 16). The smollm2 row reached the target in 0.45x the baseline's modelled time.
+# fedlora's preset per model, used when neither --bundle nor --fedlora-bundle is given: its lever flags,
+# and (FEDLORA_FFA_ALPHA) an FFA-LoRA export with that alpha for fedlora to train (the baseline keeps
+# standard LoRA, alpha 16). The smollm2 rows reached the target in 0.45x the baseline's modelled time.
+FEDLORA_FFA_ALPHA: dict[str, float] = {"smollm2-135m": 96.0}
 FEDLORA_PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
-        "ffa_alpha": 96.0,
         "clip_norm": 10.0,
         "keep_fraction": 1.0,
         "quant_bits": 7,
@@ -314,7 +315,7 @@ def apply_model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.bundle is None and args.fedlora_bundle is None:
         defaults.update(FEDLORA_PRESETS.get(args.model, {}))
     for key, value in defaults.items():
-        if key != "ffa_alpha" and filled.get(key) is None:
+        if filled.get(key) is None:
             filled[key] = value
     return argparse.Namespace(**filled)
 
@@ -322,12 +323,10 @@ def apply_model_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def fedlora_bundle(args: argparse.Namespace, cache_dir: Path) -> Path | None:
     """The FFA bundle the model's fedlora preset trains (exported once into the cache), else
     --fedlora-bundle (None: fedlora uses the baseline's bundle)."""
-    preset = FEDLORA_PRESETS.get(args.model, {})
-    if args.fedlora_bundle is not None or args.bundle is not None or "ffa_alpha" not in preset:
+    alpha = FEDLORA_FFA_ALPHA.get(args.model)
+    if args.fedlora_bundle is not None or args.bundle is not None or alpha is None:
         return args.fedlora_bundle
-    spec = BundleSpec(
-        model=args.model, seq_len=SEQ_LEN.get(args.model, 64), ffa=True, lora_alpha=preset["ffa_alpha"]
-    )
+    spec = BundleSpec(model=args.model, seq_len=SEQ_LEN.get(args.model, 64), ffa=True, lora_alpha=alpha)
     return ensure_bundle(spec, cache_dir, print)
 
 

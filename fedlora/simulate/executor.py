@@ -190,7 +190,7 @@ class LocalExecutor:
         return self._device.evaluate(vector)
 
     def step_seconds(self, *, steps: int, batch_size: int, learning_rate: float) -> float:
-        """Measured seconds of one local step on this machine (device 0's data; after one warm-up step)."""
+        """`DeviceTrainer.step_seconds` on this machine: a whole `steps`-step job's seconds / `steps`."""
         return self._device.step_seconds(steps=steps, batch_size=batch_size, learning_rate=learning_rate)
 
     def close(self) -> None:

@@ -164,7 +164,7 @@ class RayDeviceWorker:
         return self._device.evaluate(vector)
 
     def step_seconds(self, steps: int, batch_size: int, learning_rate: float) -> float:
-        """Measured seconds of one local step on this worker."""
+        """`DeviceTrainer.step_seconds` on this worker: a whole `steps`-step job's seconds / `steps`."""
         return self._device.step_seconds(steps=steps, batch_size=batch_size, learning_rate=learning_rate)
 
     def close(self) -> None:
@@ -305,7 +305,7 @@ class RayExecutor:
         return float(self._get(self._workers[0].evaluate.remote(vector)))
 
     def step_seconds(self, *, steps: int, batch_size: int, learning_rate: float) -> float:
-        """Measured seconds of one local step on the first worker (the others idle meanwhile)."""
+        """`DeviceTrainer.step_seconds` on the first worker (the others idle meanwhile)."""
         return float(self._get(self._workers[0].step_seconds.remote(steps, batch_size, learning_rate)))
 
     def close(self) -> None:

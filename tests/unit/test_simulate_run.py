@@ -214,3 +214,26 @@ def test_time_to_target_benchmark_runs_both_presets(
     assert code == 0
     assert "| baseline |" in out and "| fedlora |" in out and "fedlora / baseline" in out
     assert (tmp_path / "out" / "baseline.json").exists() and (tmp_path / "out" / "loss.png").exists()
+
+
+def test_the_step_time_is_measured_over_a_whole_job_of_local_steps(bundle: Path, tmp_path: Path) -> None:
+    """local_steps · step_s must be a device job's time, fixed costs included, so the measurement times
+    a job of exactly local_steps steps (not a capped number of them)."""
+    from fedlora.simulate.executor import LocalExecutor
+
+    asked: list[int] = []
+
+    class Recording(LocalExecutor):
+        def step_seconds(self, *, steps: int, batch_size: int, learning_rate: float) -> float:
+            asked.append(steps)
+            return super().step_seconds(steps=steps, batch_size=batch_size, learning_rate=learning_rate)
+
+    config = SimConfig.load(None, MUST_SHOW).with_changes(
+        simulate={"bundle_dir": str(bundle), "step_s": 0.0}, training={"local_steps": 6}
+    )
+    sim = Simulation(config, work_dir=tmp_path, cache_dir=tmp_path, executor_factory=Recording)
+    try:
+        assert sim._measure_step_s() > 0
+    finally:
+        sim.close()
+    assert asked == [6]
