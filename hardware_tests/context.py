@@ -85,6 +85,7 @@ class DiagContext:
                     self.config.device.bundle_dir,
                     backend=self.config.device.backend,
                     device=self.config.device.compute_device,
+                    spinning=self.config.device.thread_spinning,
                 )
             except Exception as exc:  # noqa: BLE001 - remembered so every check reports the same cause
                 self._trainer_error = f"{type(exc).__name__}: {exc}"

@@ -101,6 +101,7 @@ class DeviceAgent:
             config.device.bundle_dir,
             backend=config.device.backend,
             device=config.device.compute_device,
+            spinning=config.device.thread_spinning,
         )
         self.tokenizer = load_tokenizer(self.trainer.manifest.tokenizer_spec, config.device.bundle_dir)
         self.loop = EventLoop(self._on_message, tick=self._tick, tick_interval_s=0.1)

@@ -44,6 +44,7 @@ class DeviceSection:
     default_tier: str = "personal"
     backend: str = "auto"
     compute_device: str = "auto"
+    thread_spinning: bool = True  # ONNX Runtime pool threads busy-wait between kernels; off on shared cores
     eval_fraction: float = 0.1
     data_seed: int = 0
     cloud_id: str = "cloud"

@@ -68,13 +68,15 @@ def _watch_parent() -> None:
         ).start()
 
 
-def serve(conn: Connection, bundle_dir: str, backend: str, device: str, log_level: int) -> None:
+def serve(
+    conn: Connection, bundle_dir: str, backend: str, device: str, spinning: bool, log_level: int
+) -> None:
     """Child process main: build the trainer, report, then run jobs until "stop" or the pipe closes."""
     logging.basicConfig(
         level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s [trainer]: %(message)s"
     )
     try:
-        trainer = create_trainer(Path(bundle_dir), backend=backend, device=device)
+        trainer = create_trainer(Path(bundle_dir), backend=backend, device=device, spinning=spinning)
     except FedloraError as exc:
         conn.send(("error", exc))
         return
@@ -116,8 +118,10 @@ class TrainerProcess:
     `selection_reason`. Not thread-safe: one caller (the training worker's thread) at a time.
     """
 
-    def __init__(self, bundle_dir: Path, *, backend: str = "auto", device: str = "auto") -> None:
-        self._args = (str(bundle_dir), backend, device)
+    def __init__(
+        self, bundle_dir: Path, *, backend: str = "auto", device: str = "auto", spinning: bool = True
+    ) -> None:
+        self._args = (str(bundle_dir), backend, device, spinning)
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
         self._process: Any = None
         self._conn: Connection | None = None
@@ -219,18 +223,18 @@ class TrainerProcess:
 
 
 def start_training(
-    trainer: Trainer | None, bundle_dir: Path, *, backend: str, device: str
+    trainer: Trainer | None, bundle_dir: Path, *, backend: str, device: str, spinning: bool = True
 ) -> tuple[Trainer | TrainerProcess, TrainingWorker]:
     """The device's trainer and the worker thread that runs its jobs.
 
     A given `trainer` (tests, embedding) runs on the worker thread. Otherwise backend "torch" builds one
     in this process (torch releases the GIL while it computes) and any other choice ("auto", "ort")
-    starts a `TrainerProcess`. Raises what `create_trainer` raises.
+    starts a `TrainerProcess`; `spinning` goes to `create_trainer`. Raises what `create_trainer` raises.
     """
     if trainer is not None:
         return trainer, TrainingWorker(functools.partial(run_job, trainer))
     if backend == "torch":
         local = create_trainer(bundle_dir, backend="torch", device=device)
         return local, TrainingWorker(functools.partial(run_job, local))
-    remote = TrainerProcess(bundle_dir, backend=backend, device=device)
+    remote = TrainerProcess(bundle_dir, backend=backend, device=device, spinning=spinning)
     return remote, TrainingWorker(remote.run_job)

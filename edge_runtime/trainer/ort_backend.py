@@ -34,7 +34,8 @@ class OrtTrainer(Trainer):
 
     backend_name = "ort"
 
-    def __init__(self, manifest: Manifest, *, device: str = "auto") -> None:
+    def __init__(self, manifest: Manifest, *, device: str = "auto", spinning: bool = True) -> None:
+        """`spinning`: ONNX Runtime's pool threads busy-wait between kernels (`session_options`)."""
         if device not in DEVICES:
             raise TrainerError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         super().__init__(manifest)
@@ -42,6 +43,7 @@ class OrtTrainer(Trainer):
         capi.set_default_logger_severity(3)  # sessions warn about every unused dropout constant
         self._available = list(capi.get_available_providers())
         self._device_request = device
+        self._spinning = spinning
         self._session: OrtTrainingSession | None = None
         self._updates_since_load = 0
         self._load()
@@ -64,6 +66,7 @@ class OrtTrainer(Trainer):
             eval_model=self.manifest.path(artifacts["eval_model"]),
             optimizer_model=self.manifest.path(artifacts["optimizer_model"]),
             device=device,
+            spinning=self._spinning,
         )
 
     def _open(self) -> OrtTrainingSession:

@@ -36,14 +36,15 @@ def training_bindings() -> ModuleType:
     return capi
 
 
-def session_options(capi: ModuleType, *, intra_op_threads: int = 0, spinning: bool = False) -> Any:
+def session_options(capi: ModuleType, *, intra_op_threads: int = 0, spinning: bool = True) -> Any:
     """SessionOptions for the training, eval and optimizer sessions.
 
-    `intra_op_threads` 0 lets ONNX Runtime use one thread per physical core. `spinning` False makes
-    idle pool threads sleep instead of busy-waiting for the next kernel (`session.intra_op.allow_spinning`
-    = 0): a device trains next to its own agent, MQTT client and other processes, and threads that spin
-    between the ~7,000 kernels of a training step take CPU from them (and from ORT's own main thread
-    when the cores are shared). docs/benchmarks.md has the measurements.
+    `intra_op_threads` 0 lets ONNX Runtime use one thread per physical core. `spinning` True (ONNX
+    Runtime's default) lets idle pool threads busy-wait for the next kernel, which saves a thread
+    wake-up per parallel kernel (a step has thousands): faster where the trainer has the cores to
+    itself. False (`session.intra_op.allow_spinning` = 0) makes them sleep instead, for machines where
+    several trainers share the cores (the demo's devices), so idle threads do not take CPU from busy
+    ones. docs/benchmarks.md has the measurements.
     """
     if intra_op_threads < 0:
         raise ValueError(f"intra_op_threads must be >= 0, got {intra_op_threads}")
@@ -69,7 +70,7 @@ class OrtTrainingSession:
         optimizer_model: Path,
         device: str,
         intra_op_threads: int = 0,
-        spinning: bool = False,
+        spinning: bool = True,
     ) -> None:
         capi = training_bindings()
         self._capi = capi

@@ -66,11 +66,15 @@ def choose_backend(requested: str) -> tuple[str, str]:
     )
 
 
-def create_trainer(bundle_dir: Path, *, backend: str = "auto", device: str = "auto") -> Trainer:
+def create_trainer(
+    bundle_dir: Path, *, backend: str = "auto", device: str = "auto", spinning: bool = True
+) -> Trainer:
     """Verify the bundle (sha256 of every file) and build a trainer for it on the chosen backend.
 
     `device` "auto" uses CUDA when the backend really gets it, else CPU; "cuda" fails rather than
-    silently running on CPU. Raises BundleError for a tampered or incomplete bundle.
+    silently running on CPU. `spinning` lets ONNX Runtime's pool threads busy-wait between kernels
+    (its default; turn it off where several trainers share the cores); the torch backend ignores it.
+    Raises BundleError for a tampered or incomplete bundle.
     """
     if device not in DEVICES:
         raise ConfigError(f"trainer device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -83,7 +87,7 @@ def create_trainer(bundle_dir: Path, *, backend: str = "auto", device: str = "au
             raise TrainerError(f"backend 'ort' requested but {problem}; {INSTALL_HINT}")
         from edge_runtime.trainer.ort_backend import OrtTrainer
 
-        trainer = OrtTrainer(manifest, device=device)
+        trainer = OrtTrainer(manifest, device=device, spinning=spinning)
     else:
         problem = _import_error(_TORCH_MODULES)
         if problem is not None:

@@ -215,6 +215,8 @@ def device_config(
         "state_dir": state_dir,
         "default_tier": tier,
         "compute_device": "cpu",
+        # the demo's devices train at the same time on the same cores: idle ORT threads must sleep
+        "thread_spinning": False,
         "data_seed": data_seed,
         "reconnect_min_s": 0.5,
         "reconnect_max_s": 2.0,

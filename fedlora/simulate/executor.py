@@ -120,14 +120,18 @@ class DeviceTrainer:
         bundle_dir: Path,
         shard_records: Sequence[Sequence[Record]],
         eval_records: Sequence[CorpusRecord],
+        *,
+        spinning: bool = True,
     ) -> None:
+        """`spinning`: ONNX Runtime's pool threads busy-wait between kernels (False where trainers share
+        the cores)."""
         if not shard_records:
             raise FedloraError("no data shards to train on")
         self.bundle_dir = bundle_dir
         self._shards = [list(records) for records in shard_records]
         self._datasets: dict[int, LocalDataset] = {}
         self._eval = eval_batches(bundle_dir, eval_records)
-        self.trainer = create_trainer(bundle_dir, backend="auto", device="cpu")
+        self.trainer = create_trainer(bundle_dir, backend="auto", device="cpu", spinning=spinning)
         self.initial_vector = self.trainer.get_trainable()
 
     def dataset(self, device: int) -> LocalDataset:

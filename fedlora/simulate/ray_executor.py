@@ -148,7 +148,8 @@ class RayDeviceWorker:
             ray = require_ray()
             fetch = lambda: ray.get(shipped[0])  # noqa: E731
         bundle_dir = worker_bundle_dir(Path(bundle_path), bundle_id, fetch, Path(self._scratch.name))
-        self._device = DeviceTrainer(bundle_dir, shard_records, eval_records)
+        # actors share their node's cores: ONNX Runtime's idle pool threads sleep instead of spinning
+        self._device = DeviceTrainer(bundle_dir, shard_records, eval_records, spinning=False)
 
     def describe(self) -> tuple[str, np.ndarray]:
         """(training backend name, the bundle's initial LoRA vector)."""

@@ -53,6 +53,7 @@ def test_provisioned_config_plus_device_sections_loads(provisioned: Path) -> Non
     assert config.device.data_dir == Path("/data/fl")
     assert config.device.state_dir == provisioned / "state"
     assert config.device.cloud_id == "cloud"
+    assert config.device.thread_spinning is True  # ONNX Runtime's default: a device trains alone
     assert config.gates.max_temp_c == 70.0 and config.gates.require_charging
     assert config.tiers.policy("health").epsilon_budget == 1.5
     assert config.tiers.policy("health").max_clip_norm == 0.5  # default kept
@@ -66,6 +67,7 @@ def test_provisioned_config_plus_device_sections_loads(provisioned: Path) -> Non
         ("[device]\nbundle_dir='b'\ndata_dir='d'\n[telemetry]\nx = 1\n", r"unknown section\(s\) telemetry"),
         ("[device]\nbundle_dir='b'\ndata_dir='d'\n[privacy.tiers.health]\neps = 1\n", "unknown keys"),
         ("[device]\nbundle_dir='b'\ndata_dir='d'\nbackend = 'tpu'\n", "backend must be one of"),
+        ("[device]\nbundle_dir='b'\ndata_dir='d'\nthread_spinning = 'no'\n", "expected bool"),
         ("[device]\nbundle_dir='b'\ndata_dir='d'\ndefault_tier = 'secret'\n", "unknown sensitivity tier"),
         ("[device]\ndata_dir='d'\n", "missing required key bundle_dir"),
     ],
@@ -93,3 +95,24 @@ def test_debug_hooks_need_the_environment_opt_in(provisioned: Path, tmp_path: Pa
         load_device_config(config_file, environ={})
     config = load_device_config(config_file, environ={TEST_HOOKS_ENV: "1"})
     assert config.debug.plain_updates_dir == tmp_path / "plain"
+
+
+def test_demo_devices_share_the_cores_so_their_pool_threads_sleep(provisioned: Path) -> None:
+    """The demo's devices train at the same time on one machine: ORT spinning off (docs/device.md)."""
+    from fedlora.demo.configs import device_config
+
+    node_id = provisioned.name
+    text = device_config(
+        provisioned,
+        node_id,
+        "gw1",
+        fleet="f1",
+        broker=("127.0.0.1", 1883),
+        bundle_dir=provisioned / "bundle",
+        data_dir=provisioned / "data",
+        state_dir=provisioned / "state",
+        tier="personal",
+        data_seed=0,
+    )
+    config = load_device_config(_write(provisioned / "demo-device.toml", text), environ={})
+    assert config.device.thread_spinning is False

@@ -124,7 +124,7 @@ def test_a_child_whose_parent_left_during_a_job_ends_quietly(bundle: Path) -> No
 
     def child_main() -> None:
         try:
-            serve(child, str(bundle), "ort", "cpu", logging.WARNING)
+            serve(child, str(bundle), "ort", "cpu", False, logging.WARNING)
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             raised.append(exc)
 
