@@ -5,13 +5,13 @@ Runtime trains exactly the loss torch computes, padding included, without a cust
 Settings are those verified against onnxruntime-training 1.19.2 (docs/toolchain.md): TorchScript exporter
 (dynamo=False), opset 14 (17 breaks the LayerNormalization gradient), training mode, no constant folding.
 
-Two choices make ONNX Runtime's CPU step cheaper without changing the function the graph computes
-(docs/benchmarks.md, "What the ORT backend changed, and why"): the traced loss is log-softmax, gather
-and a masked mean (`GRAPH_LOSS`) instead of `cross_entropy`, whose ONNX form (SoftmaxCrossEntropyLoss)
-runs single-threaded over the [B*S, V] logits in ONNX Runtime; and attention is traced in its eager form
-(`EXPORT_ATTENTION`), which adds one precomputed mask per layer instead of the two Where ops per layer
-over [B, H, S, S] that the SDPA path traces into. The torch backend keeps `cross_entropy` and SDPA,
-torch's own fastest forms.
+Some choices make ONNX Runtime's CPU step cheaper without changing the function the graph computes
+(docs/benchmarks.md, "What the ORT backend changed, and why"). ONNX Runtime runs the gradient kernels
+of LogSoftmax and SoftmaxCrossEntropyLoss (the ONNX forms of `log_softmax` and `cross_entropy`) on one
+thread over the [B*S, V] logits, so the traced loss (`graph_loss`) is a shifted log-sum-exp minus the
+target's logit, taken from the hidden states where the output layer allows (`find_output_layer`).
+Rotary embedding and attention are traced in the forms of `export.graph_forms`. The torch backend
+keeps `cross_entropy` and the model's own attention, torch's fastest forms.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
+from export.graph_forms import export_forms
+
 OPSET = 14
 INPUT_NAMES = ("input_ids", "attention_mask", "labels")
 OUTPUT_NAMES = ("loss", "logits")
 IGNORE_INDEX = -100
 WRAPPER_PREFIX = "lm."
-EXPORT_ATTENTION = "eager"
 
 
 class CausalLMWithLoss(torch.nn.Module):
@@ -36,39 +37,97 @@ class CausalLMWithLoss(torch.nn.Module):
     Inputs int64 [B, S]; loss float32 scalar, the mean next-token cross entropy over positions whose
     next label is not IGNORE_INDEX (NaN if there is none); logits float32 [B, S, V].
     `graph_loss` True computes it as `graph_loss` below (the form traced into ONNX), False with
-    `torch.nn.functional.cross_entropy` (the torch backend's); both give the same value.
+    `torch.nn.functional.cross_entropy` (the torch backend's); both give the same value and gradient.
+    `output_layer` (from `find_output_layer`, graph loss only) runs the decoder and the output layer
+    apart, so that the loss can read the hidden states.
     """
 
-    def __init__(self, lm: torch.nn.Module, *, graph_loss: bool = False) -> None:
+    def __init__(
+        self,
+        lm: torch.nn.Module,
+        *,
+        graph_loss: bool = False,
+        output_layer: tuple[torch.nn.Module, torch.nn.Linear] | None = None,
+    ) -> None:
         super().__init__()
         self.lm = lm  # parameter names in the graph get WRAPPER_PREFIX
         self.graph_loss = graph_loss
+        self.output_layer = output_layer  # a plain tuple: its modules are not registered twice
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.lm(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).logits  # [B,S,V]
-        flat = logits.reshape(-1, logits.shape[-1])  # [B*S, V], a view: no copy of the logits
         targets = shift_labels(labels).reshape(-1)  # [B*S]
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if self.graph_loss and self.output_layer is not None:
+            decoder, head = self.output_layer
+            hidden = decoder(**inputs)[0]  # [B, S, D]
+            logits = head(hidden)  # [B, S, V]
+            flat = logits.reshape(-1, logits.shape[-1])  # [B*S, V]
+            flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [B*S, D]
+            return graph_loss(flat, targets, hidden=flat_hidden, weight=head.weight), logits
+        logits = self.lm(**inputs).logits  # [B, S, V]
+        flat = logits.reshape(-1, logits.shape[-1])  # [B*S, V], a view: no copy of the logits
         if self.graph_loss:
             return graph_loss(flat, targets), logits
         return torch.nn.functional.cross_entropy(flat, targets, ignore_index=IGNORE_INDEX), logits
 
 
-def graph_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def graph_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    hidden: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean cross entropy of float32 `logits` [N, V] against int64 `targets` [N], skipping IGNORE_INDEX.
 
     Equal to `cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)` (NaN when every target is
-    ignored, as there), written as LogSoftmax, GatherElements and a masked mean so that its ONNX form
-    runs on ONNX Runtime's multithreaded softmax kernel.
+    ignored, as there), in value and gradient, written as `log(sum(exp(logits - shift))) + shift` minus
+    the target's logit. `shift` is the row maximum cast to an integer: the cast ends its gradient
+    (ONNX Runtime builds none through an integer tensor, and the shift's true gradient is zero), and
+    `exp` stays within [0, e]. In ONNX that is ReduceMax, Sub, Exp and ReduceSum over [N, V], which ONNX
+    Runtime runs on all threads; `log_softmax` and `cross_entropy` trace into LogSoftmax and
+    SoftmaxCrossEntropyLoss, whose gradient kernels run on one thread (docs/benchmarks.md).
+
+    With `hidden` [N, D] and `weight` [V, D] such that `logits == hidden @ weight.T` (an output layer
+    without bias), the target's logit is `hidden . weight[target]`, so its gradient goes to the [N, D]
+    hidden states rather than into a second [N, V] buffer added to the first.
     """
     keep = targets != IGNORE_INDEX  # [N] bool
-    log_probs = torch.log_softmax(logits, dim=-1)  # [N, V]
-    picked = log_probs.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)  # [N]
+    safe = targets.clamp(min=0)  # [N]
+    shift = logits.detach().amax(dim=-1, keepdim=True).to(torch.int32).to(logits.dtype)  # [N, 1]
+    if hidden is None or weight is None:
+        picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)  # [N]
+    else:
+        picked = (hidden * weight[safe]).sum(dim=-1)  # [N]
+    log_sum_exp = torch.log(torch.exp(logits - shift).sum(dim=-1)) + shift.squeeze(1)  # [N]
     weights = keep.to(picked.dtype)
-    return -(picked * weights).sum() / weights.sum()
+    return ((log_sum_exp - picked) * weights).sum() / weights.sum()
+
+
+def find_output_layer(
+    lm: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(decoder, head) of a (PEFT) causal LM whose logits on `batch` are `head(decoder(...)[0])`, else None.
+
+    `head` must be a bias-free `torch.nn.Linear` (not a LoRA-wrapped one); the check runs the model
+    once both ways, so a family that scales or caps its logits keeps the plain path.
+    """
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    decoder = getattr(base, "base_model", None)
+    if not isinstance(head, torch.nn.Linear) or type(head) is not torch.nn.Linear:
+        return None  # a LoRA-wrapped or otherwise special output layer keeps the plain path
+    if head.bias is not None or decoder is None or decoder is base:
+        return None
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        expected = lm(**inputs, use_cache=False).logits
+        got = head(decoder(**inputs, use_cache=False)[0])
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
+        return None
+    return decoder, head
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -96,20 +155,15 @@ def example_batch(*, batch_size: int, seq_len: int, vocab_size: int, seed: int) 
 def export_training_graph(peft_model: PeftModel, out_path: Path, *, vocab_size: int) -> None:
     """Write the forward graph (with loss) to `out_path`; large models spill weights to external data."""
     # dropout is already 0; train() keeps the graph trainable
-    wrapper = CausalLMWithLoss(peft_model, graph_loss=True).train()
     batch = example_batch(batch_size=2, seq_len=8, vocab_size=vocab_size, seed=0)
-    base = peft_model.get_base_model()
-    attention = base.config._attn_implementation
-    base.set_attn_implementation(EXPORT_ATTENTION)
-    try:
-        with warnings.catch_warnings():
-            # The tracer warns about data-dependent Python branches in HF masking code; the branches it
-            # freezes are shape checks that hold for every batch/sequence size (tests export once and
-            # check parity at other shapes).
-            warnings.simplefilter("ignore")
-            _trace(wrapper, batch, out_path)
-    finally:
-        base.set_attn_implementation(attention)
+    output_layer = find_output_layer(peft_model, batch)
+    wrapper = CausalLMWithLoss(peft_model, graph_loss=True, output_layer=output_layer).train()
+    with export_forms(peft_model.get_base_model()), warnings.catch_warnings():
+        # The tracer warns about data-dependent Python branches in HF masking code; the branches it
+        # freezes are shape checks that hold for every batch/sequence size (tests export once and
+        # check parity at other shapes).
+        warnings.simplefilter("ignore")
+        _trace(wrapper, batch, out_path)
 
 
 def _trace(wrapper: torch.nn.Module, batch: dict[str, torch.Tensor], out_path: Path) -> None:

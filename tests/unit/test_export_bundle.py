@@ -139,26 +139,43 @@ def test_loss_on_shifted_labels_equals_loss_on_sliced_logits() -> None:
 
 def test_graph_loss_equals_cross_entropy_with_ignored_targets() -> None:
     torch.manual_seed(1)
-    logits = torch.randn(6, 13, requires_grad=True)
+    hidden = torch.randn(6, 5, requires_grad=True)
+    weight = torch.randn(13, 5)
     targets = torch.tensor([3, -100, 0, 12, -100, 7])
-    expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
-    loss = graph_loss(logits, targets)
-    assert abs(loss.item() - expected.item()) < 1e-6
-    (grad,) = torch.autograd.grad(loss, logits)
-    (expected_grad,) = torch.autograd.grad(expected, logits)
-    assert torch.allclose(grad, expected_grad, atol=1e-7)
+    for scale in (1.0, 300.0):  # 300: logits in the hundreds, where exp() without a shift overflows
+        logits = hidden * scale @ weight.T
+        expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+        (expected_grad,) = torch.autograd.grad(expected, hidden, retain_graph=True)
+        plain = graph_loss(logits, targets)
+        from_hidden = graph_loss(logits, targets, hidden=hidden * scale, weight=weight)
+        for loss in (plain, from_hidden):
+            assert torch.isfinite(loss)
+            assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, abs(expected.item()))
+            (grad,) = torch.autograd.grad(loss, hidden, retain_graph=True)
+            assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6 * scale)
     everything_ignored = torch.full((6,), -100)
+    logits = hidden @ weight.T
     assert torch.isnan(graph_loss(logits, everything_ignored))
+    assert torch.isnan(graph_loss(logits, everything_ignored, hidden=hidden, weight=weight))
     assert torch.isnan(torch.nn.functional.cross_entropy(logits, everything_ignored, ignore_index=-100))
 
 
-def test_graph_traces_the_log_softmax_loss(exported: tuple[Path, Manifest]) -> None:
+def test_graph_traces_no_single_threaded_loss_or_copy_kernels(exported: tuple[Path, Manifest]) -> None:
+    """The forms of export/onnx_graph.py and export/graph_forms.py are what was traced."""
     import onnx
 
     _, manifest = exported
     path = manifest.path(manifest.raw["artifacts"]["eval_model"])
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    assert "LogSoftmax" in ops and "SoftmaxCrossEntropyLoss" not in ops
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    ops = {node.op_type for node in nodes}
+    assert "LogSoftmax" not in ops and "SoftmaxCrossEntropyLoss" not in ops
+    assert "ReduceMax" in ops and "GatherElements" not in ops  # target logit from the hidden states
+    # layer 1's attention (layer 0's scope also holds the traced mask construction)
+    attention_ops = {node.op_type for node in nodes if "layers.1/self_attn/" in node.name}
+    if manifest.raw["model"]["family"] != "gpt2":
+        assert "MatMul" in attention_ops
+        assert "Expand" not in attention_ops  # grouped-query attention: no repeat of key/value heads
+        assert "Neg" not in attention_ops  # rotate_half is a MatMul
 
 
 def test_one_step_changes_only_lora(exported: tuple[Path, Manifest]) -> None:
