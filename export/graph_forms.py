@@ -14,8 +14,9 @@ MatMul runs on MLAS's threaded GEMM. Measurements: docs/benchmarks.md, "What the
   the rows of one matmul gives the same scores without the copies (GQA, Ainslie et al. 2023).
 
 `export_forms(model)` installs both while the graph is traced and restores the model afterwards. A
-modeling module is patched only if its `rotate_half` is the standard one (checked numerically); GPT-2
-has no rotary embedding and keeps its code. The export checks the traced graph's loss against torch's
+modeling module is patched only if its `apply_rotary_pos_emb` computes the standard form (checked
+numerically), and a call whose cos/sin cover only part of the head goes to the original; GPT-2 has no
+rotary embedding and keeps its code. The export checks the traced graph's loss against torch's
 on a reference batch, so a form that changed the function would fail the export.
 """
 
@@ -106,8 +107,10 @@ AttentionMaskInterface.register(EXPORT_ATTENTION, eager_mask)
 def export_forms(model: torch.nn.Module) -> Iterator[None]:
     """While tracing `model` (a PreTrainedModel): `rotate_half` as a MatMul, grouped-query attention.
 
-    Patches `apply_rotary_pos_emb` in the modeling modules of `model`'s layers and sets the attention
-    implementation to EXPORT_ATTENTION; both are restored on exit, also after an error.
+    Patches `apply_rotary_pos_emb` in the modeling modules of `model`'s layers whose function gives
+    `rotary_with_matrix`'s result on a random input (a partial or otherwise different rotary keeps its
+    own code), and sets the attention implementation to EXPORT_ATTENTION; both are restored on exit,
+    also after an error.
     """
     patched: list[tuple[ModuleType, Callable[..., Any]]] = []
     for sub in model.modules():
@@ -115,10 +118,9 @@ def export_forms(model: torch.nn.Module) -> Iterator[None]:
         if mod is None or any(mod is m for m, _ in patched):
             continue
         apply = getattr(mod, "apply_rotary_pos_emb", None)
-        rotate = getattr(mod, "rotate_half", None)
-        if callable(apply) and callable(rotate) and _is_standard_rotate_half(rotate):
+        if callable(apply) and is_standard_rotary(apply):
             patched.append((mod, apply))
-            setattr(mod, "apply_rotary_pos_emb", rotary_with_matrix)  # noqa: B010 - a module global
+            setattr(mod, "apply_rotary_pos_emb", matrix_form_of(apply))  # noqa: B010 - a module global
     attention = model.config._attn_implementation
     model.set_attn_implementation(EXPORT_ATTENTION)
     try:
@@ -129,6 +131,30 @@ def export_forms(model: torch.nn.Module) -> Iterator[None]:
             setattr(mod, "apply_rotary_pos_emb", apply)  # noqa: B010
 
 
-def _is_standard_rotate_half(rotate: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-    x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0))
-    return bool(torch.equal(rotate(x), x @ rotate_half_matrix(8, x.dtype)))
+def is_standard_rotary(apply: Callable[..., Any]) -> bool:
+    """Whether `apply(q, k, cos, sin)` equals `rotary_with_matrix` on a random full-width input."""
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 5, 8, generator=gen), torch.randn(2, 2, 5, 8, generator=gen)
+    cos, sin = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 5, 8, generator=gen)
+    try:
+        got = apply(q, k, cos, sin)
+    except Exception:  # noqa: BLE001 - a different signature is simply not the standard form
+        return False
+    want = rotary_with_matrix(q, k, cos, sin)
+    return all(
+        isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(got, want, strict=True)
+    )
+
+
+def matrix_form_of(original: Callable[..., Any]) -> Callable[..., Any]:
+    """`rotary_with_matrix` where the rotary spans the whole head; `original` for any other call."""
+
+    def apply(
+        q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *args: Any, **kwargs: Any
+    ):
+        if args or set(kwargs) - {"unsqueeze_dim"} or cos.shape[-1] != q.shape[-1]:
+            return original(q, k, cos, sin, *args, **kwargs)
+        return rotary_with_matrix(q, k, cos, sin, **kwargs)
+
+    return apply

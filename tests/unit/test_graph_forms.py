@@ -11,6 +11,8 @@ from export.graph_forms import (
     EXPORT_ATTENTION,
     export_forms,
     grouped_query_attention,
+    is_standard_rotary,
+    matrix_form_of,
     rotary_with_matrix,
     rotate_half_matrix,
 )
@@ -71,7 +73,7 @@ def test_export_forms_swaps_and_restores_the_model_code_and_keeps_its_output() -
     expected = model(input_ids=ids, attention_mask=mask).logits
     original = modeling_llama.apply_rotary_pos_emb
     with export_forms(model):
-        assert modeling_llama.apply_rotary_pos_emb is rotary_with_matrix
+        assert modeling_llama.apply_rotary_pos_emb is not original
         assert model.config._attn_implementation == EXPORT_ATTENTION
         got = model(input_ids=ids, attention_mask=mask).logits
     assert modeling_llama.apply_rotary_pos_emb is original
@@ -107,3 +109,25 @@ def test_output_layer_is_used_only_where_the_logits_are_exactly_head_of_hidden()
 
     model.forward = scaled  # type: ignore[method-assign]
     assert find_output_layer(model, batch) is None
+
+
+def test_only_the_standard_full_width_rotary_is_replaced() -> None:
+    assert is_standard_rotary(modeling_llama.apply_rotary_pos_emb)
+    assert not is_standard_rotary(lambda q, k, cos, sin: (q, k))  # a different function
+    assert not is_standard_rotary(lambda q, k, cos, sin, position_ids: (q, k))  # a different signature
+    calls: list[str] = []
+
+    def partial_rotary(q, k, cos, sin, unsqueeze_dim=1):  # rotates only the first cos.shape[-1] dims
+        calls.append("original")
+        return q, k
+
+    form = matrix_form_of(partial_rotary)
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(1, 2, 3, 8, generator=gen), torch.randn(1, 2, 3, 8, generator=gen)
+    form(q, k, torch.randn(1, 3, 4, generator=gen), torch.randn(1, 3, 4, generator=gen))
+    assert calls == ["original"]  # cos/sin narrower than the head: not the full-width form
+    cos, sin = torch.randn(1, 3, 8, generator=gen), torch.randn(1, 3, 8, generator=gen)
+    got = form(q, k, cos, sin)
+    assert calls == ["original"]
+    for a, b in zip(got, modeling_llama.apply_rotary_pos_emb(q, k, cos, sin), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
