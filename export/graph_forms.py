@@ -113,12 +113,10 @@ def export_forms(model: torch.nn.Module) -> Iterator[None]:
     also after an error.
     """
     patched: list[tuple[ModuleType, Callable[..., Any]]] = []
-    for sub in model.modules():
-        mod = sys.modules.get(type(sub).__module__)
-        if mod is None or any(mod is m for m, _ in patched):
-            continue
+    for name in {type(sub).__module__ for sub in model.modules()}:
+        mod = sys.modules.get(name)
         apply = getattr(mod, "apply_rotary_pos_emb", None)
-        if callable(apply) and is_standard_rotary(apply):
+        if mod is not None and callable(apply) and is_standard_rotary(apply):
             patched.append((mod, apply))
             setattr(mod, "apply_rotary_pos_emb", matrix_form_of(apply))  # noqa: B010 - a module global
     attention = model.config._attn_implementation
