@@ -5,6 +5,7 @@
   (`tiny_llama_bundle`), tests that change a bundle copy it first.
 - `write_vector_bundle`: a bundle holding only an initial vector and its manifest, enough for the cloud
   (which never trains) and much faster than an export.
+- `tiny_llama_config`: the small random Llama (grouped-query heads) that export and graph tests build.
 """
 
 from __future__ import annotations
@@ -25,6 +26,25 @@ def export_tiny_llama(out_dir: Path, **options: Any) -> Manifest:
 
     settings: dict[str, Any] = {"model": "tiny-llama", "seq_len": 32, **options}
     return run_export(ExportOptions(out_dir=out_dir, **settings), progress=lambda _line: None)
+
+
+def tiny_llama_config(**overrides: Any) -> Any:
+    """A transformers LlamaConfig: byte vocabulary, hidden 32, MLP 64, 2 layers, 4 heads over 2 key/value
+    heads, 64 positions; `overrides` replace any of these by field name."""
+    from transformers import LlamaConfig  # only for tests that build a model
+
+    from fl_protocol.tokenizer import BYTE_VOCAB_SIZE
+
+    fields: dict[str, Any] = {
+        "vocab_size": BYTE_VOCAB_SIZE,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+    }
+    return LlamaConfig(**{**fields, **overrides})
 
 
 def write_vector_bundle(bundle_dir: Path, initial: np.ndarray) -> Path:

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM
 
 from export.adapter import write_adapter
 from export.pipeline import ExportOptions, run_export
 from fedlora.demo import completions, machine_load
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
-from fl_protocol.tokenizer import BYTE_VOCAB_SIZE
+from tests.kit.bundles import tiny_llama_config
 
 
 def _machine(monkeypatch: pytest.MonkeyPatch, load: float | None, cores: int = 2) -> None:
@@ -52,16 +52,7 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 2-layer Llama bundle (byte tokenizer) and a PEFT adapter of a perturbed LoRA vector."""
     root = tmp_path_factory.mktemp("completions")
     torch.manual_seed(7)
-    config = LlamaConfig(
-        vocab_size=BYTE_VOCAB_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(root / "hf")
+    AutoModelForCausalLM.from_config(tiny_llama_config()).save_pretrained(root / "hf")
     options = ExportOptions(
         model=str(root / "hf"),
         out_dir=root / "bundle",

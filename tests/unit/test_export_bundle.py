@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
 
 from export.adapter import write_adapter
 from export.errors import ExportError
@@ -19,18 +19,11 @@ from export.pipeline import ExportOptions, run_export
 from fl_protocol.flatvec import FlatVector, load_flat_vector, save_flat_vector
 from fl_protocol.manifest import BundleError, Manifest, load_manifest
 from fl_protocol.tokenizer import BYTE_VOCAB_SIZE
+from tests.kit.bundles import tiny_llama_config
 
 TOL = 1e-4
 CONFIGS = {
-    "llama": lambda: LlamaConfig(
-        vocab_size=BYTE_VOCAB_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    ),
+    "llama": tiny_llama_config,
     "qwen2": lambda: Qwen2Config(
         vocab_size=BYTE_VOCAB_SIZE,
         hidden_size=32,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM
 from transformers.models.llama import modeling_llama
 
 from export.graph_forms import (
@@ -16,6 +16,7 @@ from export.graph_forms import (
     rotary_with_matrix,
     rotate_half_matrix,
 )
+from tests.kit.bundles import tiny_llama_config
 
 
 def test_rotate_half_is_a_matmul() -> None:
@@ -56,15 +57,7 @@ def test_grouped_attention_equals_eager_attention_with_repeated_heads(masked: bo
 
 
 def test_export_forms_swaps_and_restores_the_model_code_and_keeps_its_output() -> None:
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
+    config = tiny_llama_config(vocab_size=50, intermediate_size=48, max_position_embeddings=32)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     ids = torch.randint(0, 50, (2, 9))
@@ -88,7 +81,7 @@ def test_export_forms_swaps_and_restores_the_model_code_and_keeps_its_output() -
 def test_output_layer_is_used_only_where_the_logits_are_exactly_head_of_hidden() -> None:
     from export.onnx_graph import example_batch, find_output_layer
 
-    config = LlamaConfig(
+    config = tiny_llama_config(
         vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
     )  # fmt: skip
